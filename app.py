@@ -1,0 +1,88 @@
+"""Lookout Edge for AWS: Chalice routes and event handlers. Logic lives in chalicelib/."""
+
+from __future__ import annotations
+
+from chalice import Chalice, Response
+
+from chalicelib import cors, ingest
+from chalicelib.observability import flush, logger
+
+app = Chalice(app_name="lookout-edge")
+# Bodies API Gateway must hand over untouched (base64 in the event). application/json
+# stays text: as a binary type Chalice would base64 every JSON answer (see README).
+app.api.binary_types.extend(["text/plain", "application/x-ndjson", "application/gzip", "application/x-gzip"])
+
+INGEST_METHODS = ["POST", "OPTIONS"]
+# Accept every content type at the router: chalicelib answers 415 with the contract's JSON error.
+ANY_CONTENT = ["*/*"]
+
+
+def _json(status: int, body: dict, headers: dict[str, str] | None = None) -> Response:
+    return Response(body=body, status_code=status, headers={"Content-Type": "application/json", **(headers or {})})
+
+
+def _ingest(path: str) -> Response:
+    """Shared view body: preflight, or the ingest path, with CORS on every answer."""
+    request = app.current_request
+    origin = request.headers.get("origin")
+    if request.method == "OPTIONS":
+        allowed = cors.preflight_headers(origin, request.headers.get("access-control-request-headers"))
+        return Response(body="", status_code=204, headers=allowed)
+    try:
+        reply = ingest.handle(
+            ingest.IngestRequest(
+                path=path,
+                headers=request.headers,
+                body=request.raw_body or b"",
+                client_ip=(request.context.get("identity") or {}).get("sourceIp"),
+            )
+        )
+    except Exception:
+        logger().exception("ingest failed unexpectedly")
+        reply = ingest.Reply(500, {"error": "internal_error", "message": "the edge failed; retry shortly"})
+    return _json(reply.status, reply.body, {**reply.headers, **cors.response_headers(origin)})
+
+
+@app.middleware("http")
+def flush_metrics(event, get_response):
+    """One EMF line per request, after the answer is built."""
+    try:
+        return get_response(event)
+    finally:
+        flush()
+
+
+@app.route("/health", methods=["GET"])
+def health() -> Response:
+    return _json(200, {"status": "ok"})
+
+
+@app.route("/api/ingest", methods=INGEST_METHODS, content_types=ANY_CONTENT)
+def ingest_error() -> Response:
+    return _ingest("/api/ingest")
+
+
+@app.route("/api/v1/ingest", methods=INGEST_METHODS, content_types=ANY_CONTENT)
+def ingest_v1() -> Response:
+    return _ingest("/api/v1/ingest")
+
+
+@app.route("/api/v1/errors", methods=INGEST_METHODS, content_types=ANY_CONTENT)
+def ingest_v1_errors() -> Response:
+    return _ingest("/api/v1/errors")
+
+
+@app.route("/api/ingest/trace/otlp", methods=INGEST_METHODS, content_types=ANY_CONTENT)
+def ingest_otlp() -> Response:
+    return _ingest("/api/ingest/trace/otlp")
+
+
+@app.route("/api/ingest/{signal}", methods=INGEST_METHODS, content_types=ANY_CONTENT)
+def ingest_signal(signal: str) -> Response:
+    return _ingest(f"/api/ingest/{signal}")
+
+
+@app.route("/api/ingest/{signal}/{rest}", methods=INGEST_METHODS, content_types=ANY_CONTENT)
+def ingest_unknown_nested(signal: str, rest: str) -> Response:
+    """Deeper unknown paths get the contract's JSON 404 instead of API Gateway's 403."""
+    return _ingest(f"/api/ingest/{signal}/{rest}")

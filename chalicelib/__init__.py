@@ -1,0 +1,1 @@
+"""Lookout Edge for AWS: the code the Lambdas run (edge, forwarder, key sync)."""

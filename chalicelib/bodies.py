@@ -1,0 +1,142 @@
+"""Request bodies: content type and encoding checks, capped decompression, JSON/NDJSON parsing.
+
+Pure functions (no AWS): every refusal is an EdgeError with the contract's code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.errors import EdgeError, bad_request, too_large, unsupported
+
+MIB = 1024 * 1024
+MAX_RAW_BYTES = 5 * MIB
+MAX_DECODED_BYTES = 5 * MIB
+MAX_EVENT_BYTES = 1 * MIB
+JSON_TYPES = frozenset({"application/json", "text/plain"})
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonlines"})
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ParsedBody:
+    """The events a request carries: one for JSON, one per line for NDJSON."""
+
+    events: list[Any]
+    ndjson: bool
+
+
+def media_type(content_type: str | None) -> str:
+    """`application/json; charset=utf-8` → `application/json`; missing → JSON."""
+    if not content_type:
+        return "application/json"
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def parse_body(raw: bytes, content_type: str | None, content_encoding: str | None) -> ParsedBody:
+    """Check, decode and parse a request body, enforcing every size limit of the contract."""
+    kind = media_type(content_type)
+    if kind not in JSON_TYPES and kind not in NDJSON_TYPES:
+        raise unsupported(f"content type {kind!r} is not accepted; send application/json or application/x-ndjson")
+    if len(raw) > MAX_RAW_BYTES:
+        raise too_large(f"the request body is {len(raw)} bytes; the limit is {MAX_RAW_BYTES}")
+    data = decode_content(raw, content_encoding)
+    if not data.strip():
+        raise bad_request("the request body is empty")
+    if kind in NDJSON_TYPES:
+        return ParsedBody(events=_parse_ndjson(data), ndjson=True)
+    if len(data) > MAX_EVENT_BYTES:
+        raise too_large(f"one event is {len(data)} bytes decoded; the limit is {MAX_EVENT_BYTES}")
+    return ParsedBody(events=[parse_json(data)], ndjson=False)
+
+
+def decode_content(raw: bytes, content_encoding: str | None) -> bytes:
+    """Undo gzip/deflate with a hard cap on the output, so a bomb costs little memory."""
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding in ("identity", ""):
+        return raw
+    if encoding in ("gzip", "x-gzip"):
+        return _inflate(raw, zlib.MAX_WBITS | 16, "gzip")
+    if encoding == "deflate":
+        # RFC 9110 deflate is zlib-wrapped; some clients send raw deflate.
+        try:
+            return _inflate(raw, zlib.MAX_WBITS, "deflate")
+        except _CorruptStream:
+            return _inflate(raw, -zlib.MAX_WBITS, "deflate")
+    raise unsupported(f"content encoding {encoding!r} is not accepted; send gzip, deflate or none")
+
+
+class _CorruptStream(Exception):
+    pass
+
+
+def _inflate(raw: bytes, wbits: int, name: str) -> bytes:
+    decompressor = zlib.decompressobj(wbits)
+    out = bytearray()
+    pending = raw
+    try:
+        while pending:
+            out += decompressor.decompress(pending, _CHUNK)
+            if len(out) > MAX_DECODED_BYTES:
+                raise too_large(f"the decoded body is over the {MAX_DECODED_BYTES}-byte limit")
+            pending = decompressor.unconsumed_tail
+            if decompressor.eof:
+                break
+        out += decompressor.flush()
+    except zlib.error as exc:
+        if name == "deflate" and wbits > 0:
+            raise _CorruptStream from exc
+        raise bad_request(f"the body is not valid {name} data") from exc
+    if len(out) > MAX_DECODED_BYTES:
+        raise too_large(f"the decoded body is over the {MAX_DECODED_BYTES}-byte limit")
+    if not decompressor.eof:
+        if name == "deflate" and wbits > 0:
+            raise _CorruptStream
+        raise bad_request(f"the {name} body is truncated")
+    return bytes(out)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:20]}… is too large")
+    return value
+
+
+def parse_json(data: bytes) -> Any:
+    """Strict JSON: no NaN/Infinity, no numbers that overflow, no runaway nesting."""
+    try:
+        return json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise bad_request("the body is nested too deeply") from None
+    except (ValueError, TypeError) as exc:  # JSONDecodeError, UnicodeDecodeError, int digit limit
+        raise bad_request(f"the body is not valid JSON: {_short(exc)}") from None
+
+
+def _parse_ndjson(data: bytes) -> list[Any]:
+    events = []
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        if len(line) > MAX_EVENT_BYTES:
+            raise too_large(f"line {number} is {len(line)} bytes; one event may be {MAX_EVENT_BYTES}")
+        try:
+            events.append(parse_json(line))
+        except EdgeError as exc:
+            raise bad_request(f"line {number}: {exc.message}") from None
+    if not events:
+        raise bad_request("the NDJSON body has no events")
+    return events
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) <= 120 else text[:117] + "..."

@@ -1,0 +1,86 @@
+"""Settings read once per container from the environment (names: CONTRACT §2)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+DEFAULT_KEYS_TABLE = "lookout-edge-keys"
+DEFAULT_IDEMPOTENCY_TABLE = "lookout-edge-idempotency"
+
+
+class ConfigError(RuntimeError):
+    """A required setting is missing; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    keys_table: str = DEFAULT_KEYS_TABLE
+    idempotency_table: str = DEFAULT_IDEMPOTENCY_TABLE
+    queue_url: str | None = None
+    dlq_url: str | None = None
+    backend_url: str | None = None
+    token: str | None = None
+    token_param: str | None = None
+    db_url: str | None = None
+    db_url_param: str | None = None
+    keys_query: str | None = None
+    # Internal knobs (not part of the contract; sane defaults for operators).
+    key_cache_ttl: float = 60.0
+    key_negative_ttl: float = 10.0
+    key_stale_ttl: float = 3600.0
+    key_cache_size: int = 10_000
+    mass_delete_share: float = 0.10
+
+    def require(self, name: str) -> str:
+        """Return a required setting or raise naming its environment variable."""
+        value = getattr(self, name)
+        if not value:
+            raise ConfigError(f"{ENV_NAMES[name]} is not set")
+        return value
+
+
+ENV_NAMES = {
+    "keys_table": "LOOKOUT_EDGE_KEYS_TABLE",
+    "idempotency_table": "LOOKOUT_EDGE_IDEMPOTENCY_TABLE",
+    "queue_url": "LOOKOUT_EDGE_QUEUE_URL",
+    "dlq_url": "LOOKOUT_EDGE_DLQ_URL",
+    "backend_url": "LOOKOUT_INGEST_EDGE_BACKEND_URL",
+    "token": "LOOKOUT_INGEST_EDGE_TOKEN",
+    "token_param": "LOOKOUT_INGEST_EDGE_TOKEN_PARAM",
+    "db_url": "LOOKOUT_DB_URL",
+    "db_url_param": "LOOKOUT_DB_URL_PARAM",
+    "keys_query": "LOOKOUT_EDGE_KEYS_QUERY",
+    "key_cache_ttl": "LOOKOUT_EDGE_KEY_CACHE_TTL",
+    "key_negative_ttl": "LOOKOUT_EDGE_KEY_NEGATIVE_TTL",
+    "key_stale_ttl": "LOOKOUT_EDGE_KEY_STALE_TTL",
+    "key_cache_size": "LOOKOUT_EDGE_KEY_CACHE_SIZE",
+    "mass_delete_share": "LOOKOUT_EDGE_MASS_DELETE_SHARE",
+}
+
+
+def load_settings(env: dict[str, str] | os._Environ = os.environ) -> Settings:
+    """Build settings from an environment mapping; empty values count as unset."""
+    values: dict[str, object] = {}
+    for field_name, env_name in ENV_NAMES.items():
+        raw = (env.get(env_name) or "").strip()
+        if not raw:
+            continue
+        default = Settings.__dataclass_fields__[field_name].default
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            values[field_name] = raw
+        else:
+            try:
+                values[field_name] = type(default)(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{env_name} must be a number, got {raw!r}") from exc
+    if isinstance(values.get("backend_url"), str):
+        values["backend_url"] = str(values["backend_url"]).rstrip("/")
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The container's settings, read on first use (tests call `settings.cache_clear()`)."""
+    return load_settings()

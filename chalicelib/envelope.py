@@ -1,0 +1,72 @@
+"""The queue message of CONTRACT §5: build it, encode it to fit SQS, decode it back.
+
+Pure functions: the edge builds and encodes, the forwarder decodes.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib.errors import too_large
+
+VERSION = 1
+# SQS allows 256 KiB for body plus attributes; keep a margin for the attributes.
+MAX_MESSAGE_BYTES = 256 * 1024 - 2 * 1024
+
+_ulids: Any = None
+_ulid_lock = threading.Lock()
+
+
+def new_ulid() -> str:
+    """A monotonic ULID: sortable, unique even within one millisecond."""
+    global _ulids
+    with _ulid_lock:
+        if _ulids is None:
+            from ulid import ULIDGenerator
+
+            _ulids = ULIDGenerator()
+        return str(_ulids.generate())
+
+
+def utc_now_iso(now: datetime | None = None) -> str:
+    """`2026-11-22T10:00:00.123Z`: UTC with milliseconds, as the contract shows."""
+    now = now or datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def strip_api_key(payload: Any) -> Any:
+    """Drop the top-level `api_key` of an object payload: the key is never queued."""
+    if isinstance(payload, dict) and "api_key" in payload:
+        return {k: v for k, v in payload.items() if k != "api_key"}
+    return payload
+
+
+def dumps(value: Any) -> str:
+    """Compact ASCII JSON: escapes control and non-BMP characters SQS would refuse."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def encode_message(message: dict[str, Any]) -> str:
+    """The SQS body: payload inline, or gzip+base64 when inline would not fit (else 413)."""
+    body = dumps(message)
+    if len(body) <= MAX_MESSAGE_BYTES:
+        return body
+    packed = base64.b64encode(gzip.compress(dumps(message["payload"]).encode(), 6)).decode()
+    smaller = dict(message, payload_encoding="gzip+base64", payload=packed)
+    body = dumps(smaller)
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise too_large("the event does not fit in one queue message even compressed")
+    return body
+
+
+def decode_payload(message: dict[str, Any]) -> dict[str, Any]:
+    """The message with its payload back as JSON, whatever `payload_encoding` it had."""
+    if message.get("payload_encoding") != "gzip+base64":
+        return message
+    payload = json.loads(gzip.decompress(base64.b64decode(message["payload"])))
+    return dict(message, payload_encoding="json", payload=payload)

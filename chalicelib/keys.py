@@ -1,0 +1,139 @@
+"""Project API keys: hashing, the DynamoDB item (CONTRACT §4), and the container cache."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def hash_key(raw_key: str) -> str:
+    """Lowercase hex SHA-256 of the raw key: the table's partition key."""
+    return hashlib.sha256(raw_key.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """What the edge knows about a key. Missing list → empty, missing flag → true."""
+
+    key_hash: str
+    project_id: str
+    organization_id: str
+    billing_ok: bool
+    key_id: str | None = None
+    ip_allowlist: tuple[str, ...] = ()
+    trace_enabled: bool = True
+    rum_enabled: bool = True
+    rate_limit_per_minute: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_item(cls, item: dict[str, dict[str, Any]]) -> KeyRecord:
+        """Read a low-level DynamoDB item (`{"S": ...}` attribute values)."""
+
+        def text(name: str) -> str | None:
+            value = item.get(name)
+            if value is None:
+                return None
+            return value.get("S", value.get("N"))
+
+        def flag(name: str, default: bool) -> bool:
+            value = item.get(name)
+            return default if value is None or "BOOL" not in value else bool(value["BOOL"])
+
+        allowlist = tuple(v["S"] for v in item.get("ip_allowlist", {}).get("L", []) if "S" in v)
+        limit = item.get("rate_limit_per_minute", {}).get("N")
+        return cls(
+            key_hash=item["key_hash"]["S"],
+            project_id=text("project_id") or "",
+            organization_id=text("organization_id") or "",
+            billing_ok=flag("billing_ok", True),
+            key_id=text("key_id"),
+            ip_allowlist=allowlist,
+            trace_enabled=flag("trace_enabled", True),
+            rum_enabled=flag("rum_enabled", True),
+            rate_limit_per_minute=int(float(limit)) if limit is not None else None,
+        )
+
+
+class KeyStoreUnavailable(Exception):
+    """The key store failed and no cached answer can stand in for it."""
+
+
+@dataclass
+class _Entry:
+    record: KeyRecord | None
+    fetched_at: float
+
+
+class KeyCache:
+    """Bounded LRU of key lookups with a TTL, and stale answers while the store is down.
+
+    Positive answers live `ttl` seconds, unknown keys `negative_ttl`; when the
+    store fails, an entry younger than `stale_ttl` is served instead of a 503.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[str], KeyRecord | None],
+        ttl: float = 60.0,
+        negative_ttl: float = 10.0,
+        stale_ttl: float = 3600.0,
+        max_size: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+        on_stale: Callable[[str, Exception], None] | None = None,
+    ):
+        self._fetch = fetch
+        self._ttl = ttl
+        self._negative_ttl = negative_ttl
+        self._stale_ttl = stale_ttl
+        self._max_size = max_size
+        self._clock = clock
+        self._on_stale = on_stale
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key_hash: str) -> KeyRecord | None:
+        """The record for a key hash, None when the key is unknown."""
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(key_hash)
+            if entry is not None:
+                self._entries.move_to_end(key_hash)
+                ttl = self._ttl if entry.record is not None else self._negative_ttl
+                if now - entry.fetched_at < ttl:
+                    return entry.record
+        try:
+            record = self._fetch(key_hash)
+        except Exception as exc:
+            if entry is not None and now - entry.fetched_at < self._stale_ttl:
+                if self._on_stale is not None:
+                    self._on_stale(key_hash, exc)
+                return entry.record
+            raise KeyStoreUnavailable(str(exc)) from exc
+        self._put(key_hash, _Entry(record, now))
+        return record
+
+    def _put(self, key_hash: str, entry: _Entry) -> None:
+        with self._lock:
+            self._entries[key_hash] = entry
+            self._entries.move_to_end(key_hash)
+            while len(self._entries) > self._max_size:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def fetch_key_item(table: str, key_hash: str) -> KeyRecord | None:
+    """One consistent-enough GetItem on the keys table (eventual consistency is fine)."""
+    from chalicelib.aws import client
+
+    response = client("dynamodb").get_item(TableName=table, Key={"key_hash": {"S": key_hash}})
+    item = response.get("Item")
+    return KeyRecord.from_item(item) if item else None

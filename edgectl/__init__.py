@@ -1,0 +1,1 @@
+"""Operator and developer tooling: CLI, local stack, reference receiver. Never deployed."""
