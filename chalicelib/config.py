@@ -32,6 +32,12 @@ class Settings:
     key_stale_ttl: float = 3600.0
     key_cache_size: int = 10_000
     mass_delete_share: float = 0.10
+    # Forwarder knobs: HTTP timeouts well under the Lambda timeout, retry backoff, token cache.
+    forward_connect_timeout: float = 3.0
+    forward_read_timeout: float = 10.0
+    retry_base_seconds: int = 10
+    retry_max_seconds: int = 900
+    token_cache_seconds: int = 300
 
     def require(self, name: str) -> str:
         """Return a required setting or raise naming its environment variable."""
@@ -57,6 +63,11 @@ ENV_NAMES = {
     "key_stale_ttl": "LOOKOUT_EDGE_KEY_STALE_TTL",
     "key_cache_size": "LOOKOUT_EDGE_KEY_CACHE_SIZE",
     "mass_delete_share": "LOOKOUT_EDGE_MASS_DELETE_SHARE",
+    "forward_connect_timeout": "LOOKOUT_EDGE_FORWARD_CONNECT_TIMEOUT",
+    "forward_read_timeout": "LOOKOUT_EDGE_FORWARD_READ_TIMEOUT",
+    "retry_base_seconds": "LOOKOUT_EDGE_RETRY_BASE_SECONDS",
+    "retry_max_seconds": "LOOKOUT_EDGE_RETRY_MAX_SECONDS",
+    "token_cache_seconds": "LOOKOUT_EDGE_TOKEN_CACHE_SECONDS",
 }
 
 
