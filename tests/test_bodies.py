@@ -1,0 +1,100 @@
+import gzip
+import json
+import zlib
+
+import pytest
+
+from chalicelib.bodies import MAX_DECODED_BYTES, MAX_EVENT_BYTES, decode_content, media_type, parse_body
+from chalicelib.errors import EdgeError
+
+
+def refused(raw: bytes, content_type: str | None = "application/json", encoding: str | None = None) -> EdgeError:
+    with pytest.raises(EdgeError) as info:
+        parse_body(raw, content_type, encoding)
+    return info.value
+
+
+def test_json_object_parses_as_one_event():
+    parsed = parse_body(b'{"message": "boom"}', "application/json; charset=utf-8", None)
+    assert parsed.events == [{"message": "boom"}]
+    assert not parsed.ndjson
+
+
+def test_text_plain_json_is_accepted_as_sendbeacon_sends_it():
+    assert parse_body(b'{"a": 1}', "text/plain;charset=UTF-8", None).events == [{"a": 1}]
+
+
+def test_missing_content_type_is_treated_as_json():
+    assert media_type(None) == "application/json"
+    assert parse_body(b"{}", None, None).events == [{}]
+
+
+def test_ndjson_gives_one_event_per_nonblank_line():
+    parsed = parse_body(b'{"a": 1}\n\n{"b": 2}\r\n', "application/x-ndjson", None)
+    assert parsed.events == [{"a": 1}, {"b": 2}]
+    assert parsed.ndjson
+
+
+@pytest.mark.parametrize("content_type", ["application/xml", "multipart/form-data", "image/png"])
+def test_unsupported_content_type_is_415(content_type):
+    assert refused(b"{}", content_type).status == 415
+
+
+def test_unsupported_content_encoding_is_415():
+    error = refused(b"{}", encoding="br")
+    assert (error.status, error.code) == (415, "unsupported_media_type")
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"   \n", b"{not json", b"\xff\xfe\x00", b"NaN", b'{"x": Infinity}', b"1e999999"]
+)
+def test_invalid_or_empty_json_is_400(body):
+    assert refused(body).status == 400
+
+
+def test_deep_nesting_is_400_not_a_crash():
+    assert refused(b"[" * 100_000 + b"]" * 100_000).status == 400
+
+
+def test_gzip_and_deflate_bodies_are_decoded():
+    raw = json.dumps({"message": "zipped"}).encode()
+    assert parse_body(gzip.compress(raw), "application/json", "gzip").events == [{"message": "zipped"}]
+    assert parse_body(zlib.compress(raw), "application/json", "deflate").events == [{"message": "zipped"}]
+    raw_deflate = zlib.compressobj(wbits=-15)
+    packed = raw_deflate.compress(raw) + raw_deflate.flush()
+    assert parse_body(packed, "application/json", "deflate").events == [{"message": "zipped"}]
+
+
+def test_gzip_bomb_is_413_without_inflating_it_all():
+    bomb = gzip.compress(b"0" * (200 * 1024 * 1024), 9)
+    assert len(bomb) < 300 * 1024
+    assert refused(bomb, encoding="gzip").status == 413
+
+
+def test_deflate_bomb_is_413():
+    assert refused(zlib.compress(b" " * (50 * 1024 * 1024), 9), encoding="deflate").status == 413
+
+
+def test_truncated_gzip_is_400():
+    packed = gzip.compress(json.dumps({"a": "b" * 1000}).encode())
+    assert refused(packed[: len(packed) // 2], encoding="gzip").status == 400
+
+
+def test_decode_stops_at_the_cap():
+    with pytest.raises(EdgeError):
+        decode_content(gzip.compress(b"a" * (MAX_DECODED_BYTES + 1)), "gzip")
+
+
+def test_body_over_5_mib_as_received_is_413():
+    assert refused(b" " * (5 * 1024 * 1024 + 1)).status == 413
+
+
+def test_one_event_over_1_mib_is_413_even_when_the_body_fits():
+    big = json.dumps({"message": "x" * MAX_EVENT_BYTES}).encode()
+    assert refused(big).status == 413
+    assert refused(big + b"\n", "application/x-ndjson").status == 413
+
+
+def test_ndjson_bad_line_names_the_line():
+    error = refused(b'{"a": 1}\n{oops\n', "application/x-ndjson")
+    assert error.status == 400 and "line 2" in error.message

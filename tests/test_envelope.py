@@ -1,0 +1,51 @@
+import json
+
+import pytest
+
+from chalicelib.envelope import MAX_MESSAGE_BYTES, decode_payload, encode_message, new_ulid, strip_api_key, utc_now_iso
+from chalicelib.errors import EdgeError
+
+
+def message(payload):
+    return {"v": 1, "event_id": new_ulid(), "payload_encoding": "json", "payload": payload}
+
+
+def test_ulids_are_monotonic_within_a_millisecond():
+    ids = [new_ulid() for _ in range(2000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 26 for i in ids)
+
+
+def test_received_at_format():
+    assert len(utc_now_iso()) == len("2026-11-22T10:00:00.123Z")
+    assert utc_now_iso().endswith("Z")
+
+
+def test_strip_api_key_only_top_level():
+    assert strip_api_key({"api_key": "k", "a": {"api_key": "nested"}}) == {"a": {"api_key": "nested"}}
+    assert strip_api_key([1]) == [1]
+
+
+def test_small_message_is_inline():
+    body = encode_message(message({"m": "x"}))
+    assert json.loads(body)["payload"] == {"m": "x"}
+
+
+def test_large_message_is_gzip_base64_and_decodes_back():
+    payload = {"lines": [f"line {i} " + "y" * 100 for i in range(3000)]}
+    body = encode_message(message(payload))
+    assert len(body) <= MAX_MESSAGE_BYTES
+    stored = json.loads(body)
+    assert stored["payload_encoding"] == "gzip+base64"
+    decoded = decode_payload(stored)
+    assert decoded["payload"] == payload and decoded["payload_encoding"] == "json"
+
+
+def test_incompressible_event_over_the_limit_is_413():
+    import os
+
+    payload = {"blob": os.urandom(400 * 1024).hex()}
+    with pytest.raises(EdgeError) as info:
+        encode_message(message(payload))
+    assert info.value.status == 413
