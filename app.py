@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from chalice import Chalice, Response
 
 from chalicelib import cors, ingest
@@ -86,3 +88,24 @@ def ingest_signal(signal: str) -> Response:
 def ingest_unknown_nested(signal: str, rest: str) -> Response:
     """Deeper unknown paths get the contract's JSON 404 instead of API Gateway's 403."""
     return _ingest(f"/api/ingest/{signal}/{rest}")
+
+
+# --- Forwarder: SQS → Lookout backend (chalicelib/forward_handler.py, docs/forwarder.md) ---
+# Chalice reads decorator arguments when it packages the app, so the queue name and the
+# concurrency come from the deploying shell's environment, not the function's.
+EDGE_QUEUE_NAME = os.environ.get("LOOKOUT_EDGE_QUEUE_NAME", "lookout-edge-events")
+FORWARDER_CONCURRENCY = int(os.environ.get("LOOKOUT_EDGE_FORWARDER_CONCURRENCY", "25"))
+
+
+@app.on_sqs_message(
+    queue=EDGE_QUEUE_NAME,
+    batch_size=10,
+    maximum_batching_window_in_seconds=1,
+    maximum_concurrency=FORWARDER_CONCURRENCY,
+)
+def forward_events(event) -> dict:
+    """Post the batch to Lookout. Deletes what was delivered itself and raises when any
+    message must be retried, so Lambda never deletes a message the backend did not take."""
+    from chalicelib import forward_handler
+
+    return forward_handler.forward(event.to_dict())
