@@ -1,0 +1,531 @@
+"""The reference Lookout receiver: `POST /api/ingest/edge` (CONTRACT §6) as a small real server.
+
+Lookout implements this route in its own code. This module is the executable
+spec of that side, and the backend of the local stack and of the tests: it
+checks the edge token, validates each §5 message, stores every event once per
+`event_id`, turns `job`/`cron` events into runs and check-ins, serves the SDK's
+remote config (`GET /api/config`) and lets humans and tests look inside.
+
+Python API (the server runs in a background thread)::
+
+    from edgectl.receiver import start_receiver
+    from edgectl.receiver_store import SQLiteStore
+
+    with start_receiver(port=0, token="t", store=SQLiteStore(path), projects={"key": "42"}) as rx:
+        post to f"{rx.url}/api/ingest/edge" ...
+        rx.store.event(event_id); rx.set_project_settings("42", {"sample_rate": 0.5})
+        rx.config_failing = True  # /api/config answers 500
+
+To inject faults, replace `rx.app` with any object whose `handle(Request) -> Response`
+wraps the real one: the HTTP layer looks it up on every request.
+
+Command line: `python -m edgectl receiver --port 8001 --token T [--db mysql://... | --sqlite PATH]`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import socket
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from chalicelib.config import ENV_NAMES
+from chalicelib.errors import EdgeError
+from chalicelib.signals import NAMED_SIGNALS
+from edgectl.receiver_store import MySQLStore, ReceiverStore, SQLiteStore
+
+log = logging.getLogger("edgectl.receiver")
+
+INGEST_PATH = "/api/ingest/edge"
+CONFIG_PATH = "/api/config"
+MAX_EVENTS_PER_BATCH = 10  # one SQS batch
+# Ten events of up to 1 MiB decoded each, re-encoded by the forwarder (escapes can grow them).
+MAX_BODY_BYTES = 32 * 1024 * 1024
+KNOWN_SIGNALS = frozenset({"error", "otlp"}) | NAMED_SIGNALS
+EVENT_ID = re.compile(r"[0-9A-Za-z_-]{1,32}")
+MAX_ID_LENGTH = 64
+TOKEN_ENV = ENV_NAMES["token"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request as the app sees it: header names lowercased, query as a flat dict."""
+
+    method: str
+    path: str
+    headers: dict[str, str] = field(default_factory=dict)
+    query: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class Response:
+    """A JSON answer; `events` is the batch size, for the access log only."""
+
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+    events: int | None = None
+
+
+def validate_event(event: Any) -> str | None:
+    """Why a forwarded event is not a valid §5 message (the text of its "rejected"), or None.
+
+    The receiver is strict where storing would go wrong (ids, signal, encoding,
+    payload type) and lenient elsewhere: unknown extra fields are kept as sent.
+    """
+    if not isinstance(event, dict):
+        return "an event must be a JSON object"
+    if type(event.get("v")) is not int or event["v"] != 1:
+        return 'unsupported message version: "v" must be 1'
+    if not isinstance(event.get("event_id"), str) or not EVENT_ID.fullmatch(event["event_id"]):
+        return '"event_id" must be 1 to 32 letters, digits, "-" or "_" (a ULID)'
+    if event.get("signal") not in KNOWN_SIGNALS:
+        return f'unknown "signal": {str(event.get("signal"))[:40]!r}'
+    for name, required in (("project_id", True), ("organization_id", False)):
+        value = event.get(name)
+        if (value is not None or required) and not (isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH):
+            return f'"{name}" must be a non-empty string of at most {MAX_ID_LENGTH} characters'
+    try:
+        datetime.fromisoformat(event.get("received_at"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return '"received_at" must be an ISO 8601 timestamp such as 2026-11-22T10:00:00.123Z'
+    if event.get("payload_encoding") != "json":
+        return '"payload_encoding" must be "json": the forwarder decodes payloads before posting'
+    if not isinstance(event.get("payload"), dict):
+        return '"payload" must be a JSON object'
+    for name in ("headers", "assigned_ids"):
+        if event.get(name) is not None and not isinstance(event[name], dict):
+            return f'"{name}" must be a JSON object when present'
+    return None
+
+
+def parse_batch(body: bytes) -> list[Any]:
+    """The `events` of a request body, or the batch-level error (400/413/422) the forwarder dead-letters."""
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        raise EdgeError(400, "invalid_json", "the body is not JSON") from None
+    if not isinstance(document, dict) or not isinstance(document.get("events"), list):
+        raise EdgeError(422, "invalid_batch", 'the body must be {"events": [...]}')
+    events = document["events"]
+    if not events:
+        raise EdgeError(422, "invalid_batch", '"events" is empty')
+    if len(events) > MAX_EVENTS_PER_BATCH:
+        raise EdgeError(413, "batch_too_large", f"at most {MAX_EVENTS_PER_BATCH} events per request")
+    return events
+
+
+def default_settings() -> dict[str, Any]:
+    """A project's remote config before anyone changes it: every signal on, nothing sampled out."""
+    return {"signals": {signal: True for signal in sorted(KNOWN_SIGNALS)}, "sample_rate": 1.0}
+
+
+def merge_settings(current: dict[str, Any], change: Any) -> dict[str, Any]:
+    """`current` with `change` applied: `signals` merged per signal, other keys replaced."""
+    if not isinstance(change, dict):
+        raise EdgeError(422, "invalid_settings", "settings must be a JSON object")
+    signals = change.get("signals", {})
+    if not isinstance(signals, dict) or not all(isinstance(v, bool) for v in signals.values()):
+        raise EdgeError(422, "invalid_settings", '"signals" must map signal names to true/false')
+    rate = change.get("sample_rate", 1.0)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+        raise EdgeError(422, "invalid_settings", '"sample_rate" must be a number from 0 to 1')
+    merged = {**current, **change}
+    merged["signals"] = {**current.get("signals", {}), **signals}
+    return merged
+
+
+def config_version(project_id: str, settings: dict[str, Any]) -> str:
+    """A version that changes exactly when the project's settings do (content hash)."""
+    canonical = json.dumps({"project_id": project_id, "settings": settings}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _json_body(request: Request) -> Any:
+    try:
+        return json.loads(request.body or b"{}")
+    except (UnicodeDecodeError, ValueError):
+        raise EdgeError(400, "invalid_json", "the body is not JSON") from None
+
+
+Route = Callable[[Request, str], Response]
+
+
+class ReceiverApp:
+    """The receiver's behaviour, HTTP-free: `handle(Request) -> Response`. Thread-safe.
+
+    `token` None or empty makes the token-protected routes answer 503, as Lookout
+    does until LOOKOUT_INGEST_EDGE_TOKEN is set. `projects` maps raw API keys to
+    project ids, for `/api/config` (the receiver has no Lookout key table).
+    """
+
+    def __init__(self, store: ReceiverStore, token: str | None = None, projects: dict[str, str] | None = None):
+        self.store = store
+        self.token = token
+        self.config_failing = False
+        self.counters: Counter[str] = Counter()
+        self._keys = dict(projects or {})
+        self._settings: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._routes: list[tuple[str, re.Pattern[str], Route, bool]] = [
+            ("POST", re.compile(re.escape(INGEST_PATH)), self._ingest, True),
+            ("GET", re.compile(re.escape(CONFIG_PATH)), self._config, False),
+            ("GET", re.compile("/health"), lambda _r, _a: Response(200, {"status": "ok"}), False),
+            ("GET", re.compile("/_receiver/events/([^/]+)"), self._get_event, True),
+            ("GET", re.compile("/_receiver/events"), self._list_events, True),
+            ("GET", re.compile("/_receiver/runs/([^/]+)"), self._get_run, True),
+            ("GET", re.compile("/_receiver/stats"), self._stats, True),
+            ("POST", re.compile("/_receiver/projects/([^/]+)/settings"), self._post_settings, True),
+        ]
+
+    # -- Python API ------------------------------------------------------------------------
+    def add_project_key(self, api_key: str, project_id: str) -> None:
+        """Let `api_key` read `project_id`'s remote config."""
+        with self._lock:
+            self._keys[api_key] = project_id
+
+    def project_settings(self, project_id: str) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._settings.get(project_id) or default_settings())
+
+    def set_project_settings(self, project_id: str, change: dict[str, Any]) -> dict[str, Any]:
+        """Change a project's settings (merged, see `merge_settings`); returns the new config document."""
+        with self._lock:
+            merged = merge_settings(self._settings.get(project_id) or default_settings(), change)
+            self._settings[project_id] = merged
+        return self.config_document(project_id, None)
+
+    def config_document(self, project_id: str, env_overrides: str | None) -> dict[str, Any]:
+        """What `GET /api/config` answers for a project: its settings, their `version`, the echoed overrides."""
+        settings = self.project_settings(project_id)
+        version = config_version(project_id, settings)
+        return {"version": version, "project_id": project_id, **settings, "env_overrides": env_overrides}
+
+    # -- HTTP-free dispatch ----------------------------------------------------------------
+    def handle(self, request: Request) -> Response:
+        """Route a request; every error becomes the contract's JSON `{"error", "message"}`."""
+        try:
+            allowed = []
+            for method, pattern, route, needs_token in self._routes:
+                match = pattern.fullmatch(request.path)
+                if not match:
+                    continue
+                allowed.append(method)
+                if method == request.method:
+                    if needs_token:
+                        self._authorize(request)
+                    return route(request, unquote(match.group(1)) if match.groups() else "")
+            if allowed:
+                raise EdgeError(405, "method_not_allowed", f"use {', '.join(allowed)} on this path")
+            raise EdgeError(404, "not_found", "no such route on the receiver")
+        except EdgeError as error:
+            headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
+            return Response(error.status, error.body(), headers)
+        except Exception:
+            log.exception("receiver error on %s %s", request.method, request.path)
+            return Response(500, {"error": "internal_error", "message": "the receiver failed; see its log"})
+
+    def _authorize(self, request: Request) -> None:
+        token = self.token
+        if not token:
+            self._count("unconfigured")
+            raise EdgeError(503, "not_configured", f"the receiver has no token ({TOKEN_ENV} unset)", retry_after=30)
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        # Constant time: the comparison must not reveal how much of a guess was right.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            self._count("unauthorized")
+            raise EdgeError(401, "unauthorized", "missing or wrong Bearer token")
+
+    def _count(self, name: str, value: int = 1) -> None:
+        with self._lock:
+            self.counters[name] += value
+
+    # -- routes ------------------------------------------------------------------------------
+    def _ingest(self, request: Request, _: str) -> Response:
+        events = parse_batch(request.body)
+        results = []
+        for event in events:
+            event_id = event.get("event_id") if isinstance(event, dict) else None
+            result: dict[str, Any] = {"event_id": event_id if isinstance(event_id, str) else None}
+            error = validate_event(event)
+            if error:
+                result.update(status="rejected", error=error)
+            else:
+                try:
+                    result["status"] = self.store.ingest(event)
+                except Exception:
+                    log.exception("store failed; the batch is answered 503 and the edge retries it")
+                    raise EdgeError(503, "store_unavailable", "the receiver store failed", retry_after=5) from None
+            results.append(result)
+        self._count("batches")
+        for result in results:
+            self._count(result["status"])
+        rejected = any(result["status"] == "rejected" for result in results)
+        return Response(207 if rejected else 200, {"results": results}, events=len(events))
+
+    def _config(self, request: Request, _: str) -> Response:
+        self._count("config_requests")
+        with self._lock:
+            project_id = self._keys.get(request.headers.get("x-api-key", ""))
+        if project_id is None:
+            raise EdgeError(401, "unauthorized", "unknown API key")
+        if self.config_failing:
+            raise EdgeError(500, "config_failing", "remote config is switched to fail (test switch)")
+        return Response(200, self.config_document(project_id, request.headers.get("x-lookout-env-overrides")))
+
+    def _get_event(self, _: Request, event_id: str) -> Response:
+        event = self.store.event(event_id)
+        if event is None:
+            raise EdgeError(404, "not_found", "no event with this event_id")
+        return Response(200, event)
+
+    def _list_events(self, request: Request, _: str) -> Response:
+        try:
+            limit = int(request.query.get("limit", "50"))
+        except ValueError:
+            raise EdgeError(400, "invalid_query", '"limit" must be an integer') from None
+        events = self.store.events(request.query.get("project_id"), request.query.get("signal"), limit)
+        return Response(200, {"events": events})
+
+    def _get_run(self, request: Request, run_id: str) -> Response:
+        run = self.store.run(run_id, request.query.get("kind"))
+        if run is None:
+            raise EdgeError(404, "not_found", "no run or check-in with this id")
+        return Response(200, run)
+
+    def _stats(self, _: Request, __: str) -> Response:
+        with self._lock:
+            counters = dict(self.counters)
+        return Response(200, {**self.store.stats(), "receiver": counters})
+
+    def _post_settings(self, request: Request, project_id: str) -> Response:
+        return Response(200, self.set_project_settings(project_id, _json_body(request)))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive (the forwarder reuses connections) around `server.app.handle`."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "lookout-receiver"
+    timeout = 120  # an idle keep-alive connection is closed after this
+    server: _ReceiverServer
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
+
+    def _serve(self) -> None:
+        started = time.perf_counter()
+        url = urlsplit(self.path)
+        response = self._read_and_handle(url.path, dict(parse_qsl(url.query)))
+        payload = json.dumps(response.body).encode()
+        self.send_response(response.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(payload)
+        events = "" if response.events is None else f" events={response.events}"
+        elapsed = (time.perf_counter() - started) * 1000
+        log.info("%s %s %d%s %.1fms", self.command, url.path, response.status, events, elapsed)
+
+    def _read_and_handle(self, path: str, query: dict[str, str]) -> Response:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            return Response(400, {"error": "length_required", "message": "send a Content-Length, not chunks"})
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY_BYTES:
+            self.close_connection = True  # the unread body would corrupt the next request
+            return Response(413, {"error": "payload_too_large", "message": f"at most {MAX_BODY_BYTES} bytes"})
+        body = self.rfile.read(length) if length else b""
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        return self.server.app.handle(Request(self.command, path, headers, query, body))
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The base class logs raw request lines here; keep only its protocol errors, at debug level.
+        log.debug(format, *args)
+
+
+class _ReceiverServer(ThreadingHTTPServer):
+    """Tracks open connections so that `stop()` really cuts keep-alive clients (a backend outage)."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], app: ReceiverApp):
+        super().__init__(address, _Handler)
+        self.app = app
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def cut_connections(self) -> None:
+        with self._open_lock:
+            sockets = list(self._open)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class ReceiverHandle:
+    """A running receiver: `url`, `port`, the `app` (replaceable, see module doc), its `store`, `stop()`.
+
+    `token`, `config_failing`, `set_project_settings` and `add_project_key` act on the
+    live app. The store belongs to the caller: `stop()` leaves it open.
+    """
+
+    def __init__(self, server: _ReceiverServer, thread: threading.Thread):
+        self._server = server
+        self._thread = thread
+        host, self.port = server.server_address[:2]
+        self.host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - comparing, not binding
+        self.url = f"http://{self.host}:{self.port}"
+
+    @property
+    def app(self) -> ReceiverApp:
+        return self._server.app
+
+    @app.setter
+    def app(self, app: Any) -> None:
+        self._server.app = app
+
+    @property
+    def store(self) -> ReceiverStore:
+        return self.app.store
+
+    @property
+    def token(self) -> str | None:
+        return self.app.token
+
+    @token.setter
+    def token(self, token: str | None) -> None:
+        self.app.token = token
+
+    @property
+    def config_failing(self) -> bool:
+        return self.app.config_failing
+
+    @config_failing.setter
+    def config_failing(self, failing: bool) -> None:
+        self.app.config_failing = failing
+
+    def set_project_settings(self, project_id: str, change: dict[str, Any]) -> dict[str, Any]:
+        return self.app.set_project_settings(project_id, change)
+
+    def add_project_key(self, api_key: str, project_id: str) -> None:
+        self.app.add_project_key(api_key, project_id)
+
+    def stop(self) -> None:
+        """Stop accepting, cut open connections, free the port."""
+        self._server.shutdown()
+        self._server.cut_connections()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> ReceiverHandle:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def start_receiver(
+    store: ReceiverStore,
+    token: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    projects: dict[str, str] | None = None,
+) -> ReceiverHandle:
+    """Serve a receiver in a background thread; `port=0` picks a free port (read `handle.port`)."""
+    server = _ReceiverServer((host, port), ReceiverApp(store, token, projects))
+    thread = threading.Thread(target=server.serve_forever, name=f"receiver-{server.server_address[1]}", daemon=True)
+    thread.start()
+    return ReceiverHandle(server, thread)
+
+
+# -- command line ------------------------------------------------------------------------------
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "receiver",
+        help="run the reference Lookout receiver (POST /api/ingest/edge) for local work and tests",
+        description="Serve the Lookout side of CONTRACT §6 until Ctrl-C. See docs/receiver.md.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--token", help=f"the edge token (default: ${TOKEN_ENV}; none → every ingest is 503)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--db", metavar="MYSQL_URL", help="mysql://user:pass@host:port/db (created if missing)")
+    where.add_argument(
+        "--sqlite",
+        metavar="PATH",
+        default=os.path.join(tempfile.gettempdir(), "lookout-receiver.sqlite3"),
+        help="SQLite file (the default, in the temp directory)",
+    )
+    parser.add_argument(
+        "--project",
+        action="append",
+        default=[],
+        metavar="KEY=PROJECT_ID",
+        help="an API key allowed to read PROJECT_ID's /api/config (repeatable)",
+    )
+    parser.set_defaults(run=run_receiver)
+
+
+def parse_projects(pairs: list[str]) -> dict[str, str]:
+    """`["KEY=42", ...]` → `{"KEY": "42"}`; split at the last "=" (project ids have none)."""
+    projects = {}
+    for pair in pairs:
+        key, sep, project_id = pair.rpartition("=")
+        if not sep or not key or not project_id:
+            raise SystemExit(f"--project wants KEY=PROJECT_ID, got {pair.split('=')[0][:4]}…")
+        projects[key] = project_id
+    return projects
+
+
+def run_receiver(args: Any) -> int:
+    import signal
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    store: ReceiverStore = MySQLStore(args.db) if args.db else SQLiteStore(args.sqlite)
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    handle = start_receiver(store, token, args.host, args.port, parse_projects(args.project))
+    log.info("receiver on %s, store %r, token %s", handle.url, store, "set" if token else "NOT set (503)")
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stopping.wait()
+    handle.stop()
+    store.close()
+    return 0
