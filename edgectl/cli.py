@@ -13,6 +13,7 @@ import sys
 
 COMMAND_MODULES = [
     # one line per module; keep sorted
+    "edgectl.cmd_keys",
 ]
 
 

@@ -1,0 +1,208 @@
+"""One key sync run (CONTRACT §7): Lookout MySQL → the DynamoDB keys table, diffed.
+
+The scheduled Lambda (`app.sync_keys`) and `python -m edgectl sync-keys` both call
+`run`. Order matters for safety: the table is scanned first, then rows stream from
+MySQL and only new or changed items are written as they pass; deletes come last,
+and only when the source finished cleanly (see `keysync.judge_deletes`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from chalicelib.config import ConfigError, settings
+from chalicelib.keysync import (
+    BadRow,
+    DeleteVerdict,
+    DuplicateKey,
+    SyncPlanner,
+    SyncResult,
+    item_from_row,
+    judge_deletes,
+)
+from chalicelib.observability import count, logger
+
+SERVICE = "sync"
+BATCH_LIMIT = 25  # BatchWriteItem's maximum
+PROGRESS_EVERY = 10_000  # rows between progress callbacks
+
+
+class WriteFailed(RuntimeError):
+    """DynamoDB kept items unprocessed after every retry."""
+
+
+def scan_content_hashes(table: str, dynamodb: Any) -> dict[str, str]:
+    """key_hash → stored content hash for every item (empty when an item has none, so it is
+    rewritten). Only the two attributes travel."""
+    existing: dict[str, str] = {}
+    paginator = dynamodb.get_paginator("scan")
+    pages = paginator.paginate(
+        TableName=table,
+        ProjectionExpression="key_hash, content_hash",
+        PaginationConfig={"PageSize": 5000},
+    )
+    for page in pages:
+        for item in page.get("Items", []):
+            existing[item["key_hash"]["S"]] = item.get("content_hash", {}).get("S", "")
+    return existing
+
+
+class BatchWriter:
+    """Puts and deletes in BatchWriteItem calls of 25; UnprocessedItems are retried with
+    exponential backoff, and what DynamoDB still refuses raises WriteFailed."""
+
+    def __init__(
+        self,
+        table: str,
+        dynamodb: Any,
+        max_attempts: int = 8,
+        base_delay: float = 0.05,
+        max_delay: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self._table = table
+        self._dynamodb = dynamodb
+        self._max_attempts = max_attempts
+        self._base_delay = base_delay
+        self._max_delay = max_delay
+        self._sleep = sleep
+        self._pending: list[dict[str, Any]] = []
+        self.calls = 0
+
+    def put(self, item: dict[str, Any]) -> None:
+        self._add({"PutRequest": {"Item": item}})
+
+    def delete(self, key_hash: str) -> None:
+        self._add({"DeleteRequest": {"Key": {"key_hash": {"S": key_hash}}}})
+
+    def _add(self, request: dict[str, Any]) -> None:
+        self._pending.append(request)
+        if len(self._pending) >= BATCH_LIMIT:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what is pending (nothing is sent when nothing is pending)."""
+        requests, self._pending = self._pending, []
+        for attempt in range(1, self._max_attempts + 1):
+            if not requests:
+                return
+            if attempt > 1:
+                self._sleep(min(self._max_delay, self._base_delay * 2 ** (attempt - 2)))
+            self.calls += 1
+            response = self._dynamodb.batch_write_item(RequestItems={self._table: requests})
+            requests = response.get("UnprocessedItems", {}).get(self._table, [])
+        if requests:
+            raise WriteFailed(f"{len(requests)} item(s) stayed unprocessed after {self._max_attempts} attempts")
+
+
+def run(
+    db_url: str | None = None,
+    allow_mass_delete: bool = False,
+    progress: Callable[[SyncResult], None] | None = None,
+) -> SyncResult:
+    """Sync once from the settings' database (or `db_url`); never raises: failures are in
+    `result.error`, logged, and counted as `sync_failed`."""
+    from chalicelib import lookout_db
+    from chalicelib.aws import client
+
+    conf = settings()
+    dynamodb = client("dynamodb")
+    started = time.monotonic()
+    result = SyncResult()
+    try:
+        existing = scan_content_hashes(conf.keys_table, dynamodb)
+    except Exception as exc:
+        result.error = f"cannot scan keys table {conf.keys_table}: {type(exc).__name__}: {exc}"
+        return _finish(result, started)
+    writer = BatchWriter(conf.keys_table, dynamodb)
+    connection = None
+    try:
+        url = lookout_db.db_url(conf, db_url)
+        connection = lookout_db.connect(url)
+        rows = lookout_db.stream_rows(connection, conf.keys_query or lookout_db.DEFAULT_KEYS_QUERY)
+        sync_rows(rows, existing, writer, result, conf.mass_delete_share, allow_mass_delete, int(time.time()), progress)
+    except Exception as exc:
+        known = (lookout_db.SourceUnavailable, WriteFailed, ConfigError)
+        result.error = str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}"
+        if result.deleted == 0 and result.delete_verdict is not DeleteVerdict.ALLOWED:
+            result.delete_verdict = DeleteVerdict.REFUSED_SOURCE_FAILED
+        # Finish what was already decided: written rows are correct whatever comes next.
+        try:
+            writer.flush()
+        except Exception as flush_exc:
+            result.error += f"; pending writes lost: {type(flush_exc).__name__}"
+    finally:
+        if connection is not None:
+            connection.close()
+    return _finish(result, started)
+
+
+def sync_rows(
+    rows: Iterable[Mapping[str, Any]],
+    existing: dict[str, str],
+    writer: BatchWriter,
+    result: SyncResult,
+    max_share: float,
+    allow_mass_delete: bool,
+    synced_at: int,
+    progress: Callable[[SyncResult], None] | None = None,
+) -> None:
+    """Write new and changed items as rows stream past, then delete what the verdict allows.
+    An exception from `rows` (the source failed) propagates before any delete."""
+    planner = SyncPlanner(existing)
+    result.table_size = planner.table_size
+    for row in rows:
+        result.scanned += 1
+        try:
+            item = item_from_row(row, synced_at)
+            changed = planner.needs_write(item)
+        except (BadRow, DuplicateKey) as exc:
+            result.skipped += 1
+            logger(SERVICE).warning("key sync skipped a row", extra={"key_id": _key_id(row), "reason": str(exc)})
+            continue
+        if changed:
+            writer.put(item)
+            result.written += 1
+        else:
+            result.unchanged += 1
+        if progress is not None and result.scanned % PROGRESS_EVERY == 0:
+            progress(result)
+    writer.flush()
+    stale = planner.stale_keys()
+    result.stale = len(stale)
+    result.delete_verdict = judge_deletes(len(stale), planner.table_size, result.scanned, max_share, allow_mass_delete)
+    if result.delete_verdict is DeleteVerdict.ALLOWED:
+        for key_hash in stale:
+            writer.delete(key_hash)
+        writer.flush()
+        result.deleted = len(stale)
+
+
+def _key_id(row: Mapping[str, Any]) -> str | None:
+    value = row.get("key_id")
+    return None if value is None else str(value)
+
+
+def _finish(result: SyncResult, started: float) -> SyncResult:
+    """Log the summary line and record the metrics."""
+    result.duration = time.monotonic() - started
+    summary = result.summary()
+    count("sync_scanned", result.scanned, SERVICE)
+    count("sync_written", result.written, SERVICE)
+    count("sync_deleted", result.deleted, SERVICE)
+    count("sync_skipped", result.skipped, SERVICE)
+    count("sync_failed", 0 if result.ok else 1, SERVICE)
+    count("sync_deletes_refused", result.stale if result.delete_verdict.refused else 0, SERVICE)
+    count("sync_duration", result.duration, SERVICE, unit="Seconds")
+    if not result.ok:
+        logger(SERVICE).error("key sync failed", extra=summary)
+    elif result.delete_verdict.refused:
+        logger(SERVICE).error(
+            "key sync refused to delete stale keys",
+            extra={**summary, "hint": "check the source; run `python -m edgectl sync-keys --allow-mass-delete`"},
+        )
+    else:
+        logger(SERVICE).info("key sync finished", extra=summary)
+    return result
