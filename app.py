@@ -109,3 +109,22 @@ def forward_events(event) -> dict:
     from chalicelib import forward_handler
 
     return forward_handler.forward(event.to_dict())
+
+
+# --- Key sync: Lookout MySQL → keys table (chalicelib/keysync_job.py, docs/key-sync.md) ---
+class KeySyncFailed(RuntimeError):
+    """Raised so the invocation counts as an error (Lambda Errors alarm); the details are logged."""
+
+
+@app.schedule("rate(5 minutes)")
+def sync_keys(event) -> dict:
+    """Mirror Lookout's live project keys into the keys table (CONTRACT §7)."""
+    from chalicelib import keysync_job
+
+    try:
+        result = keysync_job.run()
+    finally:
+        flush(keysync_job.SERVICE)
+    if not result.ok:
+        raise KeySyncFailed(result.error)
+    return result.summary()
