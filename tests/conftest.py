@@ -113,3 +113,25 @@ def http(aws: StackNames) -> Iterator[Any]:
 
     with Client(app) as client:
         yield client.http
+
+
+@pytest.fixture
+def lookout_db() -> Iterator[Any]:
+    """A fresh, uniquely named MariaDB database (127.0.0.1:3306) with the CONTRACT §7 schema.
+
+    Yields an edgectl.lookoutdb.LookoutDatabase: `.url` (mysql://root:@127.0.0.1:3306/<db>),
+    `.execute(sql, params)`, `.executemany`, `.query`, `.insert_key(...)` → raw key.
+    The database is dropped afterwards.
+    """
+    import uuid
+
+    from edgectl.lookoutdb import LOCAL_SERVER_URL, LookoutDatabase, create_database, drop_database
+
+    name = f"lookout_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    url = create_database(LOCAL_SERVER_URL, name)
+    try:
+        database = LookoutDatabase(url)
+        yield database
+        database.close()
+    finally:
+        drop_database(LOCAL_SERVER_URL, name)
