@@ -75,8 +75,7 @@ class Dialect:
 
     text: str  # column type for JSON documents
     table_options: str
-    insert_ignore: str
-    upsert_runs: str  # the clause that turns the runs INSERT into an upsert
+    upsert: str  # the clause that turns an INSERT into an update of the row with the same `{key}`
     new_value: str  # template naming the value the INSERT proposed, `{}` = column
     greatest: str
     begin_write: str
@@ -87,8 +86,7 @@ class Dialect:
 MYSQL = Dialect(
     text="LONGTEXT",
     table_options=" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-    insert_ignore="INSERT IGNORE",
-    upsert_runs="ON DUPLICATE KEY UPDATE",
+    upsert="ON DUPLICATE KEY UPDATE",
     new_value="VALUES({})",
     greatest="GREATEST",
     begin_write="START TRANSACTION",
@@ -98,8 +96,7 @@ MYSQL = Dialect(
 SQLITE = Dialect(
     text="TEXT",
     table_options="",
-    insert_ignore="INSERT OR IGNORE",
-    upsert_runs="ON CONFLICT (kind, id) DO UPDATE SET",
+    upsert="ON CONFLICT ({key}) DO UPDATE SET",
     new_value="excluded.{}",
     greatest="MAX",
     begin_write="BEGIN IMMEDIATE",  # take the write lock first: no upgrade deadlocks
@@ -163,9 +160,12 @@ class ReceiverStore:
         now = utc_now_iso()
         envelope = {k: v for k, v in event.items() if k != "payload"}
         with self._transaction() as cursor:
+            # One upsert, then read the count back: the row lock is taken once, in exclusive mode
+            # (insert-if-absent followed by an update deadlocks concurrent duplicates on InnoDB).
             self._execute(
                 cursor,
-                f"{self.dialect.insert_ignore} INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) "
+                f"{self.dialect.upsert.format(key='event_id')} times_seen = events.times_seen + 1",
                 (
                     event["event_id"],
                     event["signal"],
@@ -177,10 +177,8 @@ class ReceiverStore:
                     now,
                 ),
             )
-            if cursor.rowcount != 1:
-                self._execute(
-                    cursor, "UPDATE events SET times_seen = times_seen + 1 WHERE event_id = ?", (event["event_id"],)
-                )
+            self._execute(cursor, "SELECT times_seen FROM events WHERE event_id = ?", (event["event_id"],))
+            if cursor.fetchone()[0] != 1:
                 return "duplicate"
             run = RunUpdate.from_event(event)
             if run is not None:
@@ -194,7 +192,7 @@ class ReceiverStore:
             cursor,
             "INSERT INTO runs (kind, id, project_id, status, status_key, first_event_id, last_event_id,"
             " event_count, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?) "
-            f"{self.dialect.upsert_runs} "
+            f"{self.dialect.upsert.format(key='kind, id')} "
             f"status = CASE WHEN {new('status_key')} >= runs.status_key THEN {new('status')} ELSE runs.status END, "
             f"last_event_id = CASE WHEN {new('status_key')} >= runs.status_key"
             f" THEN {new('last_event_id')} ELSE runs.last_event_id END, "
