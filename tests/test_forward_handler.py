@@ -1,0 +1,307 @@
+"""The forwarder end to end: moto SQS, a real HTTP server as Lookout, the handler as Lambda calls it."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from conftest import drain_queue
+from fake_lookout import (
+    REGION,
+    FakeLookout,
+    Seen,
+    accept_all,
+    enqueue,
+    queue_counts,
+    queue_message,
+    release,
+    sqs_event,
+)
+
+from chalicelib import backend
+from chalicelib.config import ConfigError, settings
+from chalicelib.forward_handler import BatchIncomplete
+from edgectl.resources import StackNames
+
+TOKEN = "edge-token-s3cr3t-value"
+
+
+@pytest.fixture
+def lookout(aws: StackNames, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLookout]:
+    fake = FakeLookout().start()
+    monkeypatch.setenv("LOOKOUT_INGEST_EDGE_BACKEND_URL", fake.url)
+    monkeypatch.setenv("LOOKOUT_INGEST_EDGE_TOKEN", TOKEN)
+    monkeypatch.setenv("LOOKOUT_EDGE_RETRY_BASE_SECONDS", "1")
+    settings.cache_clear()
+    backend.reset()
+    yield fake
+    fake.stop()
+    backend.reset()
+
+
+def forward(event: dict) -> dict:
+    from app import forward_events
+
+    return forward_events(event, None)
+
+
+def results(*verdicts: tuple[str, str]) -> dict:
+    return {
+        "results": [
+            {"event_id": e, "status": s, **({"error": "bad shape"} if s == "rejected" else {})} for e, s in verdicts
+        ]
+    }
+
+
+def test_all_accepted_are_posted_once_and_deleted(aws: StackNames, lookout: FakeLookout) -> None:
+    messages = [queue_message({"message": f"m{i}"}) for i in range(3)]
+    enqueue(aws.queue_url, messages)
+
+    answer = forward(sqs_event(aws.queue_url))
+
+    assert answer == {"batchItemFailures": []}
+    assert len(lookout.requests) == 1
+    request = lookout.requests[0]
+    assert request.path == "/api/ingest/edge"
+    assert request.headers["authorization"] == f"Bearer {TOKEN}"
+    assert request.headers["content-type"] == "application/json"
+    assert request.body == {"events": messages}
+    assert queue_counts(aws.queue_url) == (0, 0)
+    assert queue_counts(aws.dlq_url) == (0, 0)
+
+
+def test_rejected_event_alone_goes_to_dlq_with_reason(aws: StackNames, lookout: FakeLookout) -> None:
+    messages = [queue_message() for _ in range(3)]
+    bodies = enqueue(aws.queue_url, messages)
+    ids = [m["event_id"] for m in messages]
+    lookout.answer = lambda r: (207, {}, results((ids[0], "accepted"), (ids[1], "rejected"), (ids[2], "duplicate")))
+
+    forward(sqs_event(aws.queue_url))
+
+    assert queue_counts(aws.queue_url) == (0, 0)
+    (dead,) = boto3.client("sqs", region_name=REGION).receive_message(
+        QueueUrl=aws.dlq_url, MessageAttributeNames=["All"]
+    )["Messages"]
+    assert dead["Body"] == bodies[1]
+    attributes = {k: v["StringValue"] for k, v in dead["MessageAttributes"].items()}
+    assert attributes == {
+        "signal": "error",
+        "project_id": "42",
+        "dlq_reason": "rejected",
+        "dlq_status": "207",
+        "dlq_error": "bad shape",
+    }
+
+
+def test_server_error_deletes_nothing_and_hides_for_backoff(aws: StackNames, lookout: FakeLookout) -> None:
+    enqueue(aws.queue_url, [queue_message() for _ in range(4)])
+    lookout.answer = lambda r: (500, {}, {"error": "oops"})
+
+    with pytest.raises(BatchIncomplete, match="4 of 4"):
+        forward(sqs_event(aws.queue_url))
+
+    assert queue_counts(aws.queue_url) == (0, 4)
+    assert queue_counts(aws.dlq_url) == (0, 0)
+    # First receive, base 1 s: back after about a second (moto honours ChangeMessageVisibility).
+    time.sleep(1.2)
+    assert queue_counts(aws.queue_url) == (4, 0)
+
+
+def test_retry_after_is_honoured(aws: StackNames, lookout: FakeLookout) -> None:
+    enqueue(aws.queue_url, [queue_message()])
+    lookout.answer = lambda r: (503, {"Retry-After": "3"}, {"error": "token_unset"})
+
+    with pytest.raises(BatchIncomplete):
+        forward(sqs_event(aws.queue_url))
+
+    time.sleep(1.5)  # backoff alone (1 s) would have released it by now
+    assert queue_counts(aws.queue_url) == (0, 1)
+    time.sleep(2)
+    assert queue_counts(aws.queue_url) == (1, 0)
+
+
+def test_timeout_is_transient(aws: StackNames, lookout: FakeLookout, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOOKOUT_EDGE_FORWARD_READ_TIMEOUT", "0.3")
+    settings.cache_clear()
+    lookout.delay = 1.0
+    enqueue(aws.queue_url, [queue_message(), queue_message()])
+
+    started = time.perf_counter()
+    with pytest.raises(BatchIncomplete):
+        forward(sqs_event(aws.queue_url))
+
+    assert time.perf_counter() - started < 0.9
+    assert queue_counts(aws.queue_url) == (0, 2)
+    assert queue_counts(aws.dlq_url) == (0, 0)
+
+
+def test_connection_refused_is_transient(
+    aws: StackNames, lookout: FakeLookout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lookout.stop()  # nothing listens on that port any more
+    settings.cache_clear()
+    enqueue(aws.queue_url, [queue_message()])
+
+    with pytest.raises(BatchIncomplete):
+        forward(sqs_event(aws.queue_url))
+
+    assert queue_counts(aws.queue_url) == (0, 1)
+
+
+def test_wrong_token_loses_nothing_and_delivers_once_fixed(
+    aws: StackNames,
+    lookout: FakeLookout,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("LOOKOUT_INGEST_EDGE_TOKEN", "the-wrong-token")
+    settings.cache_clear()
+
+    def check_token(request: Seen) -> tuple:
+        if request.headers["authorization"] != f"Bearer {TOKEN}":
+            # A careless backend that echoes what it got: must still never reach logs.
+            return 401, {}, {"error": "unauthorized", "message": f"bad {request.headers['authorization']}"}
+        return accept_all(request)
+
+    lookout.answer = check_token
+    messages = [queue_message() for _ in range(3)]
+    enqueue(aws.queue_url, messages)
+
+    event = sqs_event(aws.queue_url)
+    with pytest.raises(BatchIncomplete):
+        forward(event)
+    assert queue_counts(aws.queue_url) == (0, 3)
+    assert queue_counts(aws.dlq_url) == (0, 0)
+    output = capsys.readouterr()
+    logged = [str(record.__dict__) for record in caplog.records]
+    assert all("the-wrong-token" not in text for text in [output.out, output.err, *logged])
+    (failure,) = [r for r in caplog.records if r.getMessage() == "forward batch not fully delivered"]
+    assert (failure.status, failure.reasons) == (401, ["auth_failed"])  # the failure line says why
+
+    monkeypatch.setenv("LOOKOUT_INGEST_EDGE_TOKEN", TOKEN)
+    settings.cache_clear()
+    release(aws.queue_url, event)
+    assert forward(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
+    assert queue_counts(aws.queue_url) == (0, 0)
+    assert lookout.requests[-1].body == {"events": messages}
+
+
+def test_gzip_payload_arrives_as_the_original_json(aws: StackNames, lookout: FakeLookout) -> None:
+    payload = {"message": "big", "lines": [f"line {i} of a long log " * 8 for i in range(2000)]}
+    message = queue_message(payload)
+    (body,) = enqueue(aws.queue_url, [message])
+    assert json.loads(body)["payload_encoding"] == "gzip+base64"
+
+    forward(sqs_event(aws.queue_url))
+
+    (sent,) = lookout.requests[0].body["events"]
+    assert sent["payload"] == payload
+    assert sent["payload_encoding"] == "json"
+    assert queue_counts(aws.queue_url) == (0, 0)
+
+
+@pytest.mark.parametrize("status", [400, 404, 413, 422])
+def test_permanent_status_dead_letters_the_whole_batch(aws: StackNames, lookout: FakeLookout, status: int) -> None:
+    enqueue(aws.queue_url, [queue_message() for _ in range(3)])
+    lookout.answer = lambda r: (status, {}, {"error": "invalid", "message": "events[0] has no signal"})
+
+    assert forward(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
+
+    assert queue_counts(aws.queue_url) == (0, 0)
+    dead = drain_queue(aws.dlq_url)
+    assert len(dead) == 3
+    for message in dead:
+        assert message["_attributes"]["dlq_reason"] == "batch_rejected"
+        assert message["_attributes"]["dlq_status"] == str(status)
+        assert message["_attributes"]["dlq_error"] == "invalid events[0] has no signal"
+
+
+def test_partial_answer_settles_each_message_and_raises_for_the_rest(aws: StackNames, lookout: FakeLookout) -> None:
+    """Path (a): the handler raises, so Lambda deletes nothing; path (b): what was delivered is
+    already gone. Either way (ReportBatchItemFailures on or off) only the missing event remains."""
+    messages = [queue_message() for _ in range(3)]
+    bodies = enqueue(aws.queue_url, messages)
+    ids = [m["event_id"] for m in messages]
+    lookout.answer = lambda r: (200, {}, results((ids[0], "accepted"), (ids[1], "rejected")))  # ids[2] missing
+
+    event = sqs_event(aws.queue_url)
+    with pytest.raises(BatchIncomplete, match="1 of 3"):
+        forward(event)
+
+    assert queue_counts(aws.queue_url) == (0, 1)
+    assert queue_counts(aws.dlq_url) == (1, 0)
+    release(aws.queue_url, event)
+    (left,) = boto3.client("sqs", region_name=REGION).receive_message(QueueUrl=aws.queue_url)["Messages"]
+    assert left["Body"] == bodies[2]
+
+
+def test_dlq_send_failure_keeps_the_rejected_event_queued(
+    aws: StackNames, lookout: FakeLookout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOOKOUT_EDGE_DLQ_URL", aws.dlq_url + "-missing")
+    settings.cache_clear()
+    messages = [queue_message(), queue_message()]
+    enqueue(aws.queue_url, messages)
+    lookout.answer = lambda r: (
+        200,
+        {},
+        results((messages[0]["event_id"], "accepted"), (messages[1]["event_id"], "rejected")),
+    )
+
+    with pytest.raises(BatchIncomplete, match="1 of 2"):
+        forward(sqs_event(aws.queue_url))
+
+    assert queue_counts(aws.queue_url) == (0, 1)  # the accepted one is deleted, the rejected one kept
+
+
+def test_malformed_message_is_dead_lettered_without_posting(aws: StackNames, lookout: FakeLookout) -> None:
+    enqueue(aws.queue_url, ["not json at all"])
+
+    forward(sqs_event(aws.queue_url))
+
+    assert lookout.requests == []
+    (dead,) = drain_queue_raw(aws.dlq_url)
+    assert dead["Body"] == "not json at all"
+    assert dead["MessageAttributes"]["dlq_reason"]["StringValue"] == "malformed"
+
+
+def test_records_from_another_queue_are_refused_before_posting(
+    aws: StackNames, lookout: FakeLookout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enqueue(aws.queue_url, [queue_message()])
+    event = sqs_event(aws.queue_url)
+    monkeypatch.setenv("LOOKOUT_EDGE_QUEUE_URL", aws.dlq_url)
+    settings.cache_clear()
+
+    with pytest.raises(ConfigError, match="LOOKOUT_EDGE_QUEUE_URL"):
+        forward(event)
+    assert lookout.requests == []
+
+
+def test_metrics_are_flushed_once_per_invocation(
+    aws: StackNames, lookout: FakeLookout, capsys: pytest.CaptureFixture
+) -> None:
+    messages = [queue_message() for _ in range(3)]
+    enqueue(aws.queue_url, messages)
+    ids = [m["event_id"] for m in messages]
+    lookout.answer = lambda r: (200, {}, results((ids[0], "accepted"), (ids[1], "duplicate"), (ids[2], "rejected")))
+
+    forward(sqs_event(aws.queue_url))
+
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert len(emf) == 1
+    (line,) = emf
+    assert line["service"] == "lookout-edge-forwarder"
+    assert [line[name] for name in ("forwarded", "duplicate", "rejected", "dead_lettered")] == [[1.0]] * 4
+    assert "retried" not in line
+    assert line["backend_latency"][0] >= 0
+
+
+def drain_queue_raw(queue_url: str) -> list[dict]:
+    return boto3.client("sqs", region_name=REGION).receive_message(
+        QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    )["Messages"]
