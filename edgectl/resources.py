@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "infra" / "resources.json"
+# The resource types the local stack creates; the template's other resources are AWS-only.
+LOCAL_TYPES = ("AWS::DynamoDB::Table", "AWS::SQS::Queue")
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ def create_resources(session: Any, prefix: str = "", overrides: dict[str, Any] |
     # Queues first in dependency order: the DLQ before the queue that redrives to it.
     ordered = sorted(template["Resources"].items(), key=lambda item: "RedrivePolicy" in item[1].get("Properties", {}))
     for logical_id, resource in ordered:
+        if resource["Type"] not in LOCAL_TYPES:
+            continue  # alarms and the like only exist in the deployed stack
         props = _resolve(resource.get("Properties", {}), params, attrs)
         if resource["Type"] == "AWS::DynamoDB::Table":
             refs[logical_id] = _create_table(dynamodb, props)

@@ -1,0 +1,179 @@
+"""`status`: how a deployed (or local) edge is doing, read from SQS, CloudWatch and DynamoDB.
+
+Names come from the contract's environment variables, or with `--stage` from that
+stage in .chalice/config.json. Read-only: it never changes a queue or a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from chalicelib.aws import client
+from chalicelib.config import ENV_NAMES, load_settings
+from chalicelib.sqs_ops import depth
+
+CONFIG = Path(__file__).resolve().parent.parent / ".chalice" / "config.json"
+
+
+@dataclass(frozen=True)
+class Targets:
+    keys_table: str
+    queue_url: str
+    dlq_url: str | None
+
+
+@dataclass
+class Status:
+    queue_visible: int
+    queue_in_flight: int
+    dlq_visible: int | None
+    oldest_age_seconds: float | None
+    keys_approximate: int
+    keys_counted: int | None
+    last_synced_at: float | None
+
+
+def targets_from_environment(env: Any) -> Targets:
+    settings = load_settings(env)
+    return Targets(settings.keys_table, settings.require("queue_url"), settings.dlq_url)
+
+
+def targets_for_stage(config: dict[str, Any], stage: str) -> Targets:
+    """The stage's names, as `chalice deploy` hands them to the functions."""
+    if stage not in config.get("stages", {}):
+        raise KeyError(f"stage {stage!r} is not in .chalice/config.json")
+    env = {**config.get("environment_variables", {}), **config["stages"][stage].get("environment_variables", {})}
+    return targets_from_environment(env)
+
+
+def oldest_message_age(queue_url: str, now: datetime) -> float | None:
+    """CloudWatch's latest ApproximateAgeOfOldestMessage; None where there is no such data (local stacks)."""
+    queue_name = urlsplit(queue_url).path.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        points = client("cloudwatch").get_metric_statistics(
+            Namespace="AWS/SQS",
+            MetricName="ApproximateAgeOfOldestMessage",
+            Dimensions=[{"Name": "QueueName", "Value": queue_name}],
+            StartTime=now - timedelta(minutes=15),
+            EndTime=now,
+            Period=60,
+            Statistics=["Maximum"],
+        )["Datapoints"]
+    except Exception:
+        return None
+    if not points:
+        return None
+    return float(max(points, key=lambda point: point["Timestamp"])["Maximum"])
+
+
+def scan_keys(table: str) -> tuple[int, float | None]:
+    """(items, newest synced_at) from a scan that reads only `synced_at`."""
+    paginator = client("dynamodb").get_paginator("scan")
+    count, newest = 0, None
+    pages = paginator.paginate(TableName=table, ProjectionExpression="synced_at")
+    for page in pages:
+        for item in page["Items"]:
+            count += 1
+            if "synced_at" in item:
+                value = float(item["synced_at"]["N"])
+                newest = value if newest is None else max(newest, value)
+    return count, newest
+
+
+def collect(targets: Targets, scan: bool = True, now: datetime | None = None) -> Status:
+    visible, in_flight = depth(targets.queue_url)
+    keys_counted, last_synced = scan_keys(targets.keys_table) if scan else (None, None)
+    return Status(
+        queue_visible=visible,
+        queue_in_flight=in_flight,
+        dlq_visible=depth(targets.dlq_url)[0] if targets.dlq_url else None,
+        oldest_age_seconds=oldest_message_age(targets.queue_url, now or datetime.now(UTC)),
+        keys_approximate=int(client("dynamodb").describe_table(TableName=targets.keys_table)["Table"]["ItemCount"]),
+        keys_counted=keys_counted,
+        last_synced_at=last_synced,
+    )
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
+def format_status(targets: Targets, status: Status, now: float) -> str:
+    """Human-readable lines; every unknown says why it is unknown."""
+    if status.oldest_age_seconds is None:
+        oldest = "unknown (no CloudWatch data for this queue yet; local stacks have none)"
+    else:
+        oldest = _ago(status.oldest_age_seconds)
+    if status.keys_counted is None:
+        keys = f"~{status.keys_approximate} (DynamoDB estimate, refreshed about every 6 h)"
+        synced = "not read (--no-scan)"
+    else:
+        keys = f"{status.keys_counted} (scanned; DynamoDB estimate {status.keys_approximate})"
+        if status.last_synced_at is None:
+            synced = "never (no item has synced_at)"
+        else:
+            stamp = datetime.fromtimestamp(status.last_synced_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            synced = f"{stamp} ({_ago(now - status.last_synced_at)} ago; the last sync that changed a key)"
+    dlq = "not configured" if status.dlq_visible is None else str(status.dlq_visible)
+    if status.dlq_visible:
+        dlq += "  <- events the backend refused or never took: inspect, then redrive"
+    lines = [
+        f"queue          {targets.queue_url}",
+        f"  waiting      {status.queue_visible}",
+        f"  in flight    {status.queue_in_flight}",
+        f"  oldest       {oldest}",
+        f"dead letters   {dlq}",
+        f"keys table     {targets.keys_table}",
+        f"  keys         {keys}",
+        f"  last sync    {synced}",
+    ]
+    return "\n".join(lines)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        if args.stage:
+            targets = targets_for_stage(json.loads(Path(args.config).read_text()), args.stage)
+        else:
+            targets = targets_from_environment(os.environ)
+    except (KeyError, ValueError, OSError) as exc:
+        print(f"status: {exc}", file=sys.stderr)
+        return 2
+    try:
+        status = collect(targets, scan=not args.no_scan)
+    except Exception as exc:
+        print(f"status: cannot read the stack: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"targets": asdict(targets), **asdict(status)}, indent=2))
+    else:
+        print(format_status(targets, status, time.time()))
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "status",
+        help="queue depth, in-flight, dead letters, oldest event age, key count, last sync",
+        description=f"Reads {ENV_NAMES['queue_url']}, {ENV_NAMES['dlq_url']} and {ENV_NAMES['keys_table']} "
+        "(or --stage from .chalice/config.json) with the usual AWS credentials.",
+    )
+    parser.add_argument("--stage", help="take the names from this stage of .chalice/config.json")
+    parser.add_argument("--config", default=str(CONFIG), help=argparse.SUPPRESS)
+    parser.add_argument("--no-scan", action="store_true", help="skip the keys scan (exact count, last sync)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(run=_run)
