@@ -14,6 +14,8 @@ import sys
 COMMAND_MODULES = [
     # one line per module; keep sorted
     "edgectl.cmd_keys",
+    "edgectl.cmd_render_policies",
+    "edgectl.cmd_status",
 ]
 
 
