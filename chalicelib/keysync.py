@@ -36,7 +36,15 @@ MASS_DELETE_FLOOR = 10
 
 
 class BadRow(ValueError):
-    """A source row that cannot become an item. The message names the key_id, never the key."""
+    """A source row that cannot become an item. The message names the key_id, never the key.
+
+    `key_hash` is set when the key itself was readable: the sync then keeps the item the
+    table already holds for it rather than deleting a customer's key over bad org data.
+    """
+
+    def __init__(self, message: str, key_hash: str | None = None):
+        super().__init__(message)
+        self.key_hash = key_hash
 
 
 def missing_columns(columns: list[str]) -> list[str]:
@@ -52,26 +60,34 @@ def item_from_row(row: Mapping[str, Any], synced_at: int) -> dict[str, dict[str,
         raw_key = raw_key.decode("utf-8")
     if not isinstance(raw_key, str) or not raw_key:
         raise BadRow(f"key_id={key_id}: api_key is empty")
-    item: dict[str, dict[str, Any]] = {
-        "key_hash": {"S": hash_key(raw_key)},
-        "key_id": {"S": key_id},
-        "project_id": {"S": _text(row, "project_id", key_id)},
-        "organization_id": {"S": _text(row, "organization_id", key_id)},
-        # NULL = 'ok' is NULL in SQL: an unknown billing state is not ok.
-        "billing_ok": {"BOOL": _flag(row.get("billing_ok"), default=False)},
-        "ip_allowlist": {"L": [{"S": entry} for entry in parse_allowlist(row.get("ip_allowlist"), key_id)]},
-        "trace_enabled": {"BOOL": _flag(row.get("trace_enabled"), default=True)},
-        "rum_enabled": {"BOOL": _flag(row.get("rum_enabled"), default=True)},
-    }
-    limit = row.get("rate_limit_per_minute")
-    if limit is not None:
-        try:
-            item["rate_limit_per_minute"] = {"N": str(int(limit))}
-        except (TypeError, ValueError):
-            raise BadRow(f"key_id={key_id}: rate_limit_per_minute is not a number") from None
+    key_hash = hash_key(raw_key)
+    try:
+        item: dict[str, dict[str, Any]] = {
+            "key_hash": {"S": key_hash},
+            "key_id": {"S": key_id},
+            "project_id": {"S": _text(row, "project_id", key_id)},
+            "organization_id": {"S": _text(row, "organization_id", key_id)},
+            # NULL = 'ok' is NULL in SQL: an unknown billing state is not ok.
+            "billing_ok": {"BOOL": _flag(row.get("billing_ok"), default=False)},
+            "ip_allowlist": {"L": [{"S": entry} for entry in parse_allowlist(row.get("ip_allowlist"), key_id)]},
+            "trace_enabled": {"BOOL": _flag(row.get("trace_enabled"), default=True)},
+            "rum_enabled": {"BOOL": _flag(row.get("rum_enabled"), default=True)},
+        }
+        limit = row.get("rate_limit_per_minute")
+        if limit is not None:
+            item["rate_limit_per_minute"] = {"N": str(_whole_number(limit, key_id))}
+    except BadRow as exc:
+        raise BadRow(str(exc), key_hash=key_hash) from None
     item[CONTENT_HASH] = {"S": content_hash(item)}
     item[SYNCED_AT] = {"N": str(int(synced_at))}
     return item
+
+
+def _whole_number(value: Any, key_id: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise BadRow(f"key_id={key_id}: rate_limit_per_minute is not a number") from None
 
 
 def content_hash(item: Mapping[str, Any]) -> str:
@@ -130,7 +146,7 @@ class SyncPlanner:
 
     existing: dict[str, str]
     table_size: int = field(init=False)
-    _SEEN = ""  # content hashes are never empty
+    _SEEN = "seen"  # never a hex digest, nor "" (an item stored without content hash)
 
     def __post_init__(self) -> None:
         self.table_size = len(self.existing)
@@ -143,6 +159,11 @@ class SyncPlanner:
             raise DuplicateKey("the same API key appears in two rows")
         self.existing[key_hash] = self._SEEN
         return stored != item[CONTENT_HASH]["S"]
+
+    def keep(self, key_hash: str) -> None:
+        """Leave whatever the table holds for this key as it is (its row was unusable)."""
+        if key_hash in self.existing:
+            self.existing[key_hash] = self._SEEN
 
     def stale_keys(self) -> list[str]:
         """Key hashes the table holds that no row mentioned: revoked or gone."""

@@ -159,6 +159,8 @@ def sync_rows(
             item = item_from_row(row, synced_at)
             changed = planner.needs_write(item)
         except (BadRow, DuplicateKey) as exc:
+            if isinstance(exc, BadRow) and exc.key_hash:
+                planner.keep(exc.key_hash)
             result.skipped += 1
             logger(SERVICE).warning("key sync skipped a row", extra={"key_id": _key_id(row), "reason": str(exc)})
             continue

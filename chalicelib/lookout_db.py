@@ -50,21 +50,21 @@ def db_url(conf: Settings, override: str | None = None) -> str:
 
 
 def _ssm_parameter(name: str) -> str:
+    from chalicelib.aws import client
+
     try:
-        value = _ssm_provider().get(name, decrypt=True, max_age=PARAM_MAX_AGE)
+        value = _ssm_provider(client("ssm")).get(name, decrypt=True, max_age=PARAM_MAX_AGE)
     except Exception as exc:
         raise SourceUnavailable(f"cannot read SSM parameter {name}: {type(exc).__name__}") from None
     return str(value)
 
 
 @cache
-def _ssm_provider() -> Any:
-    """Powertools' SSM provider on the container's shared client (its cache lives as long)."""
+def _ssm_provider(ssm_client: Any) -> Any:
+    """Powertools' SSM provider (and its value cache) for the container's shared client."""
     from aws_lambda_powertools.utilities.parameters import SSMProvider
 
-    from chalicelib.aws import client
-
-    return SSMProvider(boto3_client=client("ssm"))
+    return SSMProvider(boto3_client=ssm_client)
 
 
 def connect_args(url: str) -> dict[str, Any]:
@@ -100,7 +100,10 @@ def connect_args(url: str) -> dict[str, Any]:
         import ssl
 
         # Verified TLS: the system CAs, or the given bundle (the RDS global bundle, say).
-        args["ssl"] = ssl.create_default_context(cafile=ssl_ca or None)
+        try:
+            args["ssl"] = ssl.create_default_context(cafile=ssl_ca or None)
+        except OSError as exc:  # ssl.SSLError included
+            raise ConfigError(f"database URL option ssl_ca: cannot load {ssl_ca}: {exc}") from None
     return args
 
 
