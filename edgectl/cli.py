@@ -13,9 +13,13 @@ import sys
 
 COMMAND_MODULES = [
     # one line per module; keep sorted
+    "edgectl.cmd_verify",
+    "edgectl.cmd_local",
+    "edgectl.cmd_dev",
     "edgectl.cmd_keys",
     "edgectl.cmd_render_policies",
     "edgectl.cmd_status",
+    "edgectl.receiver",
 ]
 
 

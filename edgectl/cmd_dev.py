@@ -1,0 +1,116 @@
+"""`dev` (the whole stack in the foreground) and `dev-seed` (a Lookout database to sync from)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from edgectl.devstack import ROOT, DevStack, PortInUse, StackOptions, mariadb_available
+
+STATE_DIR = ROOT / ".dev"
+SEEDED_URL_FILE = STATE_DIR / "lookout-db-url"
+SERVER_URL = "mysql://root:@127.0.0.1:3306/"
+DEV_DATABASE = "lookout_dev"
+RECEIVER_DATABASE = "lookout_edge_receiver"
+
+
+def register(subparsers: Any) -> None:
+    dev = subparsers.add_parser("dev", help="run the whole stack locally until Ctrl-C (what `make dev` runs)")
+    dev.add_argument("--edge-port", type=int, default=int(os.environ.get("EDGE_PORT", 8000)))
+    dev.add_argument("--receiver-port", type=int, default=int(os.environ.get("RECEIVER_PORT", 8001)))
+    dev.add_argument("--aws-port", type=int, default=int(os.environ.get("AWS_PORT", 4566)))
+    dev.add_argument("--sync-every", type=float, default=300.0, help="seconds between key syncs (default 300)")
+    dev.set_defaults(run=run_dev)
+
+    seed = subparsers.add_parser("dev-seed", help="create a Lookout database with a demo key for the key sync")
+    seed.add_argument("--server-url", default=SERVER_URL, help=f"MariaDB/MySQL server (default {SERVER_URL})")
+    seed.add_argument("--database", default=DEV_DATABASE)
+    seed.set_defaults(run=run_dev_seed)
+
+
+def lookout_db_url() -> str | None:
+    """LOOKOUT_DB_URL if set, else the database `make dev-seed` made."""
+    if os.environ.get("LOOKOUT_DB_URL"):
+        return os.environ["LOOKOUT_DB_URL"]
+    return SEEDED_URL_FILE.read_text().strip() if SEEDED_URL_FILE.exists() else None
+
+
+def run_dev(args: argparse.Namespace) -> int:
+    receiver_db = f"{SERVER_URL}{RECEIVER_DATABASE}" if mariadb_available() else None
+    options = StackOptions(
+        edge_port=args.edge_port,
+        receiver_port=args.receiver_port,
+        aws_port=args.aws_port,
+        lookout_db_url=lookout_db_url(),
+        receiver_db_url=receiver_db,
+        state_dir=STATE_DIR,
+        sync_every=args.sync_every,
+    )
+    stack = DevStack(options)
+    # Ctrl-C and SIGTERM both stop the stack, even when started with SIGINT ignored (nohup, CI).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        stack.start()
+        print(f"receiver stores events in {'MariaDB ' + RECEIVER_DATABASE if receiver_db else 'SQLite (.dev/)'}")
+        if options.lookout_db_url:
+            print(f"key sync reads {_without_password(options.lookout_db_url)}; API keys are those of that database")
+        print(stack.banner(), flush=True)
+        while True:
+            dead = stack.dead_pieces()
+            if dead:
+                print(f"{', '.join(dead)} stopped unexpectedly; stopping the stack", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+    except PortInUse as error:
+        print(f"make dev: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping...", flush=True)
+        return 0
+    finally:
+        stack.stop()
+        print("stopped: nothing left running", flush=True)
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_dev_seed(args: argparse.Namespace) -> int:
+    import pymysql
+
+    from chalicelib.lookout_db import connect
+    from edgectl import lookoutdb
+
+    try:
+        lookoutdb.drop_database(args.server_url, args.database)
+        url = lookoutdb.create_database(args.server_url, args.database)
+        with connect(url, streaming=False) as conn:
+            key = lookoutdb.insert_demo_key(conn, key_id=1, project_id=1, organization_id=1)
+            conn.commit()
+    except pymysql.MySQLError as exc:
+        print(f"dev-seed: cannot reach the database server ({exc.args[-1]}); is MariaDB running?", file=sys.stderr)
+        return 1
+    STATE_DIR.mkdir(exist_ok=True)
+    SEEDED_URL_FILE.write_text(url)
+    (STATE_DIR / "demo-key").write_text(key)
+    print(f"created database {args.database} with the Lookout schema and one organization, project and key")
+    print(f"  API key       {key}")
+    print(f"  LOOKOUT_DB_URL {_without_password(url)} (saved in {SEEDED_URL_FILE.relative_to(ROOT)})")
+    print("now run `make dev`: its key sync reads this database")
+    return 0
+
+
+def _without_password(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url

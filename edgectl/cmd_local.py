@@ -1,0 +1,93 @@
+"""Processes of the local stack: the edge over HTTP, the forwarder poller, the key-sync schedule.
+
+Each runs the real `app` (as a Lambda container would) against the AWS that
+`AWS_ENDPOINT_URL` points at. `make dev` starts them through edgectl.devstack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import time
+from typing import Any
+
+from edgectl.lambda_shim import LambdaContext, poll_once, scheduled_event
+
+
+def register(subparsers: Any) -> None:
+    edge = subparsers.add_parser("serve-edge", help="serve the edge's routes over HTTP (local stack)")
+    edge.add_argument("--host", default="127.0.0.1")
+    edge.add_argument("--port", type=int, default=8000)
+    edge.set_defaults(run=serve_edge)
+
+    poller = subparsers.add_parser("poll-forwarder", help="feed the queue to the forwarder handler (local stack)")
+    poller.add_argument("--wait", type=int, default=2, help="long-poll seconds")
+    poller.set_defaults(run=poll_forwarder)
+
+    schedule = subparsers.add_parser("run-schedule", help="run the key sync handler on a schedule (local stack)")
+    schedule.add_argument("--every", type=float, default=300.0, help="seconds between runs (default 300)")
+    schedule.set_defaults(run=run_schedule)
+
+
+def make_edge_server(host: str, port: int) -> Any:
+    """The real `app` behind Chalice's local gateway, served at the root as the DSN needs.
+
+    Chalice's local server keeps `current_request` per thread, so requests run concurrently.
+    """
+    from chalice.config import Config
+    from chalice.local import create_local_server
+
+    from app import app
+
+    config = Config(chalice_stage="local", config_from_disk={"version": "2.0", "app_name": "lookout-edge"})
+    return create_local_server(app, config, host, port)
+
+
+def serve_edge(args: argparse.Namespace) -> int:
+    server = make_edge_server(args.host, args.port)
+    print(f"edge listening on http://{args.host}:{args.port}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+    return 0
+
+
+def poll_forwarder(args: argparse.Namespace) -> int:
+    """Long-poll the queue and hand each batch to the real `forward_events` handler."""
+    import app as app_module
+    from chalicelib.aws import client
+    from chalicelib.config import settings
+
+    queue_url = settings().require("queue_url")
+    sqs = client("sqs")
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    print(f"forwarder polling {queue_url}", flush=True)
+    try:
+        while True:
+            try:
+                count, ok = poll_once(sqs, queue_url, queue_arn, app_module.forward_events, args.wait)
+            except Exception as exc:  # the local AWS restarting, say: keep polling
+                print(f"poll failed: {type(exc).__name__}: {exc}", flush=True)
+                time.sleep(1)
+                continue
+            if count and not ok:
+                print(f"batch of {count} not delivered; it stays queued for a retry", flush=True)
+    except KeyboardInterrupt:
+        return 0
+
+
+def run_schedule(args: argparse.Namespace) -> int:
+    """Invoke the real `sync_keys` handler now and then every `--every` seconds."""
+    import app as app_module
+
+    logging.basicConfig(level=logging.INFO)
+    try:
+        while True:
+            started = time.monotonic()
+            try:
+                app_module.sync_keys(scheduled_event("lookout-edge-sync_keys"), LambdaContext("sync_keys", 300))
+            except Exception as exc:
+                print(f"key sync failed: {type(exc).__name__}: {exc}", flush=True)
+            time.sleep(max(1.0, args.every - (time.monotonic() - started)))
+    except KeyboardInterrupt:
+        return 0

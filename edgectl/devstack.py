@@ -1,0 +1,330 @@
+"""The whole system on one machine: moto as AWS, the edge, the forwarder, the key sync, a receiver.
+
+`make dev` runs it in the foreground; the end-to-end tests start it on free
+ports. Each piece but the embedded AWS is its own process running the real
+`app` (as a Lambda container would), with its output prefixed by its name.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import boto3
+
+from edgectl.resources import StackNames, create_resources
+
+ROOT = Path(__file__).resolve().parent.parent
+REGION = "us-east-1"
+DEMO_PROJECT_ID = "1"
+
+
+class PortInUse(RuntimeError):
+    """A port the stack needs is taken; the message says which and what to do."""
+
+
+@dataclass
+class StackOptions:
+    host: str = "127.0.0.1"
+    edge_port: int = 8000
+    receiver_port: int = 8001
+    aws_port: int = 4566
+    lookout_db_url: str | None = None  # key sync source; None → one demo key written directly
+    receiver_db_url: str | None = None  # None → SQLite under state_dir
+    state_dir: Path = ROOT / ".dev"
+    sync_every: float = 300.0
+    poll_wait: int = 1
+    demo_key: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Piece:
+    name: str
+    process: subprocess.Popen
+    pump: threading.Thread
+
+
+class DevStack:
+    """Start with `start()`, stop with `stop()` (or use as a context manager)."""
+
+    def __init__(self, options: StackOptions, out: IO[str] | None = None):
+        self.options = options
+        self.out = out or sys.stdout
+        self.token = secrets.token_hex(32)
+        self.pieces: list[Piece] = []
+        self.names: StackNames | None = None
+        self.demo_key: str | None = None
+        self._moto: Any = None
+        self._write_lock = threading.Lock()
+
+    # -- addresses ----------------------------------------------------------------------------
+    @property
+    def edge_url(self) -> str:
+        return f"http://{self.options.host}:{self.options.edge_port}"
+
+    @property
+    def receiver_url(self) -> str:
+        return f"http://{self.options.host}:{self.options.receiver_port}"
+
+    @property
+    def aws_url(self) -> str:
+        return f"http://{self.options.host}:{self.options.aws_port}"
+
+    def environment(self) -> dict[str, str]:
+        """The environment every piece runs with (the contract's variables + the local AWS)."""
+        assert self.names is not None
+        env = {
+            **os.environ,
+            "AWS_ENDPOINT_URL": self.aws_url,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": REGION,
+            "LOOKOUT_INGEST_EDGE_BACKEND_URL": self.receiver_url,
+            "LOOKOUT_INGEST_EDGE_TOKEN": self.token,
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            "PYTHONUNBUFFERED": "1",
+            **self.names.environment(),
+            **self.options.extra_env,
+        }
+        if self.options.lookout_db_url:
+            env["LOOKOUT_DB_URL"] = self.options.lookout_db_url
+        return env
+
+    def session(self) -> Any:
+        return boto3.Session(aws_access_key_id="local", aws_secret_access_key="local", region_name=REGION)  # noqa: S106
+
+    def client(self, service: str) -> Any:
+        return self.session().client(service, endpoint_url=self.aws_url)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self, ready_timeout: float = 60.0) -> DevStack:
+        opts = self.options
+        for port, what in ((opts.aws_port, "embedded AWS"), (opts.edge_port, "edge"), (opts.receiver_port, "receiver")):
+            ensure_port_free(opts.host, port, what)
+        try:
+            self._start_aws()
+            self.names = create_resources(_EndpointSession(self.session(), self.aws_url))
+            if not opts.lookout_db_url:
+                self.demo_key = self._seed_demo_key()
+            self._start_receiver()
+            self._spawn("edge", ["serve-edge", "--host", opts.host, "--port", str(opts.edge_port)])
+            self._spawn("forwarder", ["poll-forwarder", "--wait", str(opts.poll_wait)])
+            if opts.lookout_db_url:
+                self._spawn("sync", ["run-schedule", "--every", str(opts.sync_every)])
+            wait_for_http(f"{self.edge_url}/health", ready_timeout, self._check_alive)
+            wait_for_http(f"{self.receiver_url}/_receiver/stats", ready_timeout, self._check_alive, self.token)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every piece (SIGTERM, then SIGKILL) and the embedded AWS; leaves nothing running."""
+        for piece in self.pieces:
+            if piece.process.poll() is None:
+                piece.process.terminate()
+        deadline = time.monotonic() + timeout
+        for piece in self.pieces:
+            try:
+                piece.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                piece.process.kill()
+                piece.process.wait()
+            piece.pump.join(timeout=2)
+        self.pieces.clear()
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+
+    def __enter__(self) -> DevStack:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def dead_pieces(self) -> list[str]:
+        return [p.name for p in self.pieces if p.process.poll() is not None]
+
+    def restart(self, name: str) -> None:
+        """Kill one piece and start it again (the reliability tests use this on the forwarder)."""
+        piece = next(p for p in self.pieces if p.name == name)
+        piece.process.kill()
+        piece.process.wait()
+        self.pieces.remove(piece)
+        self._spawn(name, piece.process.args[3:])
+
+    # -- pieces -------------------------------------------------------------------------------
+    def _start_aws(self) -> None:
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per AWS call drowns the rest
+
+        self._moto = ThreadedMotoServer(ip_address=self.options.host, port=self.options.aws_port, verbose=False)
+        self._moto.start()
+        self._say("aws", f"moto server on {self.aws_url}")
+
+    def _seed_demo_key(self) -> str:
+        """No Lookout database: write one demo key straight into the keys table."""
+        from chalicelib.keysync import item_from_row
+
+        key = self.options.demo_key or _stored_demo_key(self.options.state_dir)
+        row = {"key_id": "1", "api_key": key, "project_id": DEMO_PROJECT_ID, "organization_id": "1", "billing_ok": 1}
+        item = item_from_row(row, int(time.time()))
+        self.client("dynamodb").put_item(TableName=self.names.keys_table, Item=item)  # type: ignore[union-attr]
+        self._say("aws", "demo key written to the keys table (no LOOKOUT_DB_URL set)")
+        return key
+
+    def _start_receiver(self) -> None:
+        args = ["receiver", "--host", self.options.host, "--port", str(self.options.receiver_port)]
+        if self.options.receiver_db_url:
+            args += ["--db", self.options.receiver_db_url]
+        else:
+            self.options.state_dir.mkdir(parents=True, exist_ok=True)
+            args += ["--sqlite", str(self.options.state_dir / "receiver.sqlite3")]
+        if self.demo_key:
+            args += ["--project", f"{self.demo_key}={DEMO_PROJECT_ID}"]
+        self._spawn("receiver", args)
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "edgectl", *args],
+            cwd=ROOT,
+            env=self.environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+        )
+        pump = threading.Thread(target=self._pump, args=(name, process), daemon=True)
+        pump.start()
+        self.pieces.append(Piece(name, process, pump))
+
+    def _pump(self, name: str, process: subprocess.Popen) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self._say(name, line.rstrip("\n"))
+
+    def _say(self, name: str, line: str) -> None:
+        with self._write_lock:
+            self.out.write(f"{name:<9}| {line}\n")
+            self.out.flush()
+
+    def _check_alive(self) -> None:
+        dead = self.dead_pieces()
+        if dead:
+            raise RuntimeError(f"{', '.join(dead)} stopped while the stack was starting; see its output above")
+
+    # -- banner -------------------------------------------------------------------------------
+    def banner(self) -> str:
+        key = self.demo_key or "YOUR_PROJECT_API_KEY"
+        token_file = self.options.state_dir / "edge-token"
+        self.options.state_dir.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(self.token)
+        token_file.chmod(0o600)
+        host = f"{self.options.host}:{self.options.edge_port}"
+        smoke = '{"message":"edge smoke test","exception_class":"RuntimeException"}'
+        source = (
+            f"key sync every {self.options.sync_every:g}s from LOOKOUT_DB_URL"
+            if self.options.lookout_db_url
+            else "one demo key (set LOOKOUT_DB_URL, see `make dev-seed`, to sync real keys)"
+        )
+        return "\n".join(
+            [
+                "",
+                "Lookout Edge is running locally.",
+                f"  DSN        http://{key}@{host}",
+                "  Try it     curl -sS -w ' %{http_code}\\n' -X POST "
+                f"{self.edge_url}/api/ingest -H 'X-Api-Key: {key}' -H 'Content-Type: application/json' -d '{smoke}'",
+                f"  Events     land in the reference receiver at {self.receiver_url}:",
+                f'             curl -sS -H "Authorization: Bearer $(cat {token_file})" '
+                f"'{self.receiver_url}/_receiver/events?limit=5'",
+                f"  Verify     .venv/bin/python -m edgectl verify --url {self.edge_url} --key {key} --backend-check",
+                f"  AWS        moto on {self.aws_url} (export AWS_ENDPOINT_URL={self.aws_url} to look around)",
+                f"  Keys       {source}",
+                "  Stop       Ctrl-C",
+                "",
+            ]
+        )
+
+
+class _EndpointSession:
+    """A boto3 session whose clients all talk to one endpoint (for create_resources)."""
+
+    def __init__(self, session: Any, endpoint: str):
+        self._session, self._endpoint = session, endpoint
+
+    def client(self, service: str) -> Any:
+        return self._session.client(service, endpoint_url=self._endpoint)
+
+
+def _stored_demo_key(state_dir: Path) -> str:
+    """The same demo key across runs, so a DSN pasted into an app keeps working."""
+    path = state_dir / "demo-key"
+    if path.exists():
+        return path.read_text().strip()
+    from edgectl.lookoutdb import new_raw_key
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    key = new_raw_key()
+    path.write_text(key)
+    return key
+
+
+def ensure_port_free(host: str, port: int, what: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise PortInUse(
+                f"port {port} on {host} is in use, the {what} needs it. Stop whatever holds it "
+                f"(`ss -ltnp 'sport = :{port}'` shows it; another `make dev`?) and try again."
+            ) from None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float, check: Any = None, token: str | None = None) -> None:
+    """Poll `url` until it answers 200 or the time is up."""
+    deadline = time.monotonic() + timeout
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    while True:
+        if check:
+            check()
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def mariadb_available(url: str = "mysql://root:@127.0.0.1:3306/") -> bool:
+    """True when the local MariaDB answers (the receiver then stores there, else in SQLite)."""
+    try:
+        import pymysql
+
+        pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", connect_timeout=1).close()
+        return True
+    except Exception:
+        return False
