@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -231,7 +232,7 @@ def retry_visibility(
     cap = min(max_seconds, MAX_VISIBILITY_SECONDS)
     delay = min(cap, base_seconds * 2 ** max(0, receive_count - 1))
     jittered = delay / 2 + rand() * delay / 2
-    return int(min(cap, max(jittered, retry_after or 0.0)))
+    return math.ceil(min(cap, max(jittered, retry_after or 0.0)))
 
 
 def dead_letter_attributes(record: Record, outcome: Outcome, secret: str | None) -> dict[str, dict[str, Any]]:
