@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from chalicelib.aws import client
-from chalicelib.config import ENV_NAMES, load_settings
+from chalicelib.config import ENV_NAMES, ConfigError, load_settings
 from chalicelib.sqs_ops import depth
 
 CONFIG = Path(__file__).resolve().parent.parent / ".chalice" / "config.json"
@@ -50,7 +50,7 @@ def targets_from_environment(env: Any) -> Targets:
 def targets_for_stage(config: dict[str, Any], stage: str) -> Targets:
     """The stage's names, as `chalice deploy` hands them to the functions."""
     if stage not in config.get("stages", {}):
-        raise KeyError(f"stage {stage!r} is not in .chalice/config.json")
+        raise ConfigError(f"stage {stage!r} is not in .chalice/config.json")
     env = {**config.get("environment_variables", {}), **config["stages"][stage].get("environment_variables", {})}
     return targets_from_environment(env)
 
@@ -150,7 +150,7 @@ def _run(args: argparse.Namespace) -> int:
             targets = targets_for_stage(json.loads(Path(args.config).read_text()), args.stage)
         else:
             targets = targets_from_environment(os.environ)
-    except (KeyError, ValueError, OSError) as exc:
+    except (ConfigError, ValueError, OSError) as exc:
         print(f"status: {exc}", file=sys.stderr)
         return 2
     try:

@@ -1,0 +1,136 @@
+"""`chalice package --merge-template` produces a template cfn-lint accepts, wired to the stack's own resources."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chalicelib.config import ENV_NAMES
+from edgectl.cmd_render_policies import MERGE_TEMPLATE, ROOT, merge_template_text, render_stage
+
+BIN = Path(sys.executable).parent
+RESOURCE_VARIABLES = [ENV_NAMES[n] for n in ("keys_table", "idempotency_table", "queue_url", "dlq_url")]
+
+
+def cfn_lint(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "cfn-lint"), str(path)], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real app packaged for prod. Empty requirements: the template does not depend on the
+    zip's contents, and this keeps the test off the network and fast."""
+    project = tmp_path_factory.mktemp("project")
+    shutil.copy(ROOT / "app.py", project / "app.py")
+    shutil.copytree(ROOT / "chalicelib", project / "chalicelib", ignore=shutil.ignore_patterns("__pycache__"))
+    (project / ".chalice").mkdir()
+    shutil.copy(ROOT / ".chalice" / "config.json", project / ".chalice" / "config.json")
+    (project / "requirements.txt").write_text("")
+    render_stage(project / ".chalice", "prod", cloudformation=True)
+    out = project / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {"AWS_DEFAULT_REGION": "us-east-1"}
+    result = subprocess.run(
+        [str(BIN / "chalice"), "package", "--stage", "prod", "--merge-template", str(MERGE_TEMPLATE), str(out)],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    return out / "sam.json"
+
+
+@pytest.fixture(scope="module")
+def template(packaged: Path) -> dict[str, Any]:
+    return json.loads(packaged.read_text())
+
+
+def test_the_committed_merge_template_is_generated_from_the_standalone_stack() -> None:
+    assert MERGE_TEMPLATE.read_text() == merge_template_text(), "run: python -m edgectl render-merge-template"
+
+
+def test_the_packaged_template_passes_cfn_lint(packaged: Path) -> None:
+    result = cfn_lint(packaged)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_standalone_stack_passes_cfn_lint() -> None:
+    result = cfn_lint(ROOT / "infra" / "resources.json")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_forwarder_reports_batch_item_failures_from_the_stacks_queue(template: dict[str, Any]) -> None:
+    source = template["Resources"]["ForwardEvents"]["Properties"]["Events"]["ForwardEventsSqsEventSource"]
+    assert source["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert source["Properties"]["BatchSize"] == 10
+    assert list(source["Properties"]["Queue"]) == ["Fn::Sub"]
+    assert "${EventsQueue.QueueName}" in source["Properties"]["Queue"]["Fn::Sub"]
+
+
+def test_functions_read_resource_names_from_the_stack_not_from_hard_coded_urls(template: dict[str, Any]) -> None:
+    expected = {
+        "LOOKOUT_EDGE_KEYS_TABLE": {"Ref": "KeysTable"},
+        "LOOKOUT_EDGE_IDEMPOTENCY_TABLE": {"Ref": "IdempotencyTable"},
+        "LOOKOUT_EDGE_QUEUE_URL": {"Ref": "EventsQueue"},
+        "LOOKOUT_EDGE_DLQ_URL": {"Ref": "DeadLetterQueue"},
+        "LOOKOUT_INGEST_EDGE_BACKEND_URL": {"Ref": "BackendUrl"},
+        "LOOKOUT_INGEST_EDGE_TOKEN_PARAM": {"Ref": "EdgeTokenParameterName"},
+        "LOOKOUT_DB_URL_PARAM": {"Ref": "DbUrlParameterName"},
+    }
+    for name in ("APIHandler", "ForwardEvents", "SyncKeys"):
+        variables = template["Resources"][name]["Properties"]["Environment"]["Variables"]
+        assert {k: variables[k] for k in expected} == expected
+        assert variables["POWERTOOLS_TRACE_DISABLED"] == "true"
+        assert "LOOKOUT_INGEST_EDGE_TOKEN" not in variables and "LOOKOUT_DB_URL" not in variables
+
+
+def test_sizes_timeouts_and_tracing_follow_the_config(template: dict[str, Any]) -> None:
+    props = {name: template["Resources"][name]["Properties"] for name in ("APIHandler", "ForwardEvents", "SyncKeys")}
+    assert {n: (p["MemorySize"], p["Timeout"]) for n, p in props.items()} == {
+        "APIHandler": (512, 10),
+        "ForwardEvents": (256, 60),
+        "SyncKeys": (512, 300),
+    }
+    assert props["SyncKeys"]["ReservedConcurrentExecutions"] == 1
+    assert "ReservedConcurrentExecutions" not in props["ForwardEvents"]  # throttled SQS batches would dead-letter
+    assert {p["Tracing"] for p in props.values()} == {"PassThrough"}
+    queue = template["Resources"]["EventsQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] >= 6 * props["ForwardEvents"]["Timeout"]
+
+
+def test_each_function_has_its_own_role_with_stack_relative_arns(template: dict[str, Any]) -> None:
+    roles = {"APIHandler": "ApiHandlerRole", "ForwardEvents": "ForwardEventsRole", "SyncKeys": "SyncKeysRole"}
+    for function, role in roles.items():
+        assert template["Resources"][function]["Properties"]["Role"] == {"Fn::GetAtt": [role, "Arn"]}
+        text = json.dumps(template["Resources"][role]["Properties"]["Policies"])
+        assert '"Resource": "*"' not in text and "000000000000" not in text
+    assert "DefaultRole" not in template["Resources"]
+
+
+def test_custom_domain_serves_the_edge_at_the_root_only_when_asked(template: dict[str, Any]) -> None:
+    domain, mapping = template["Resources"]["EdgeDomain"], template["Resources"]["EdgeRootMapping"]
+    assert domain["Condition"] == mapping["Condition"] == "HasDomain"
+    assert "BasePath" not in mapping["Properties"]  # empty base path: SDKs drop DSN paths
+    assert template["Parameters"]["DomainName"]["Default"] == ""
+
+
+def test_alarms_watch_this_stacks_queue_forwarder_and_api(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+
+    def dimensions(name: str) -> dict[str, Any]:
+        return {d["Name"]: d["Value"] for d in resources[name]["Properties"]["Dimensions"]}
+
+    assert dimensions("DeadLetterQueueNotEmptyAlarm") == {"QueueName": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}
+    assert dimensions("OldestEventAgeAlarm") == {"QueueName": {"Fn::GetAtt": ["EventsQueue", "QueueName"]}}
+    assert dimensions("ForwarderErrorsAlarm") == {"FunctionName": {"Ref": "ForwardEvents"}}
+    assert dimensions("EdgeServerErrorsAlarm")["ApiName"] == {"Ref": "AWS::StackName"}
+    assert resources["RestAPI"]["Properties"]["Name"] == {"Ref": "AWS::StackName"}
+    assert "ForwarderFunctionName" not in template["Parameters"] and "EdgeApiName" not in template["Parameters"]
