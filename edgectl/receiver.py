@@ -323,6 +323,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "lookout-receiver"
     timeout = 120  # an idle keep-alive connection is closed after this
+    disable_nagle_algorithm = True  # headers and body are two writes: without this, +40 ms per request
     server: _ReceiverServer
 
     def do_GET(self) -> None:
@@ -469,7 +470,10 @@ def start_receiver(
 ) -> ReceiverHandle:
     """Serve a receiver in a background thread; `port=0` picks a free port (read `handle.port`)."""
     server = _ReceiverServer((host, port), ReceiverApp(store, token, projects))
-    thread = threading.Thread(target=server.serve_forever, name=f"receiver-{server.server_address[1]}", daemon=True)
+    # A short poll interval: `stop()` returns within it (tests stop and start receivers often).
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.05,), name=f"receiver-{server.server_address[1]}", daemon=True
+    )
     thread.start()
     return ReceiverHandle(server, thread)
 
