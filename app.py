@@ -59,6 +59,19 @@ def health() -> Response:
     return _json(200, {"status": "ok"})
 
 
+@app.route("/api/config", methods=["GET"])
+def remote_config() -> Response:
+    """The SDK's remote config, proxied to Lookout and cached (a stale copy beats an error)."""
+    request = app.current_request
+    status, body, headers = ingest.config_request(request.headers)
+    cors_headers = cors.response_headers(request.headers.get("origin"))
+    return Response(
+        body=body.decode("utf-8", "replace"),
+        status_code=status,
+        headers={"Content-Type": "application/json", **headers, **cors_headers},
+    )
+
+
 @app.route("/api/ingest", methods=INGEST_METHODS, content_types=ANY_CONTENT)
 def ingest_error() -> Response:
     return _ingest("/api/ingest")

@@ -25,7 +25,7 @@ class TokenUnavailable(RuntimeError):
 
 
 @cache
-def _pool(connect_timeout: float, read_timeout: float) -> Any:
+def http_pool(connect_timeout: float, read_timeout: float) -> Any:
     """Keep-alive connections reused across invocations of this container."""
     import urllib3
 
@@ -71,7 +71,7 @@ def post_events(body: bytes, token: str) -> tuple[BackendAnswer, float]:
     config = settings()
     url = config.require("backend_url") + INGEST_PATH
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    pool = _pool(config.forward_connect_timeout, config.forward_read_timeout)
+    pool = http_pool(config.forward_connect_timeout, config.forward_read_timeout)
     import urllib3
 
     started = time.perf_counter()
@@ -95,5 +95,5 @@ def reset() -> None:
     """Forget pooled connections and cached providers (what a new container starts from)."""
     global _refresh_token
     _refresh_token = False
-    for cached in (_pool, _ssm_provider):
+    for cached in (http_pool, _ssm_provider):
         cached.cache_clear()

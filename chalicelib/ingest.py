@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalicelib import auth, envelope, idempotency, queue, ratelimit
+from chalicelib import auth, envelope, idempotency, queue, ratelimit, remote_config
 from chalicelib.bodies import parse_body
 from chalicelib.config import settings
 from chalicelib.errors import EdgeError, bad_request, unavailable
@@ -65,6 +65,7 @@ def reset() -> None:
     """Forget container state (tests)."""
     global _key_cache
     _key_cache = None
+    remote_config.reset()
 
 
 def _warn_stale(key_hash: str, exc: Exception) -> None:
@@ -103,6 +104,9 @@ def _accept(request: IngestRequest, signal: str) -> Reply:
         _enforce_rate_limit(conf.idempotency_table, record, len(parsed.events))
 
     body, messages = build_messages(request, signal, record, parsed.events, parsed.ndjson)
+    config_version = remote_config.cached_version(record.key_hash)
+    if config_version is not None:
+        body["config_version"] = config_version
     idempotency_key = (headers.get("idempotency-key") or "").strip() or None
     if idempotency_key:
         body = _enqueue_once(conf, record, idempotency_key, body, messages)
@@ -269,3 +273,30 @@ def _release_quietly(table: str, claim: idempotency.Claim, sent: set[int]) -> No
 def _queue_down(failure: queue.EnqueueFailed) -> EdgeError:
     logger().error("enqueue failed", extra={"reason": str(failure), "sent": len(failure.sent)})
     return unavailable("the event queue is unavailable; nothing was accepted, retry shortly")
+
+
+def config_request(headers: Mapping[str, str]) -> tuple[int, bytes, dict[str, str]]:
+    """`GET /api/config`: 401 for unknown keys without asking Lookout, else the cached proxy."""
+    raw_key = auth.extract_api_key(headers, None)
+    if raw_key is None:
+        return _raw_error(EdgeError(401, "missing_api_key", "no API key: send X-Api-Key"))
+    key_hash = hash_key(raw_key)
+    try:
+        record = key_cache().get(key_hash)
+    except KeyStoreUnavailable:
+        if remote_config.cached_version(key_hash) is None:
+            return _raw_error(unavailable("the key store is unavailable; retry shortly"))
+        record = None  # seen and served before: the cached config may still answer
+    else:
+        if record is None:
+            return _raw_error(EdgeError(401, "invalid_api_key", "the API key is not known to this edge"))
+    answer = remote_config.config_cache().get(key_hash, raw_key, headers.get("x-lookout-env-overrides"))
+    extra = {"Retry-After": "30"} if answer.status == 503 else {}
+    if answer.stale:
+        extra["X-Lookout-Config-Stale"] = "1"
+    return answer.status, answer.body, extra
+
+
+def _raw_error(error: EdgeError) -> tuple[int, bytes, dict[str, str]]:
+    reply = error_reply(error)
+    return reply.status, json.dumps(reply.body).encode(), reply.headers

@@ -53,11 +53,12 @@ def sync_logs() -> Iterator[io.StringIO]:
     """The sync's JSON log lines, as written to the Lambda log."""
     buffer = io.StringIO()
     handlers = [h for h in logger(SERVICE).handlers if isinstance(h, logging.StreamHandler)]
-    previous = [h.setStream(buffer) for h in handlers]
+    previous = [h.stream for h in handlers]
+    for handler in handlers:
+        handler.stream = buffer  # not setStream: it flushes the old stream, maybe a closed capture
     yield buffer
     for handler, stream in zip(handlers, previous, strict=True):
-        if stream is not None:
-            handler.setStream(stream)
+        handler.stream = stream
 
 
 def table_items(aws) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,142 @@
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from chalicelib.remote_config import STALE_SECONDS, BackendConfig, ConfigCache
+from tests.conftest import reset_container_state
+
+KEY = "lk_config_key"
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class Lookout:
+    """Scripted `fetch`: answers with a versioned document unless told to fail."""
+
+    def __init__(self):
+        self.version, self.calls, self.failing = 1, [], False
+
+    def __call__(self, raw_key, overrides):
+        self.calls.append((raw_key, overrides))
+        if self.failing:
+            return BackendConfig(None)
+        return BackendConfig(200, json.dumps({"version": f"v{self.version}", "overrides": overrides}).encode())
+
+
+def test_fresh_answers_are_cached_per_key_and_overrides():
+    clock, lookout = Clock(), Lookout()
+    cache = ConfigCache(lookout, clock)
+    assert json.loads(cache.get("h", KEY, "A").body)["version"] == "v1"
+    cache.get("h", KEY, "A")
+    cache.get("h", KEY, "B")
+    assert lookout.calls == [(KEY, "A"), (KEY, "B")]
+    clock.now += 61
+    lookout.version = 2
+    assert json.loads(cache.get("h", KEY, "A").body)["version"] == "v2"
+    assert cache.cached_version("h") == "v2"
+
+
+def test_backend_failure_serves_last_good_then_503_after_a_day():
+    clock, lookout = Clock(), Lookout()
+    cache = ConfigCache(lookout, clock)
+    cache.get("h", KEY, None)
+    lookout.failing = True
+    clock.now += 3600
+    answer = cache.get("h", KEY, None)
+    assert (answer.status, answer.stale) == (200, True)
+    assert json.loads(answer.body)["version"] == "v1"
+    clock.now += STALE_SECONDS
+    answer = cache.get("h", KEY, None)
+    assert answer.status == 503 and json.loads(answer.body)["error"] == "config_unavailable"
+
+
+@pytest.mark.parametrize(
+    "bad", [BackendConfig(500, b"oops"), BackendConfig(200, b"not json"), BackendConfig(200, b"[1]")]
+)
+def test_bad_answers_are_not_cached(bad):
+    cache = ConfigCache(lambda k, o: bad, Clock())
+    assert cache.get("h", KEY, None).status == 503
+    assert cache.cached_version("h") is None
+
+
+class ConfigServer:
+    """A real HTTP backend for /api/config."""
+
+    def __init__(self):
+        self.requests, self.status = [], 200
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.requests.append((self.path, dict(self.headers)))
+                body = json.dumps({"version": "cfg-7", "sample_rate": 0.5}).encode()
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def config_backend(aws, monkeypatch):
+    server = ConfigServer()
+    monkeypatch.setenv("LOOKOUT_INGEST_EDGE_BACKEND_URL", server.url)
+    reset_container_state()
+    yield server
+    server.close()
+
+
+def test_config_route_proxies_with_key_and_overrides_and_caches(http, put_key, config_backend):
+    put_key(KEY)
+    headers = {"x-api-key": KEY, "x-lookout-env-overrides": "APP_ENV=staging"}
+    first = http.get("/api/config", headers=headers)
+    second = http.get("/api/config", headers=headers)
+    assert first.status_code == second.status_code == 200
+    assert first.json_body == {"version": "cfg-7", "sample_rate": 0.5}
+    assert len(config_backend.requests) == 1
+    path, sent = config_backend.requests[0]
+    assert path == "/api/config"
+    assert sent["X-Api-Key"] == KEY and sent["X-Lookout-Env-Overrides"] == "APP_ENV=staging"
+
+
+def test_config_route_unknown_key_is_401_without_asking_lookout(http, put_key, config_backend):
+    put_key(KEY)
+    response = http.get("/api/config", headers={"x-api-key": "nope"})
+    assert response.status_code == 401 and response.json_body["error"] == "invalid_api_key"
+    assert config_backend.requests == []
+
+
+def test_backend_down_with_nothing_cached_is_503(http, put_key, config_backend):
+    put_key(KEY)
+    config_backend.status = 500
+    response = http.get("/api/config", headers={"x-api-key": KEY})
+    assert response.status_code == 503 and "Retry-After" in response.headers
+
+
+def test_202_carries_config_version_once_a_config_is_cached(http, put_key, config_backend):
+    put_key(KEY)
+    before = http.post("/api/ingest", body=b'{"m": 1}', headers={"x-api-key": KEY, "content-type": "application/json"})
+    assert "config_version" not in before.json_body
+    assert len(config_backend.requests) == 0  # the ingest path never fetches
+    http.get("/api/config", headers={"x-api-key": KEY})
+    after = http.post("/api/ingest", body=b'{"m": 2}', headers={"x-api-key": KEY, "content-type": "application/json"})
+    assert after.status_code == 202 and after.json_body["config_version"] == "cfg-7"
