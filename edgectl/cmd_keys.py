@@ -6,11 +6,9 @@ Results go to stdout; progress and log lines to stderr, so the output can be pip
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -58,8 +56,8 @@ def run_sync(args: argparse.Namespace) -> int:
         )
 
     print(f"syncing keys into {settings().keys_table} ...", file=sys.stderr, flush=True)
-    with _logs_to_stderr(keysync_job.SERVICE):
-        result = keysync_job.run(db_url=args.db_url, allow_mass_delete=args.allow_mass_delete, progress=progress)
+    _logs_to_stderr(keysync_job.SERVICE)
+    result = keysync_job.run(db_url=args.db_url, allow_mass_delete=args.allow_mass_delete, progress=progress)
     metrics(keysync_job.SERVICE).clear_metrics()  # EMF is for Lambda; here the summary says it all
 
     print(f"key sync {'finished' if result.ok else 'FAILED'} in {result.duration:.1f} s")
@@ -134,16 +132,20 @@ def plain_item(item: dict[str, Any]) -> dict[str, Any]:
     return {name: plain(deserializer.deserialize(value)) for name, value in item.items()}
 
 
-@contextlib.contextmanager
-def _logs_to_stderr(service: str) -> Iterator[None]:
-    """Point the service's JSON log handler at stderr for the command, then back."""
+class _CurrentStderr:
+    """A stream that writes to whatever `sys.stderr` is when a line is logged."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _logs_to_stderr(service: str) -> None:
+    """Send the service's JSON log lines to stderr: stdout is the command's result."""
     from chalicelib.observability import logger
 
-    handlers = [h for h in logger(service).handlers if isinstance(h, logging.StreamHandler)]
-    previous = [h.setStream(sys.stderr) for h in handlers]
-    try:
-        yield
-    finally:
-        for handler, stream in zip(handlers, previous, strict=True):
-            if stream is not None:
-                handler.setStream(stream)
+    for handler in logger(service).handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.stream = _CurrentStderr()  # no setStream: it would flush the old stream
