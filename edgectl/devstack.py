@@ -8,6 +8,7 @@ ports. Each piece but the embedded AWS is its own process running the real
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -28,6 +29,9 @@ REGION = "us-east-1"
 DEMO_PROJECT_ID = "1"
 
 
+_AWS_ACCESS_LOG = re.compile(r'"[A-Z]+ \S+ HTTP/1\.[01]" [23]\d\d ')
+
+
 class PortInUse(RuntimeError):
     """A port the stack needs is taken; the message says which and what to do."""
 
@@ -44,6 +48,7 @@ class StackOptions:
     sync_every: float = 300.0
     poll_wait: int = 1
     demo_key: str | None = None
+    receiver_projects: dict[str, str] = field(default_factory=dict)  # API key → project, for /api/config
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -64,7 +69,6 @@ class DevStack:
         self.pieces: list[Piece] = []
         self.names: StackNames | None = None
         self.demo_key: str | None = None
-        self._moto: Any = None
         self._write_lock = threading.Lock()
 
     # -- addresses ----------------------------------------------------------------------------
@@ -82,7 +86,6 @@ class DevStack:
 
     def environment(self) -> dict[str, str]:
         """The environment every piece runs with (the contract's variables + the local AWS)."""
-        assert self.names is not None
         env = {
             **os.environ,
             "AWS_ENDPOINT_URL": self.aws_url,
@@ -93,7 +96,7 @@ class DevStack:
             "LOOKOUT_INGEST_EDGE_TOKEN": self.token,
             "POWERTOOLS_METRICS_DISABLED": "true",
             "PYTHONUNBUFFERED": "1",
-            **self.names.environment(),
+            **(self.names.environment() if self.names else {}),
             **self.options.extra_env,
         }
         if self.options.lookout_db_url:
@@ -142,9 +145,6 @@ class DevStack:
                 piece.process.wait()
             piece.pump.join(timeout=2)
         self.pieces.clear()
-        if self._moto is not None:
-            self._moto.stop()
-            self._moto = None
 
     def __enter__(self) -> DevStack:
         return self.start()
@@ -161,18 +161,14 @@ class DevStack:
         piece.process.kill()
         piece.process.wait()
         self.pieces.remove(piece)
-        self._spawn(name, piece.process.args[3:])
+        self._spawn(name, piece.process.args[1:], module=None)
 
     # -- pieces -------------------------------------------------------------------------------
     def _start_aws(self) -> None:
-        import logging
-
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per AWS call drowns the rest
-
-        self._moto = ThreadedMotoServer(ip_address=self.options.host, port=self.options.aws_port, verbose=False)
-        self._moto.start()
+        """moto server in a process of its own: its state is this stack's alone."""
+        address = ["-H", self.options.host, "-p", str(self.options.aws_port)]
+        self._spawn("aws", ["-m", "moto.server", *address], module=None)
+        wait_for_http(f"{self.aws_url}/moto-api/", 30, self._check_alive)
         self._say("aws", f"moto server on {self.aws_url}")
 
     def _seed_demo_key(self) -> str:
@@ -193,13 +189,17 @@ class DevStack:
         else:
             self.options.state_dir.mkdir(parents=True, exist_ok=True)
             args += ["--sqlite", str(self.options.state_dir / "receiver.sqlite3")]
+        projects = dict(self.options.receiver_projects)
         if self.demo_key:
-            args += ["--project", f"{self.demo_key}={DEMO_PROJECT_ID}"]
+            projects[self.demo_key] = DEMO_PROJECT_ID
+        for key, project_id in projects.items():
+            args += ["--project", f"{key}={project_id}"]
         self._spawn("receiver", args)
 
-    def _spawn(self, name: str, args: list[str]) -> None:
+    def _spawn(self, name: str, args: list[str], module: str | None = "edgectl") -> None:
+        command = [sys.executable, "-m", module, *args] if module else [sys.executable, *args]
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "edgectl", *args],
+            command,
             cwd=ROOT,
             env=self.environment(),
             stdout=subprocess.PIPE,
@@ -215,6 +215,8 @@ class DevStack:
     def _pump(self, name: str, process: subprocess.Popen) -> None:
         assert process.stdout is not None
         for line in process.stdout:
+            if name == "aws" and _AWS_ACCESS_LOG.search(line):
+                continue  # one line per AWS call would drown the other pieces
             self._say(name, line.rstrip("\n"))
 
     def _say(self, name: str, line: str) -> None:

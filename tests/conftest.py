@@ -135,3 +135,111 @@ def lookout_db() -> Iterator[Any]:
         database.close()
     finally:
         drop_database(LOCAL_SERVER_URL, name)
+
+
+class EndToEnd:
+    """The whole local stack on free ports, with a Lookout database on MariaDB to sync keys from.
+
+    Keys made in `start()` are known to the receiver's /api/config too. Edge key
+    caches live 1 s and the sync runs every second, so changes show within seconds.
+    """
+
+    PROJECTS = {"main": ("101", "11"), "other": ("102", "11"), "late": ("103", "12")}
+
+    def __init__(self) -> None:
+        import uuid
+
+        from edgectl.lookoutdb import LOCAL_SERVER_URL, LookoutDatabase, create_database
+
+        suffix = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        self.lookout_name, self.receiver_name = f"lookout_e2e_{suffix}", f"receiver_e2e_{suffix}"
+        self.lookout = LookoutDatabase(create_database(LOCAL_SERVER_URL, self.lookout_name))
+        self.receiver_url = f"{LOCAL_SERVER_URL.rstrip('/')}/{self.receiver_name}"
+        self.keys: dict[str, str] = {}
+        for key_id, (name, (project_id, org_id)) in enumerate(self.PROJECTS.items(), start=1):
+            if name != "late":
+                self.keys[name] = self.lookout.insert_key(
+                    key_id=key_id, project_id=int(project_id), organization_id=int(org_id)
+                )
+        self.stack: Any = None
+        self.store: Any = None
+
+    def start(self) -> EndToEnd:
+        import io
+
+        from edgectl.devstack import DevStack, StackOptions, free_port
+        from edgectl.receiver_store import MySQLStore
+
+        projects = {key: self.PROJECTS[name][0] for name, key in self.keys.items()}
+        options = StackOptions(
+            edge_port=free_port(),
+            receiver_port=free_port(),
+            aws_port=free_port(),
+            lookout_db_url=self.lookout.url,
+            receiver_db_url=self.receiver_url,
+            sync_every=1.0,
+            receiver_projects=projects,
+            extra_env={"LOOKOUT_EDGE_KEY_CACHE_TTL": "1", "LOOKOUT_EDGE_KEY_NEGATIVE_TTL": "0.5"},
+        )
+        self.log = io.StringIO()
+        self.stack = DevStack(options, out=self.log).start()
+        self.store = MySQLStore(self.receiver_url)
+        for key in self.keys.values():
+            self.wait_for_key(key)
+        return self
+
+    def stop(self) -> None:
+        from edgectl.lookoutdb import LOCAL_SERVER_URL, drop_database
+
+        if self.stack is not None:
+            self.stack.stop()
+        if self.store is not None:
+            self.store.close()
+        self.lookout.close()
+        drop_database(LOCAL_SERVER_URL, self.lookout_name)
+        drop_database(LOCAL_SERVER_URL, self.receiver_name)
+
+    @property
+    def edge_url(self) -> str:
+        return self.stack.edge_url
+
+    def key_item(self, raw_key: str) -> dict | None:
+        return (
+            self.stack.client("dynamodb")
+            .get_item(TableName=self.stack.names.keys_table, Key={"key_hash": {"S": hash_key(raw_key)}})
+            .get("Item")
+        )
+
+    def wait_for_key(self, raw_key: str, present: bool = True, timeout: float = 30.0) -> None:
+        """Until the scheduled sync wrote (or removed) the key, plus the edge's cache TTL."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while (self.key_item(raw_key) is not None) != present:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"key sync did not {'add' if present else 'remove'} the key in {timeout}s")
+            time.sleep(0.2)
+        time.sleep(1.2)
+
+    def wait_for_event(self, event_id: str, timeout: float = 30.0) -> dict:
+        """The event as the receiver stored it, once the forwarder delivered it."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            stored = self.store.event(event_id)
+            if stored is not None:
+                return stored
+            if time.monotonic() > deadline:
+                raise AssertionError(f"event {event_id} not stored within {timeout}s\n{self.log.getvalue()[-3000:]}")
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def e2e() -> Iterator[EndToEnd]:
+    """One local stack for every end-to-end test of the session (real HTTP, moto server, MariaDB)."""
+    stack = EndToEnd()
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()

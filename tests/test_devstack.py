@@ -1,0 +1,160 @@
+"""End to end over real HTTP: client → edge → SQS (moto server) → forwarder → receiver → MariaDB."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from urllib.parse import urlsplit
+
+import pytest
+
+from edgectl.devstack import ROOT, DevStack, PortInUse, StackOptions, free_port
+
+
+def send(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict, dict]:
+    """POST with exactly these headers (http.client adds no User-Agent, like the PHP SDK)."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        connection.request("POST", parts.path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read()), dict(response.headers)
+    finally:
+        connection.close()
+
+
+def test_curl_shaped_request_reaches_lookout(e2e):
+    body = json.dumps({"message": "edge smoke test", "exception_class": "RuntimeException"}).encode()
+    headers = {"X-Api-Key": e2e.keys["main"], "Content-Type": "application/json", "User-Agent": "curl/8.5.0"}
+    status, answer, _ = send(f"{e2e.edge_url}/api/ingest", body, headers)
+    assert status == 202
+    stored = e2e.wait_for_event(answer["event_id"])
+    assert stored["project_id"] == "101" and stored["organization_id"] == "11"
+    assert stored["payload"] == {"message": "edge smoke test", "exception_class": "RuntimeException"}
+    assert stored["user_agent"] == "curl/8.5.0"
+
+
+def test_php_sdk_shaped_error_report_loses_the_body_key(e2e):
+    key = e2e.keys["main"]
+    report = {"api_key": key, "message": "Undefined index", "exception_class": "ErrorException", "context": []}
+    status, answer, _ = send(
+        f"{e2e.edge_url}/api/ingest",
+        json.dumps(report).encode(),
+        {"X-Api-Key": key, "Content-Type": "application/json"},
+    )
+    assert status == 202
+    stored = e2e.wait_for_event(answer["event_id"])
+    assert "api_key" not in stored["payload"] and stored["payload"]["context"] == []
+    assert stored["user_agent"] is None
+    assert key not in json.dumps(stored)
+
+
+def test_rum_beacon_text_plain_key_only_in_body(e2e):
+    beacon = {"api_key": e2e.keys["other"], "type": "web-vitals", "lcp": 1234.5}
+    status, answer, _ = send(
+        f"{e2e.edge_url}/api/ingest/rum", json.dumps(beacon).encode(), {"Content-Type": "text/plain"}
+    )
+    assert status == 202
+    stored = e2e.wait_for_event(answer["event_id"])
+    assert (stored["signal"], stored["project_id"]) == ("rum", "102")
+    assert stored["payload"] == {"type": "web-vitals", "lcp": 1234.5}
+
+
+def test_log_batch_of_200_entries_is_one_event(e2e):
+    batch = {"entries": [{"level": "info", "message": f"line {i}"} for i in range(200)]}
+    headers = {"Authorization": f"Bearer {e2e.keys['main']}", "Content-Type": "application/json"}
+    status, answer, _ = send(f"{e2e.edge_url}/api/ingest/log", json.dumps(batch).encode(), headers)
+    assert status == 202
+    assert e2e.wait_for_event(answer["event_id"])["payload"] == batch
+
+
+def test_ndjson_lines_arrive_as_separate_events(e2e):
+    lines = [{"name": "queue.depth", "value": i} for i in range(3)]
+    body = "\n".join(json.dumps(line) for line in lines).encode()
+    headers = {"X-Api-Key": e2e.keys["main"], "Content-Type": "application/x-ndjson"}
+    status, answer, _ = send(f"{e2e.edge_url}/api/ingest/metric", body, headers)
+    assert status == 202
+    stored = [e2e.wait_for_event(event_id)["payload"] for event_id in answer["event_ids"]]
+    assert stored == lines
+
+
+def test_gzip_body(e2e):
+    payload = {"message": "compressed", "stack_trace": "#0 main\n" * 500}
+    headers = {"X-Api-Key": e2e.keys["main"], "Content-Type": "application/json", "Content-Encoding": "gzip"}
+    status, answer, _ = send(f"{e2e.edge_url}/api/ingest", gzip.compress(json.dumps(payload).encode()), headers)
+    assert status == 202
+    assert e2e.wait_for_event(answer["event_id"])["payload"] == payload
+
+
+def test_otlp_json_traces(e2e):
+    otlp = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "checkout"}}]},
+                "scopeSpans": [{"spans": [{"traceId": "5b8efff798038103d269b633813fc60c", "name": "GET /"}]}],
+            }
+        ]
+    }
+    headers = {"X-Api-Key": e2e.keys["main"], "Content-Type": "application/json"}
+    status, answer, _ = send(f"{e2e.edge_url}/api/ingest/trace/otlp", json.dumps(otlp).encode(), headers)
+    assert status == 202
+    stored = e2e.wait_for_event(answer["event_id"])
+    assert (stored["signal"], stored["payload"]) == ("otlp", otlp)
+
+
+def test_key_added_in_lookout_is_accepted_after_sync_and_revoked_is_401(e2e):
+    smoke = json.dumps({"message": "new key"}).encode()
+    key = e2e.lookout.insert_key(key_id=3, project_id=103, organization_id=12)
+    url = f"{e2e.edge_url}/api/ingest"
+    e2e.wait_for_key(key)
+    status, answer, _ = send(url, smoke, {"X-Api-Key": key, "Content-Type": "application/json"})
+    assert status == 202
+    assert e2e.wait_for_event(answer["event_id"])["project_id"] == "103"
+    e2e.lookout.execute("UPDATE project_api_keys SET revoked_at = NOW() WHERE id = 3")
+    e2e.wait_for_key(key, present=False)
+    status, answer, _ = send(url, smoke, {"X-Api-Key": key, "Content-Type": "application/json"})
+    assert (status, answer["error"]) == (401, "invalid_api_key")
+
+
+def test_verify_command_against_the_stack(e2e, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(e2e.stack.token)
+    args = ["--url", e2e.edge_url, "--key", e2e.keys["main"], "--backend-check"]
+    args += ["--backend-url", e2e.stack.receiver_url, "--backend-token-file", str(token_file)]
+    ok = subprocess.run([sys.executable, "-m", "edgectl", "verify", *args], cwd=ROOT, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.startswith("OK: 202 accepted and stored by the backend")
+    bad = subprocess.run(
+        [sys.executable, "-m", "edgectl", "verify", "--url", e2e.edge_url + "/prod", "--key", "wrong"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1
+    assert "has a path" in bad.stderr and bad.stdout.startswith("FAIL")
+
+
+def test_stack_stops_cleanly_and_refuses_a_taken_port(tmp_path):
+    options = StackOptions(
+        edge_port=free_port(), receiver_port=free_port(), aws_port=free_port(), state_dir=tmp_path, demo_key="lk_demo"
+    )
+    stack = DevStack(options, out=open(tmp_path / "log", "w")).start()  # noqa: SIM115
+    processes = [piece.process for piece in stack.pieces]
+    status, _, _ = send(
+        f"{stack.edge_url}/api/ingest",
+        b'{"message": "m"}',
+        {"X-Api-Key": "lk_demo", "Content-Type": "application/json"},
+    )
+    assert status == 202
+    with pytest.raises(PortInUse, match=str(options.edge_port)):
+        DevStack(StackOptions(edge_port=options.edge_port, aws_port=free_port(), state_dir=tmp_path)).start()
+    stack.stop()
+    assert all(process.poll() is not None for process in processes)
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"{stack.edge_url}/health", timeout=2)
+    DevStack(StackOptions(edge_port=options.edge_port, aws_port=free_port(), state_dir=tmp_path))  # port is free again
