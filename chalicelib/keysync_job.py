@@ -27,6 +27,10 @@ from chalicelib.observability import count, logger
 SERVICE = "sync"
 BATCH_LIMIT = 25  # BatchWriteItem's maximum
 PROGRESS_EVERY = 10_000  # rows between progress callbacks
+REFUSAL_HINTS = {
+    DeleteVerdict.REFUSED_NO_ROWS: "the key query returned no rows: check the database and LOOKOUT_EDGE_KEYS_QUERY",
+    DeleteVerdict.REFUSED_MASS_DELETE: "check the source, then run `python -m edgectl sync-keys --allow-mass-delete`",
+}
 
 
 class WriteFailed(RuntimeError):
@@ -202,8 +206,7 @@ def _finish(result: SyncResult, started: float) -> SyncResult:
         logger(SERVICE).error("key sync failed", extra=summary)
     elif result.delete_verdict.refused:
         logger(SERVICE).error(
-            "key sync refused to delete stale keys",
-            extra={**summary, "hint": "check the source; run `python -m edgectl sync-keys --allow-mass-delete`"},
+            "key sync refused to delete stale keys", extra={**summary, "hint": REFUSAL_HINTS[result.delete_verdict]}
         )
     else:
         logger(SERVICE).info("key sync finished", extra=summary)

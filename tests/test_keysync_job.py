@@ -352,7 +352,13 @@ def test_mass_delete_is_refused_on_schedule_but_new_keys_still_land(aws, source,
     assert refused.delete_verdict is DeleteVerdict.REFUSED_MASS_DELETE
     assert len(table_items(aws)) == 201
     assert hash_key(new) in table_items(aws)
-    assert "key sync refused to delete stale keys" in sync_logs.getvalue()
+    refusal = json.loads(sync_logs.getvalue().splitlines()[-1])
+    assert (refusal["message"], refusal["deletes"], refusal["stale"]) == (
+        "key sync refused to delete stale keys",
+        "refused_mass_delete",
+        30,
+    )
+    assert "--allow-mass-delete" in refusal["hint"]
 
     batch_writes.clear()
     allowed = run(allow_mass_delete=True)
