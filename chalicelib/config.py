@@ -31,6 +31,8 @@ class Settings:
     key_negative_ttl: float = 10.0
     key_stale_ttl: float = 3600.0
     key_cache_size: int = 10_000
+    # Seconds a remote config answer (GET /api/config) stays fresh; tests shorten it.
+    config_fresh_seconds: float = 60.0
     mass_delete_share: float = 0.10
     # Forwarder knobs: HTTP timeouts well under the Lambda timeout, retry backoff, token cache.
     forward_connect_timeout: float = 3.0
@@ -62,6 +64,7 @@ ENV_NAMES = {
     "key_negative_ttl": "LOOKOUT_EDGE_KEY_NEGATIVE_TTL",
     "key_stale_ttl": "LOOKOUT_EDGE_KEY_STALE_TTL",
     "key_cache_size": "LOOKOUT_EDGE_KEY_CACHE_SIZE",
+    "config_fresh_seconds": "LOOKOUT_EDGE_CONFIG_FRESH_SECONDS",
     "mass_delete_share": "LOOKOUT_EDGE_MASS_DELETE_SHARE",
     "forward_connect_timeout": "LOOKOUT_EDGE_FORWARD_CONNECT_TIMEOUT",
     "forward_read_timeout": "LOOKOUT_EDGE_FORWARD_READ_TIMEOUT",

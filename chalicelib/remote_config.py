@@ -1,7 +1,8 @@
 """`GET /api/config`: the SDK's remote config, proxied to Lookout and cached in the container.
 
 The SDK caches whatever JSON it gets as its config for minutes, so a stale good
-answer always beats an error: fresh answers live 60 s per (key, overrides), and
+answer always beats an error: fresh answers live 60 s per (key, overrides)
+(LOOKOUT_EDGE_CONFIG_FRESH_SECONDS, for tests), and
 while Lookout fails the last good one is served for up to 24 h. The ingest path
 only reads `cached_version()`; it never fetches.
 """
@@ -49,9 +50,10 @@ Fetch = Callable[[str, str | None], BackendConfig]
 class ConfigCache:
     """Per (key hash, overrides) cache of good config documents, and each key's latest version."""
 
-    def __init__(self, fetch: Fetch, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, fetch: Fetch, clock: Callable[[], float] = time.monotonic, fresh_seconds: float = FRESH_SECONDS):
         self._fetch = fetch
         self._clock = clock
+        self._fresh_seconds = fresh_seconds
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._versions: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -62,7 +64,7 @@ class ConfigCache:
         now = self._clock()
         with self._lock:
             entry = self._entries.get(slot)
-        if entry is not None and now - entry.fetched_at < FRESH_SECONDS:
+        if entry is not None and now - entry.fetched_at < self._fresh_seconds:
             return ConfigAnswer(200, entry.body)
         answer = self._fetch(raw_key, overrides)
         document = _config_document(answer)
@@ -134,7 +136,9 @@ _cache: ConfigCache | None = None
 def config_cache() -> ConfigCache:
     global _cache
     if _cache is None:
-        _cache = ConfigCache(fetch_from_lookout)
+        from chalicelib.config import settings
+
+        _cache = ConfigCache(fetch_from_lookout, fresh_seconds=settings().config_fresh_seconds)
     return _cache
 
 

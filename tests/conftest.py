@@ -141,10 +141,12 @@ class EndToEnd:
     """The whole local stack on free ports, with a Lookout database on MariaDB to sync keys from.
 
     Keys made in `start()` are known to the receiver's /api/config too. Edge key
-    caches live 1 s and the sync runs every second, so changes show within seconds.
+    caches live 1 s, remote configs 3 s, and the sync runs every second, so changes
+    show within seconds.
     """
 
     PROJECTS = {"main": ("101", "11"), "other": ("102", "11"), "late": ("103", "12")}
+    CONFIG_FRESH_SECONDS = 3.0  # the edge's remote-config cache, 60 s in production
 
     def __init__(self) -> None:
         import uuid
@@ -179,7 +181,11 @@ class EndToEnd:
             receiver_db_url=self.receiver_url,
             sync_every=1.0,
             receiver_projects=projects,
-            extra_env={"LOOKOUT_EDGE_KEY_CACHE_TTL": "1", "LOOKOUT_EDGE_KEY_NEGATIVE_TTL": "0.5"},
+            extra_env={
+                "LOOKOUT_EDGE_KEY_CACHE_TTL": "1",
+                "LOOKOUT_EDGE_KEY_NEGATIVE_TTL": "0.5",
+                "LOOKOUT_EDGE_CONFIG_FRESH_SECONDS": str(self.CONFIG_FRESH_SECONDS),
+            },
         )
         self.log = io.StringIO()
         self.stack = DevStack(options, out=self.log).start()
