@@ -65,8 +65,9 @@ def browser_missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def chromium() -> None:
+    """Fails (CI) or skips (elsewhere) before the stack starts when there is no browser."""
     missing = browser_missing()
     if missing is None:
         return
@@ -125,7 +126,7 @@ def edge_preflights(e2e: Any) -> list[str]:
     return [line for line in e2e.log.getvalue().splitlines() if line.startswith("edge") and '"OPTIONS /api/' in line]
 
 
-def test_browser_beacons_pass_the_preflight_and_reach_lookout(e2e, chromium, site, tmp_path):
+def test_browser_beacons_pass_the_preflight_and_reach_lookout(chromium, e2e, site, tmp_path):
     from playwright.sync_api import sync_playwright
 
     customer, marker = site
