@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -74,8 +75,9 @@ ENV_NAMES = {
 }
 
 
-def load_settings(env: dict[str, str] | os._Environ = os.environ) -> Settings:
-    """Build settings from an environment mapping; empty values count as unset."""
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from an environment mapping (default: the process's); empty values are unset."""
+    env = os.environ if env is None else env
     values: dict[str, object] = {}
     for field_name, env_name in ENV_NAMES.items():
         raw = (env.get(env_name) or "").strip()

@@ -104,14 +104,24 @@ def drain_queue(queue_url: str, wait: int = 0) -> list[dict[str, Any]]:
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
-@pytest.fixture
-def http(aws: StackNames) -> Iterator[Any]:
-    """Chalice's test client for the real `app`, on moto."""
+# A stage that .chalice/config.json does not define: Chalice's test client applies a stage's
+# environment during every call, and the deploy stages' values would replace the moto ones.
+TEST_STAGE = "unit-test"
+
+
+def chalice_client() -> Any:
+    """Chalice's test client for the real `app`, with no deployment stage environment."""
     from chalice.test import Client
 
     from app import app
 
-    with Client(app) as client:
+    return Client(app, stage_name=TEST_STAGE)
+
+
+@pytest.fixture
+def http(aws: StackNames) -> Iterator[Any]:
+    """Chalice's test client for the real `app`, on moto."""
+    with chalice_client() as client:
         yield client.http
 
 

@@ -24,7 +24,7 @@ from chalicelib.keysync import DeleteVerdict, SyncResult
 from chalicelib.keysync_job import SERVICE, BatchWriter, WriteFailed, run, scan_content_hashes, sync_rows
 from chalicelib.lookout_db import DEFAULT_KEYS_QUERY, connect, stream_rows
 from chalicelib.observability import logger, metrics
-from tests.conftest import REGION
+from tests.conftest import REGION, chalice_client
 
 INSERT_KEYS = "INSERT INTO project_api_keys (id, project_id, `key`) VALUES (%s, %s, %s)"
 
@@ -207,12 +207,11 @@ def test_database_down_deletes_nothing_and_says_why(aws, source, batch_writes, s
     monkeypatch.setenv("LOOKOUT_DB_URL", "mysql://root:db-pass-secret@127.0.0.1:1/lookout")
     settings.cache_clear()
 
-    from chalice.test import Client
 
-    from app import KeySyncFailed, app
+    from app import KeySyncFailed
 
-    with Client(app) as chalice_client, pytest.raises(KeySyncFailed, match="Can't connect") as caught:
-        invoke_schedule(chalice_client)
+    with chalice_client() as test_client, pytest.raises(KeySyncFailed, match="Can't connect") as caught:
+        invoke_schedule(test_client)
     assert "127.0.0.1:1" in str(caught.value)
     assert batch_writes == []
     assert set(table_items(aws)) == {hash_key(raw)}
@@ -417,21 +416,19 @@ def test_scan_reads_only_hash_and_content_hash(aws, put_key):
 
 def test_edge_accepts_a_key_after_one_scheduled_sync_and_refuses_it_once_revoked(aws, source, http):
     """Done when: a key inserted in MariaDB and one sync → 202; revoked → 401 after the next."""
-    from chalice.test import Client
 
-    from app import app
 
     raw = source.insert_key(key_id=1)
     other = source.insert_key(key_id=2)
     assert post_error(http, raw) == 401
     ingest.reset()
-    with Client(app) as chalice_client:
-        summary = invoke_schedule(chalice_client)
+    with chalice_client() as test_client:
+        summary = invoke_schedule(test_client)
         assert (summary["ok"], summary["written"]) == (True, 2)
         assert post_error(http, raw) == 202
 
         source.execute("UPDATE project_api_keys SET revoked_at = NOW() WHERE id = 1")
-        summary = invoke_schedule(chalice_client)
+        summary = invoke_schedule(test_client)
         assert (summary["deleted"], summary["deletes"]) == (1, "allowed")
     ingest.reset()
     assert post_error(http, raw) == 401
