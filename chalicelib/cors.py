@@ -6,8 +6,12 @@ DEFAULT_ALLOWED_HEADERS = "Content-Type, X-Api-Key, X-Api-Token, Authorization, 
 
 
 def response_headers(origin: str | None) -> dict[str, str]:
-    """Headers every answer to a request with `Origin` carries (202 and errors alike)."""
-    if not origin:
+    """Headers every answer to a request with `Origin` carries (202 and errors alike).
+
+    An Origin with control characters is no browser's: echoing a line break into a
+    header would make Chalice answer 500, so such a request gets no CORS headers.
+    """
+    if not origin or not origin.isprintable():
         return {}
     return {
         "Access-Control-Allow-Origin": origin,
@@ -26,8 +30,7 @@ def preflight_headers(origin: str | None, requested_headers: str | None) -> dict
             "Access-Control-Max-Age": "600",
         }
     )
-    if not origin:
-        headers["Vary"] = "Origin"
+    headers.setdefault("Vary", "Origin")
     return headers
 
 

@@ -8,6 +8,7 @@ the rest, under the same event ids.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from chalicelib.aws import client
 TTL_SECONDS = 24 * 3600
 # A claim still pending after this long belongs to a request that died: take it over.
 ABANDONED_AFTER = 30
+# DynamoDB refuses partition keys over 2048 bytes; longer Idempotency-Keys are stored by their hash.
+MAX_PLAIN_KEY_BYTES = 512
 
 
 @dataclass
@@ -36,6 +39,10 @@ class ClaimBusy(Exception):
 
 
 def item_key(project_id: str, idempotency_key: str) -> str:
+    """The item's `pk`; a key too long for DynamoDB becomes its SHA-256 (else every retry is a 503)."""
+    raw = idempotency_key.encode("utf-8", "surrogatepass")
+    if len(raw) > MAX_PLAIN_KEY_BYTES:
+        idempotency_key = "sha256:" + hashlib.sha256(raw).hexdigest()
     return f"idem#{project_id}#{idempotency_key}"
 
 

@@ -25,6 +25,8 @@ import itertools
 import json
 import os
 import random
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,6 +49,10 @@ class SoakPlan:
     """Sizes and timings of one run; the defaults are the small `make test` run."""
 
     events: int = 400
+    rate: float = 100.0  # events per second the clients send at most
+    # Clients pause while the queue is deeper than this: moto's ReceiveMessage scans the whole
+    # queue under one lock, so a deep queue slows every piece down until nothing moves.
+    max_backlog: int = 300
     clients: int = 3
     pollers: int = 2  # forwarder processes: the stack's own plus extra ones (Lambda runs many)
     wrong_token_seconds: float = 12.0  # long enough for the template's 10 receives at 1 s backoff
@@ -179,6 +185,8 @@ class Traffic:
     def __init__(self, stack: DevStack, key: str, plan: SoakPlan, report: SoakReport):
         self.stack, self.key, self.plan, self.report = stack, key, plan, report
         self.sent_events = 0
+        self.hold = False  # set by the runner while the queue is too deep
+        self._next_due = time.monotonic()
         self._numbers = itertools.count()
         self._lock = threading.Lock()
         self.threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(plan.clients)]
@@ -201,6 +209,11 @@ class Traffic:
                 number = next(self._numbers)
                 shot = make_shot(number, self.key, rng)
                 self.sent_events += shot.events
+                due = max(self._next_due, time.monotonic())
+                self._next_due = due + shot.events / self.plan.rate
+            time.sleep(max(0.0, due - time.monotonic()))
+            while self.hold:
+                time.sleep(0.2)
             status, answer = send(host, port, shot)
             with self._lock:
                 self.report.attempted += 1
@@ -268,6 +281,8 @@ class Soak:
                 stack.stop()
                 proxy.stop()
                 drop_database(LOCAL_SERVER_URL, self.receiver_db)
+                if self.report.ok:
+                    shutil.rmtree(self.workdir, ignore_errors=True)
         self.report.proxy = proxy.counts
         self.report.seconds = time.monotonic() - self.started
         return self.report
@@ -295,6 +310,8 @@ class Soak:
         traffic = Traffic(stack, stack.demo_key or "", self.plan, self.report).start()
         kill_points = [0.5 + 0.3 * i / max(1, self.plan.restarts) for i in range(self.plan.restarts)]
         window_end: float | None = None
+        next_progress = time.monotonic() + 30
+        next_depth = 0.0
         while not traffic.done() or (window_end and time.monotonic() < window_end):
             self._check_time("the traffic to be sent")
             progress = traffic.sent_events / self.plan.events
@@ -310,19 +327,30 @@ class Soak:
                 stack.restart("forwarder")
                 self.report.restarts += 1
                 self.say(f"forwarder killed and restarted at {progress:.0%} of the traffic")
+            if time.monotonic() >= next_depth:
+                next_depth = time.monotonic() + 1
+                backlog = self._depth(stack)
+                traffic.hold = backlog > self.plan.max_backlog
+            if time.monotonic() >= next_progress:
+                next_progress += 30
+                self.say(f"{progress:.0%} sent, {len(self.report.accepted)} accepted, queue {backlog}")
             time.sleep(0.1)
         proxy.wrong_token = False
         self.say(f"traffic done: {self.report.attempted} requests, {len(self.report.accepted)} events accepted")
 
+    @staticmethod
+    def _depth(stack: DevStack) -> int:
+        """Messages on the main queue, visible or in flight."""
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        attributes = stack.client("sqs").get_queue_attributes(QueueUrl=stack.names.queue_url, AttributeNames=names)
+        return sum(int(attributes["Attributes"][n]) for n in names)
+
     def _settle(self, stack: DevStack, what: str) -> None:
         """Until the main queue holds nothing, visible or in flight."""
-        sqs = stack.client("sqs")
-        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
         quiet_since: float | None = None
         while True:
             self._check_time(what)
-            attributes = sqs.get_queue_attributes(QueueUrl=stack.names.queue_url, AttributeNames=names)["Attributes"]
-            if sum(int(attributes[n]) for n in names) == 0:
+            if self._depth(stack) == 0:
                 quiet_since = quiet_since or time.monotonic()
                 if time.monotonic() - quiet_since > 1.5:  # an empty reading twice over, pollers idle
                     return
@@ -412,15 +440,21 @@ class Soak:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--clients", type=int, default=6)
-    parser.add_argument("--pollers", type=int, default=4)
+    parser.add_argument("--rate", type=float, default=60.0, help="events per second at most")
+    parser.add_argument("--max-backlog", type=int, default=300, help="clients pause while the queue is deeper")
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--pollers", type=int, default=3)
     parser.add_argument("--wrong-token-seconds", type=float, default=60.0)
     parser.add_argument("--restarts", type=int, default=3)
     parser.add_argument("--time-limit", type=float, default=1080.0, help="stop and fail after this many seconds")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
+    # `kill PID` stops the run cleanly: the stack's processes and the database go too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     plan = SoakPlan(
         events=args.events,
+        rate=args.rate,
+        max_backlog=args.max_backlog,
         clients=args.clients,
         pollers=args.pollers,
         wrong_token_seconds=args.wrong_token_seconds,

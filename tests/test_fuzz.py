@@ -1,0 +1,299 @@
+"""Hostile input against the real `app`, as API Gateway hands it over: never a 5xx, never a traceback.
+
+Every answer is either a 202 with its event ids (and exactly those events queued) or
+the contract's JSON error `{"error", "message"}`. `make test` runs a few hundred
+examples; `make soak` sets FUZZ_EXAMPLES=10000. Examples are derandomized, so a
+failure reproduces on the next run.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import os
+import zlib
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import drain_queue
+from tests.test_ingest import api_gateway_event
+
+KEY = "lk_fuzz_secret_key_0123456789"
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
+MIB = 1024 * 1024
+
+FUZZ_SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+
+PATHS = [
+    "/api/ingest",
+    "/api/v1/ingest",
+    "/api/v1/errors",
+    "/api/ingest/trace/otlp",
+    "/api/ingest/log",
+    "/api/ingest/rum",
+    "/api/ingest/job",
+    "/api/ingest/cron",
+    "/api/ingest/metric",
+    "/api/ingest/event",
+    "/api/ingest/nope",
+    "/api/ingest/log/extra",
+]
+
+# Header text as API Gateway could deliver it (no lone surrogates: they are not HTTP).
+header_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=300)
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    max_leaves=25,
+)
+
+
+def _basic(user: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:".encode()).decode()
+
+
+def _nest(depth: int, leaf: bytes = b"1") -> bytes:
+    return b'{"a":' * depth + leaf + b"}" * depth
+
+
+SPECIAL_BODIES = [
+    b"",
+    b"   \n\t  ",
+    b"\n\n\n",
+    b"\x00",
+    b'{"message": "nul \x00 inside"}',
+    b'{"message": "nul \\u0000 escaped"}',
+    b'{"message": "\xff\xfe invalid utf-8"}',
+    b"\xef\xbb\xbf{}",  # a UTF-8 byte order mark
+    b"[" * 10_000 + b"]" * 10_000,
+    _nest(10_000),
+    b'{"n": 1' + b"0" * 5_000 + b"}",  # more digits than int() takes
+    b'{"n": 1e999}',
+    b'{"n": -1e999}',
+    b'{"n": NaN}',
+    b'{"n": Infinity}',
+    b'{"n": 123456789012345678901234567890.5e300}',
+    b"[]",
+    b'"a string"',
+    b"42",
+    b"null",
+    b"true",
+    b'{"entries": "not a list"}',
+    b'{"entries": [' + b"{}," * 200 + b"{}]}",
+    b'{"lines": [' + b'"x",' * 250 + b'"x"]}',
+    b'{"resourceSpans": {}}',
+    b'{"api_key": 12345}',
+    b'{"api_key": ["' + KEY.encode() + b'"]}',
+    b'{"api_key": "' + KEY.encode() + b'", "run_id": {"nested": true}}',
+    b'{"check_in_id": ""}',
+    b'{"message": "' + b"x" * (MIB + 10) + b'"}',  # one event just over 1 MiB
+    b'{"a":1}\n{"b":\n{"c":3}',
+    b'{"a":1}\n[1,2]\n',
+    b'{"a":1}\n' + b"x" * (MIB + 1) + b"\n",
+    b'{"a":1}' + b"\n" * 1000,
+]
+
+
+@st.composite
+def bodies(draw: st.DrawFn) -> tuple[bytes, str | None]:
+    """A body and the Content-Encoding header to send with it (which may lie)."""
+    raw = draw(
+        st.one_of(
+            st.sampled_from(SPECIAL_BODIES),
+            json_values.map(lambda v: json.dumps(v).encode()),
+            st.dictionaries(
+                st.sampled_from(["api_key", "message", "entries", "resourceSpans", "run_id"]), json_values
+            ).map(lambda d: json.dumps({**d, "api_key": KEY} if "api_key" in d else d).encode()),
+            st.lists(json_values, max_size=6).map(lambda vs: b"\n".join(json.dumps(v).encode() for v in vs)),
+            st.binary(max_size=2_000),
+        )
+    )
+    encoding = draw(st.sampled_from(["none", "gzip", "gzip-truncated", "deflate", "raw-deflate", "corrupt", "lie"]))
+    if encoding == "gzip":
+        return gzip.compress(raw), draw(st.sampled_from(["gzip", "x-gzip", "GZIP", " gzip "]))
+    if encoding == "gzip-truncated":
+        packed = gzip.compress(raw)
+        return packed[: draw(st.integers(0, max(0, len(packed) - 1)))], "gzip"
+    if encoding == "deflate":
+        return zlib.compress(raw), "deflate"
+    if encoding == "raw-deflate":
+        packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        return packer.compress(raw) + packer.flush(), "deflate"
+    if encoding == "corrupt":
+        return b"\x1f\x8b\x08\x00garbage" + raw[:50], draw(st.sampled_from(["gzip", "deflate"]))
+    if encoding == "lie":
+        return raw, draw(st.sampled_from(["gzip", "deflate", "br", "compress", "identity", "", "gzip, deflate"]))
+    return raw, None
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> tuple[str, dict[str, str], bytes, str]:
+    body, encoding = draw(bodies())
+    headers: dict[str, str] = {}
+    content_type = draw(
+        st.one_of(
+            st.sampled_from(
+                [
+                    "application/json",
+                    "application/json; charset=utf-8",
+                    "text/plain",
+                    "text/plain;charset=UTF-8",
+                    "application/x-ndjson",
+                    "APPLICATION/JSON",
+                    "application/xml",
+                    "multipart/form-data; boundary=x",
+                    ";;;",
+                    "",
+                ]
+            ),
+            header_text,
+            st.none(),
+        )
+    )
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    if encoding is not None:
+        headers["Content-Encoding"] = encoding
+    garbage = ["none", "x-api-key-garbage", "bearer-garbage", "basic-garbage", "text"]
+    key = draw(st.sampled_from(["good"] * 3 + garbage))
+    if key == "good":
+        headers[draw(st.sampled_from(["X-Api-Key", "X-Api-Token"]))] = KEY
+    elif key == "x-api-key-garbage":
+        headers["X-Api-Key"] = draw(header_text)
+    elif key == "bearer-garbage":
+        headers["Authorization"] = "Bearer " + draw(header_text)
+    elif key == "basic-garbage":
+        headers["Authorization"] = draw(
+            st.sampled_from(
+                ["Basic !!!", "Basic ", "Basic " + "A" * 5000, _basic(""), _basic(KEY + "\x00"), "Basic Og=="]
+            )
+        )
+    elif key == "text":
+        headers["Authorization"] = draw(header_text)
+    if draw(st.booleans()):
+        headers["Idempotency-Key"] = draw(st.one_of(header_text, st.text(min_size=2_000, max_size=5_000)))
+    for name in draw(st.lists(st.sampled_from(["X-Lookout-Env-Forced", "X-Lookout-Client-Sampled", "Origin"]))):
+        headers[name] = draw(header_text)
+    source_ip = draw(st.sampled_from(["203.0.113.9", "::1", "not-an-ip", ""]))
+    return draw(st.sampled_from(PATHS)), headers, body, source_ip
+
+
+def call(path: str, headers: dict[str, str], body: bytes, source_ip: str = "203.0.113.9") -> tuple[int, str, dict]:
+    """Invoke the real app with an API Gateway REST event; (status, body text, headers)."""
+    from app import app
+
+    parts = path.split("/")
+    if path.startswith("/api/ingest/") and path != "/api/ingest/trace/otlp":
+        nested = len(parts) > 4
+        resource = "/api/ingest/{signal}/{rest}" if nested else "/api/ingest/{signal}"
+        parameters = {"signal": parts[3], **({"rest": parts[4]} if nested else {})}
+    else:
+        resource, parameters = path, None
+    event = api_gateway_event(path, body, headers, source_ip=source_ip, base64_body=True, resource=resource)
+    event["pathParameters"] = parameters
+    response = app(event, None)
+    text = response["body"]
+    if response.get("isBase64Encoded"):
+        text = base64.b64decode(text).decode()
+    return response["statusCode"], text, response["headers"]
+
+
+def check_answer(status: int, text: str) -> dict[str, Any]:
+    """The contract's shapes: 202 with ids, or exactly {"error", "message"}; never a 5xx or a traceback."""
+    assert status < 500, (status, text[:500])
+    assert "Traceback" not in text
+    answer = json.loads(text)
+    if status == 202:
+        assert answer["status"] == "accepted"
+        assert isinstance(answer.get("event_id") or answer.get("event_ids"), (str, list))
+    else:
+        assert 400 <= status < 500, status
+        assert set(answer) == {"error", "message"}, answer
+        assert all(isinstance(answer[k], str) and answer[k] for k in answer)
+    return answer
+
+
+@FUZZ_SETTINGS
+@given(request=requests())
+def test_any_request_gets_a_contract_answer_and_queues_exactly_what_it_accepted(
+    aws, put_key, request, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    put_key(KEY)
+    capsys.readouterr()  # what an earlier (failing) example left behind is not this one's
+    caplog.clear()
+    path, headers, body, source_ip = request
+    status, text, _ = call(path, headers, body, source_ip)
+    answer = check_answer(status, text)
+    queued = drain_queue(aws.queue_url)
+    if status == 202:
+        ids = answer.get("event_ids") or [answer["event_id"]]
+        if headers.get("Idempotency-Key", "").strip() and not queued:
+            pass  # a replay of an earlier example with the same key: nothing new is queued
+        else:
+            assert sorted(m["event_id"] for m in queued) == sorted(ids)
+    else:
+        assert queued == []
+    assert all(KEY not in json.dumps(m) for m in queued)
+    logged = capsys.readouterr()
+    text_logs = logged.out + logged.err + caplog.text
+    caplog.clear()
+    assert "Traceback" not in text_logs
+    assert KEY not in text_logs
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding"),
+    [
+        (b" " * (50 * MIB), None),
+        (b'{"message": "' + b"x" * (50 * MIB) + b'"}', None),
+        (gzip.compress(b"[" + b"0," * (25 * MIB) + b"0]", 6), "gzip"),
+        (zlib.compress(b" " * (50 * MIB), 9), "deflate"),
+    ],
+    ids=["50MB-spaces", "50MB-field", "gzip-of-50MB", "deflate-of-50MB"],
+)
+def test_fifty_megabyte_bodies_are_413(aws, put_key, body: bytes, encoding: str | None) -> None:
+    put_key(KEY)
+    headers = {"Content-Type": "application/json", "X-Api-Key": KEY}
+    if encoding:
+        headers["Content-Encoding"] = encoding
+    status, text, _ = call("/api/ingest", headers, body)
+    assert (status, json.loads(text)["error"]) == (413, "payload_too_large")
+    assert drain_queue(aws.queue_url) == []
+
+
+@pytest.mark.parametrize("length", [1, 512, 513, 2_100, 8_000])
+def test_long_idempotency_keys_are_accepted_once_not_503(aws, put_key, length: int) -> None:
+    """Found by the fuzzer: a key over DynamoDB's 2 KiB partition-key limit made every try a 503."""
+    put_key(KEY)
+    headers = {"Content-Type": "application/json", "X-Api-Key": KEY, "Idempotency-Key": "k" * length}
+    first = call("/api/ingest", headers, b'{"message": "m"}')
+    again = call("/api/ingest", headers, b'{"message": "m"}')
+    assert first[0] == again[0] == 202, first
+    assert json.loads(first[1]) == json.loads(again[1])
+    assert len(drain_queue(aws.queue_url)) == 1
+
+
+@pytest.mark.parametrize("origin", ["\n", "https://a.example\r\nSet-Cookie: x=1", "https://a.example\x00"])
+@pytest.mark.parametrize("method", ["POST", "OPTIONS"])
+def test_origin_with_control_characters_is_not_echoed_and_not_a_500(aws, put_key, origin: str, method: str) -> None:
+    """Found by the fuzzer: an Origin with a line break was echoed into a header, and Chalice answered 500."""
+    put_key(KEY)
+    event = api_gateway_event("/api/ingest", b'{"message": "m"}', {"X-Api-Key": KEY, "Origin": origin})
+    event["httpMethod"] = event["requestContext"]["httpMethod"] = method
+    from app import app
+
+    response = app(event, None)
+    assert response["statusCode"] == (202 if method == "POST" else 204), response
+    assert "Access-Control-Allow-Origin" not in response["headers"]
+    drain_queue(aws.queue_url)
