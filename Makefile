@@ -27,5 +27,11 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
+# Full-size reliability run (docs/reliability.md): 20,000 events through a faulty network, then
+# 10,000 fuzzed requests. Loopback only; stops by itself (the soak gives up after 19 minutes).
+soak: $(STAMP)
+	$(PY) -m tests.soak --events 20000
+	FUZZ_EXAMPLES=10000 $(PY) -m pytest tests/test_fuzz.py -q --timeout 1800
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache bench/results/*.json
