@@ -63,11 +63,9 @@ def test_retry_after_header_is_returned(lookout: FakeLookout) -> None:
 def test_read_timeout_is_reported_not_raised(lookout: FakeLookout, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOOKOUT_EDGE_FORWARD_READ_TIMEOUT", "0.2")
     settings.cache_clear()
-    lookout.delay = 1.0
-    started = time.perf_counter()
+    lookout.delay = 1.0  # without the read timeout the answer would be the backend's 200
     answer, _ = backend.post_events(b'{"events":[]}', "tok")
     assert (answer.status, answer.error) == (None, "timeout")
-    assert time.perf_counter() - started < 0.8
 
 
 def test_connection_refused_is_reported(lookout: FakeLookout) -> None:

@@ -126,14 +126,12 @@ def test_retry_after_is_honoured(aws: StackNames, lookout: FakeLookout) -> None:
 def test_timeout_is_transient(aws: StackNames, lookout: FakeLookout, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOOKOUT_EDGE_FORWARD_READ_TIMEOUT", "0.3")
     settings.cache_clear()
-    lookout.delay = 1.0
+    lookout.delay = 1.0  # without the read timeout the backend's 200 would delete both
     enqueue(aws.queue_url, [queue_message(), queue_message()])
 
-    started = time.perf_counter()
     with pytest.raises(BatchIncomplete):
         forward(sqs_event(aws.queue_url))
 
-    assert time.perf_counter() - started < 0.9
     assert queue_counts(aws.queue_url) == (0, 2)
     assert queue_counts(aws.dlq_url) == (0, 0)
 

@@ -385,9 +385,7 @@ def test_five_thousand_keys(aws, source, batch_writes):
     )
     source.executemany(INSERT_KEYS, [(i, 1 + i % 50, f"bulk-key-{i:05d}") for i in range(1, 5001)])
 
-    started = time.monotonic()
     result = run()
-    first_seconds = time.monotonic() - started
     assert result.ok
     assert (result.scanned, result.written) == (5000, 5000)
     assert len(batch_writes) == 200
@@ -406,7 +404,6 @@ def test_five_thousand_keys(aws, source, batch_writes):
     again = run()
     assert (again.written, again.unchanged, again.deleted) == (0, 5000, 0)
     assert batch_writes == []
-    assert first_seconds < 60
 
 
 def test_scan_reads_only_hash_and_content_hash(aws, put_key):
