@@ -20,6 +20,16 @@ from edgectl.resources import StackNames, create_resources
 REGION = "us-east-1"
 
 
+class Clock:
+    """A hand-moved clock for caches that take one: set or advance `now`."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def reset_container_state() -> None:
     """What a new Lambda container would start from."""
     settings.cache_clear()

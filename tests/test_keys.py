@@ -1,15 +1,7 @@
 import pytest
 
 from chalicelib.keys import KeyCache, KeyRecord, KeyStoreUnavailable, fetch_key_item, hash_key
-from tests.conftest import key_item
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
+from tests.conftest import Clock, key_item
 
 
 class Store:

@@ -5,17 +5,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from chalicelib.remote_config import STALE_SECONDS, BackendConfig, ConfigCache
-from tests.conftest import reset_container_state
+from tests.conftest import Clock, reset_container_state
 
 KEY = "lk_config_key"
-
-
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
 
 
 class Lookout:
