@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -200,6 +201,7 @@ class DevStack:
         command = [sys.executable, "-m", module, *args] if module else [sys.executable, *args]
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             command,
+            preexec_fn=_die_with_parent,
             cwd=ROOT,
             env=self.environment(),
             stdout=subprocess.PIPE,
@@ -260,6 +262,19 @@ class DevStack:
                 "",
             ]
         )
+
+
+def _die_with_parent() -> None:
+    """Linux: the piece gets SIGTERM when the stack's process dies, even by SIGKILL.
+
+    (The kernel ties this to the spawning thread, so spawn from a thread that lives as
+    long as the stack: the main thread, as `make dev` and the test fixtures do.)
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 class _EndpointSession:

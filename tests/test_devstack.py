@@ -7,6 +7,7 @@ import http.client
 import json
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
@@ -145,16 +146,50 @@ def test_stack_stops_cleanly_and_refuses_a_taken_port(tmp_path):
     )
     stack = DevStack(options, out=open(tmp_path / "log", "w")).start()  # noqa: SIM115
     processes = [piece.process for piece in stack.pieces]
-    status, _, _ = send(
-        f"{stack.edge_url}/api/ingest",
-        b'{"message": "m"}',
-        {"X-Api-Key": "lk_demo", "Content-Type": "application/json"},
-    )
-    assert status == 202
-    with pytest.raises(PortInUse, match=str(options.edge_port)):
-        DevStack(StackOptions(edge_port=options.edge_port, aws_port=free_port(), state_dir=tmp_path)).start()
-    stack.stop()
+    try:
+        status, _, _ = send(
+            f"{stack.edge_url}/api/ingest",
+            b'{"message": "m"}',
+            {"X-Api-Key": "lk_demo", "Content-Type": "application/json"},
+        )
+        assert status == 202
+        with pytest.raises(PortInUse, match=str(options.edge_port)):
+            DevStack(StackOptions(edge_port=options.edge_port, aws_port=free_port(), state_dir=tmp_path)).start()
+    finally:
+        stack.stop()
     assert all(process.poll() is not None for process in processes)
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"{stack.edge_url}/health", timeout=2)
     DevStack(StackOptions(edge_port=options.edge_port, aws_port=free_port(), state_dir=tmp_path))  # port is free again
+
+
+def test_pieces_die_with_a_killed_stack(tmp_path):
+    """SIGKILL of the stack's process (no chance to clean up) still leaves nothing running."""
+    script = (
+        "import sys, time; from pathlib import Path; from edgectl.devstack import DevStack, StackOptions, free_port\n"
+        "o = StackOptions(edge_port=free_port(), receiver_port=free_port(), aws_port=free_port(),"
+        f" state_dir=Path({str(tmp_path)!r}), demo_key='lk_demo')\n"
+        "s = DevStack(o, out=open(Path(o.state_dir) / 'log', 'w')).start()\n"
+        "print(' '.join(str(p.process.pid) for p in s.pieces), flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(pids) == 4
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in pids if _alive(pid)]
+
+
+def _alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
