@@ -108,6 +108,9 @@ class _ProxyServer(ThreadingHTTPServer):
         self.proxy = proxy
         self.to_reset: set[socket.socket] = set()
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A killed forwarder resets its keep-alive connections: expected here, not worth a traceback."""
+
     def shutdown_request(self, request: Any) -> None:
         if request in self.to_reset:
             # No FIN first: close with SO_LINGER 0 sends a bare RST, as a crashed peer does.
