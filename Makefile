@@ -27,6 +27,12 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
+# Hot paths as ratios against the bare minimum, on moto server and MariaDB (docs/performance.md).
+# ~10 minutes; sizes from BENCH_KEYS, BENCH_EDGE_N, BENCH_LOAD_SECONDS, ... Needs wrk (apt).
+bench: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(PY) -m bench
+
 # Full-size reliability run (docs/reliability.md): 20,000 events through a faulty network, then
 # 10,000 fuzzed requests. Loopback only; stops by itself (the soak gives up after 19 minutes).
 soak: $(STAMP)

@@ -1,0 +1,148 @@
+"""`python -m bench` (`make bench`): every benchmark against one moto server, one table, one JSON file.
+
+Sizes come from the environment: BENCH_EDGE_N, BENCH_COLD_N, BENCH_FORWARD_BATCHES,
+BENCH_FORWARD_EVENTS, BENCH_LOAD_SECONDS, BENCH_LOAD_CONNECTIONS, BENCH_KEYS; BENCH_ONLY=edge,cold
+runs a subset. A benchmark that fails is reported as failed; the others still run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.stack import ROOT, say, start_stack
+
+SECTIONS = ("edge", "cold", "forwarder", "load", "keysync")  # key sync last: it rewrites the keys table
+RESULTS = ROOT / "bench" / "results"
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def verdict(ratio: float, target: float) -> str:
+    return "ok" if ratio <= target else "MISSED"
+
+
+def table(results: dict[str, Any]) -> str:
+    """The human summary: one line per measurement."""
+    m = results["machine"]
+    lines = [
+        f"Lookout Edge bench — {m['date']} — {m['nproc']} CPU {m['cpu']} — Python {m['python']}",
+        f"{'measurement':<44} {'value':>22} {'target':>8}  verdict",
+    ]
+
+    def row(name: str, value: str, target: str = "", mark: str = "") -> None:
+        lines.append(f"{name:<44} {value:>22} {target:>8}  {mark}")
+
+    sections = results["sections"]
+    for name in SECTIONS:
+        section = sections.get(name)
+        if section is None:
+            continue
+        if "error" in section:
+            row(name, "FAILED", "", section["error"][:60])
+            continue
+        if name == "edge":
+            row(
+                "1 warm edge request / bare SendMessage",
+                f"{section['edge_ms_median']:.2f}/{section['bare_send_ms_median']:.2f} ms",
+            )
+            row(
+                "  ratio (medians)",
+                f"{section['ratio']:.3f}",
+                f"≤{section['target']}",
+                verdict(section["ratio"], section["target"]),
+            )
+        elif name == "cold":
+            row(
+                "2 cold start: app to first 202 / bare boto3",
+                f"{section['edge_ms_median']:.0f}/{section['bare_ms_median']:.0f} ms",
+            )
+            row(
+                "  ratio (medians)",
+                f"{section['ratio']:.3f}",
+                f"≤{section['target']}",
+                verdict(section["ratio"], section["target"]),
+            )
+            offenders = ", ".join(f"{o['module']} {o['cumulative_ms']:.0f}" for o in section["import_offenders"][:6])
+            lines.append(f"  import offenders (ms): {offenders}")
+        elif name == "forwarder":
+            row("3 forwarder batch of 10 / 50 ms backend", f"{section['batch_ms_median']:.1f} ms")
+            row(
+                "  ratio (median)",
+                f"{section['ratio']:.3f}",
+                f"≤{section['target']}",
+                verdict(section["ratio"], section["target"]),
+            )
+            row(
+                f"  sustained, concurrency {section['concurrency']}",
+                f"{section['sustained_events_per_s']:.0f} ev/s",
+                f"{section['sustained_ideal_events_per_s']:.0f}",
+                "(ideal)",
+            )
+        elif name == "load":
+            row(f"5 load: wrk, {section['workers']} edge processes", f"{section['events_per_s']:.0f} ev/s")
+            row(
+                "  latency p50 / p99",
+                f"{section['p50_ms']:.1f}/{section['p99_ms']:.1f} ms",
+                "",
+                f"{section['errors']} errors",
+            )
+        elif name == "keysync":
+            for label, key in (("first", "first"), ("no change", "unchanged"), ("1 % changed", "one_percent_changed")):
+                step = section[key]
+                row(f"4 key sync {section['keys']} keys: {label}", f"{step['seconds']:.1f} s, {step['written']} writes")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    only = [name for name in (os.environ.get("BENCH_ONLY") or "").split(",") if name]
+    results: dict[str, Any] = {"machine": machine(), "sections": {}}
+    started = time.monotonic()
+    say("starting moto server")
+    stack = start_stack()
+    try:
+        for name in SECTIONS:
+            if only and name not in only:
+                continue
+            try:
+                results["sections"][name] = importlib.import_module(f"bench.{name}").run(stack)
+            except Exception as exc:
+                traceback.print_exc(file=sys.stderr)
+                results["sections"][name] = {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        stack.stop()
+    results["seconds"] = round(time.monotonic() - started, 1)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"bench-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    print(f"({results['seconds']:.0f} s; results in {path.relative_to(ROOT)})")
+    return 1 if any("error" in section for section in results["sections"].values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The request every edge benchmark sends. Imports nothing heavy: the cold-start child uses it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+BENCH_KEY = "lk_bench_0123456789abcdef0123456789abcdef"
+BENCH_PROJECT = "42"
+# A typical PHP error report: ~1 KB once wrapped in the queue envelope.
+EVENT_BODY = {
+    "message": "Undefined index: user_id",
+    "exception_class": "ErrorException",
+    "level": "error",
+    "stack_trace": "#0 /var/www/app/Http/Controllers/OrderController.php(42): handle()\n" * 8,
+    "context": {"url": "/orders/17", "method": "POST", "php": "8.3.4", "release": "2026.11.3"},
+}
+HEADERS = {"Content-Type": "application/json", "X-Api-Key": BENCH_KEY}
+
+
+def api_gateway_event(path: str, body: bytes, headers: dict[str, str], source_ip: str = "203.0.113.9") -> dict:
+    """An API Gateway REST proxy event, as Lambda hands it to Chalice."""
+    return {
+        "resource": path,
+        "path": path,
+        "httpMethod": "POST",
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": path,
+            "httpMethod": "POST",
+            "path": path,
+            "identity": {"sourceIp": source_ip},
+        },
+        "body": body.decode(),
+        "isBase64Encoded": False,
+    }
+
+
+def ingest_event() -> dict:
+    return api_gateway_event("/api/ingest", json.dumps(EVENT_BODY).encode(), HEADERS)
+
+
+def invoke_edge(app: Any, event: dict) -> None:
+    """One request through the Chalice app; anything but 202 is a broken benchmark."""
+    response = app(event, None)
+    if response["statusCode"] != 202:
+        raise RuntimeError(f"edge answered {response['statusCode']}: {response['body']}")

@@ -1,0 +1,211 @@
+"""3. Forwarder: one `forward` invocation on a batch of 10 real SQS messages, posting to a local
+backend that answers after 50 ms, ÷ those 50 ms; and events/s with 4 concurrent workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from bench.stack import HOST, ROOT, Stack, env_int, fresh_queue, median, quiet_stdout, reset_chalicelib, say
+
+TARGET = 1.5
+BACKEND_DELAY = 0.050
+BATCH = 10
+CONCURRENCY = int(os.environ.get("BENCH_FORWARD_CONCURRENCY") or 4)
+
+
+class SlowBackend(BaseHTTPRequestHandler):
+    """Lookout's /api/ingest/edge, taking every event after BACKEND_DELAY."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, as the forwarder's pool expects
+    disable_nagle_algorithm = True
+
+    def do_POST(self) -> None:
+        events = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["events"]
+        time.sleep(BACKEND_DELAY)
+        body = json.dumps({"results": [{"event_id": e["event_id"], "status": "accepted"} for e in events]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def start_backend() -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((HOST, 0), SlowBackend)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def fill(queue_url: str, template: str, count: int) -> None:
+    """`count` queue messages like the edge writes them, each with its own event id."""
+    from chalicelib import envelope
+    from chalicelib.aws import client
+
+    sqs = client("sqs")
+    message = json.loads(template)
+    attributes = {
+        "signal": {"DataType": "String", "StringValue": message["signal"]},
+        "project_id": {"DataType": "String", "StringValue": message["project_id"]},
+    }
+    for start in range(0, count, BATCH):
+        entries = []
+        for index in range(start, min(count, start + BATCH)):
+            message["event_id"] = envelope.new_ulid()
+            entries.append({"Id": str(index), "MessageBody": json.dumps(message), "MessageAttributes": attributes})
+        sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+
+
+def receive_event(queue_url: str, queue_arn: str, wait: int = 0) -> dict[str, Any]:
+    """Up to 10 messages as the SQS event Lambda would hand the forwarder."""
+    from chalicelib.aws import client
+    from edgectl.lambda_shim import sqs_record
+
+    messages = (
+        client("sqs")
+        .receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=BATCH,
+            WaitTimeSeconds=wait,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        .get("Messages", [])
+    )
+    return {"Records": [sqs_record(m, queue_arn) for m in messages]}
+
+
+def forward_all(batches_file: str) -> int:
+    """One forwarder 'container' (`python -m bench.forwarder FILE`): warm up, say "ready", wait
+    for "go" on stdin, then invoke the handler on each SQS event in FILE; returns the events
+    forwarded. Startup is a cold start, measured elsewhere: not throughput."""
+    from chalicelib import backend
+    from chalicelib.aws import client
+    from chalicelib.forward_handler import forward
+
+    with open(batches_file) as source:
+        events = json.load(source)
+    client("sqs")
+    backend.edge_token()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    with quiet_stdout():
+        for event in events:
+            forward(event)
+    return sum(len(event["Records"]) for event in events)
+
+
+def edge_message(queue_url: str) -> str:
+    """One queue message written by the real edge, as the template for the rest."""
+    from app import app
+    from bench.events import ingest_event, invoke_edge
+    from chalicelib.aws import client
+
+    with quiet_stdout():
+        invoke_edge(app, ingest_event())
+    return client("sqs").receive_message(QueueUrl=queue_url)["Messages"][0]["Body"]
+
+
+def received_batches(queue_url: str, queue_arn: str, template: str, events: int) -> list[dict[str, Any]]:
+    """`events` messages received in batches of 10, as Lambda's pollers would hand them over.
+    Filled and received 100 at a time: moto's ReceiveMessage slows down with the queue's length,
+    and receiving is AWS's work in Lambda, not the forwarder's."""
+    batches = []
+    for start in range(0, events, 10 * BATCH):
+        fill(queue_url, template, min(10 * BATCH, events - start))
+        while event := receive_event(queue_url, queue_arn):
+            if not event["Records"]:
+                break
+            batches.append(event)
+    return batches
+
+
+def sustained_rate(batches: list[dict[str, Any]], workdir: Path) -> tuple[int, float]:
+    """CONCURRENCY worker processes invoke the handler on the batches; (events, seconds)."""
+    workers = []
+    for number in range(CONCURRENCY):
+        path = workdir / f"forwarder-batches-{number}.json"
+        path.write_text(json.dumps(batches[number::CONCURRENCY]))
+        workers.append(
+            subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-m", "bench.forwarder", str(path)],
+                cwd=ROOT,
+                env=dict(os.environ),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
+    for worker in workers:
+        if worker.stdout is None or worker.stdout.readline().strip() != "ready":
+            raise RuntimeError("a forwarder worker failed to start")
+    started = time.perf_counter()
+    for worker in workers:
+        assert worker.stdin is not None
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+    forwarded = sum(int(worker.communicate(timeout=300)[0].strip().splitlines()[-1]) for worker in workers)
+    return forwarded, time.perf_counter() - started
+
+
+def run(stack: Stack) -> dict[str, Any]:
+    from chalicelib.forward_handler import forward
+
+    single = env_int("BENCH_FORWARD_BATCHES", 30)
+    sustained = env_int("BENCH_FORWARD_EVENTS", 2000)
+    backend = start_backend()
+    os.environ["LOOKOUT_INGEST_EDGE_BACKEND_URL"] = f"http://{HOST}:{backend.server_address[1]}"
+    os.environ["LOOKOUT_INGEST_EDGE_TOKEN"] = "bench-edge-token"  # noqa: S105 - the fake backend's
+    edge_queue = os.environ["LOOKOUT_EDGE_QUEUE_URL"]
+    try:
+        template = edge_message(edge_queue)
+        queue_url, queue_arn = fresh_queue("bench-forwarder")
+        say(f"forwarder: {single} single batches of {BATCH} against a {BACKEND_DELAY * 1000:.0f} ms backend")
+        fill(queue_url, template, BATCH * (single + 1))
+        durations = []
+        with quiet_stdout():
+            for number in range(single + 1):
+                event = receive_event(queue_url, queue_arn)
+                started = time.perf_counter()
+                forward(event)
+                if number:  # the first opens the backend connection
+                    durations.append(time.perf_counter() - started)
+                if len(event["Records"]) != BATCH:
+                    raise RuntimeError(f"received {len(event['Records'])} messages, wanted {BATCH}")
+        say(f"forwarder: {sustained} events in batches of {BATCH}, {CONCURRENCY} worker processes")
+        batches = received_batches(queue_url, queue_arn, template, sustained)
+        with tempfile.TemporaryDirectory() as workdir:
+            forwarded, wall = sustained_rate(batches, Path(workdir))
+    finally:
+        backend.shutdown()
+        os.environ["LOOKOUT_EDGE_QUEUE_URL"] = edge_queue
+        reset_chalicelib()
+    batch_ms = median(durations) * 1000
+    ideal = CONCURRENCY * BATCH / BACKEND_DELAY
+    return {
+        "batches": single,
+        "batch_ms_median": round(batch_ms, 1),
+        "batch_ms_max": round(max(durations) * 1000, 1),
+        "ratio": round(batch_ms / (BACKEND_DELAY * 1000), 3),
+        "target": TARGET,
+        "sustained_events": forwarded,
+        "sustained_events_per_s": round(forwarded / wall, 1),
+        "sustained_ideal_events_per_s": ideal,
+        "concurrency": CONCURRENCY,
+    }
+
+
+if __name__ == "__main__":
+    print(forward_all(sys.argv[1]))
