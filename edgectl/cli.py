@@ -13,6 +13,7 @@ import sys
 
 COMMAND_MODULES = [
     # one line per module; keep sorted
+    "edgectl.cmd_cost",
     "edgectl.cmd_dlq",
     "edgectl.cmd_verify",
     "edgectl.cmd_local",

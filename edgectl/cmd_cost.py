@@ -1,0 +1,210 @@
+"""`python -m edgectl cost`: dollars per million events, AWS (this edge) beside Cloudflare (seed 000).
+
+Prices live in edgectl/prices.json (with their date and source), never here. Lambda durations
+come from the latest `make bench` result (bench/results/*.json) unless given, else the
+defaults below. `estimate` is the pure math; the rest reads files and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PRICES = Path(__file__).resolve().parent / "prices.json"
+BENCH_RESULTS = ROOT / "bench" / "results"
+FRONT_DOORS = ("rest", "http", "url")
+MILLION = 1_000_000
+# What the queue message adds to an event: the envelope fields and two message attributes
+# (measured: a 700-byte error report becomes a 1,029-byte message).
+ENVELOPE_BYTES = 400
+# Without a bench result: a warm edge request (GetItem from cache, one SendMessage) and a
+# forwarder batch (mostly waiting for Lookout), as measured on AWS-like latencies.
+DEFAULT_EDGE_MS = 15.0
+DEFAULT_FORWARDER_MS = 80.0
+# CloudWatch Logs: one JSON log line and one EMF line per edge request; Lambda's START/END/
+# REPORT lines and one EMF line per forwarder invocation.
+EDGE_LOG_BYTES = 700
+FORWARDER_LOG_BYTES = 600
+
+
+@dataclass(frozen=True)
+class CostInputs:
+    event_bytes: int = 1024
+    events_per_request: int = 1
+    batch_size: int = 10  # forwarder: SQS messages per invocation (1-10)
+    front_door: str = "rest"
+    cache_hit_ratio: float = 0.95  # key lookups answered by the container's cache
+    idempotency_share: float = 0.0  # requests with an Idempotency-Key header
+    rate_limited_share: float = 0.0  # requests whose project has a rate limit
+    edge_ms: float = DEFAULT_EDGE_MS
+    forwarder_ms: float = DEFAULT_FORWARDER_MS
+    edge_memory_mb: int = 512  # .chalice/config.json
+    forwarder_memory_mb: int = 256
+    architecture: str = "x86_64"
+    cf_cpu_ms_per_request: float = 1.0  # Cloudflare: Worker CPU per ingest request (assumed)
+    cf_cpu_ms_per_batch: float = 2.0  # Cloudflare: consumer CPU per queue batch (assumed)
+
+
+@dataclass
+class Estimate:
+    """Dollars per million events, line by line."""
+
+    aws: dict[str, float] = field(default_factory=dict)
+    cloudflare: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def aws_total(self) -> float:
+        return sum(self.aws.values())
+
+    @property
+    def cloudflare_total(self) -> float:
+        return sum(self.cloudflare.values())
+
+
+def sqs_billed_requests(messages: int, message_bytes: int, chunk_bytes: int) -> int:
+    """SQS requests billed for sending `messages` in batches of up to 10: each call is one
+    request per started 64 KB of its payload."""
+    billed = 0
+    for start in range(0, messages, 10):
+        in_call = min(10, messages - start)
+        billed += max(1, math.ceil(in_call * message_bytes / chunk_bytes))
+    return billed
+
+
+def lambda_cost(invocations: float, memory_mb: int, duration_ms: float, prices: dict[str, Any], arch: str) -> float:
+    """Requests plus GB-seconds, billed per started millisecond."""
+    gb_seconds = invocations * (memory_mb / 1024) * (math.ceil(duration_ms) / 1000)
+    return invocations * prices["per_million_requests"] / MILLION + gb_seconds * prices[f"per_gb_second_{arch}"]
+
+
+def estimate(inputs: CostInputs, prices: dict[str, Any]) -> Estimate:
+    """$ per million events for the AWS edge and for the Cloudflare Worker + Queues setup."""
+    if inputs.front_door not in FRONT_DOORS:
+        raise ValueError(f"front door must be one of {', '.join(FRONT_DOORS)}")
+    requests = MILLION / inputs.events_per_request
+    message_bytes = inputs.event_bytes + ENVELOPE_BYTES
+    invocations = MILLION / inputs.batch_size
+    sqs, ddb = prices["sqs"], prices["dynamodb"]
+    result = Estimate()
+
+    gateway = prices["api_gateway"]
+    if inputs.front_door == "rest":
+        result.aws["API Gateway REST"] = requests * gateway["rest_per_million_requests"] / MILLION
+    elif inputs.front_door == "http":
+        units = math.ceil(inputs.event_bytes * inputs.events_per_request / gateway["http_metering_bytes"])
+        result.aws["API Gateway HTTP API"] = requests * max(1, units) * gateway["http_per_million_requests"] / MILLION
+    else:
+        result.aws["Lambda function URL"] = requests * prices["lambda_function_url"]["per_million_requests"] / MILLION
+    result.aws["Lambda edge"] = lambda_cost(
+        requests, inputs.edge_memory_mb, inputs.edge_ms, prices["lambda"], inputs.architecture
+    )
+    send = requests * sqs_billed_requests(inputs.events_per_request, message_bytes, sqs["billing_chunk_bytes"])
+    receive = invocations * sqs_billed_requests(inputs.batch_size, message_bytes, sqs["billing_chunk_bytes"])
+    delete = invocations  # one DeleteMessageBatch per batch, no payload
+    result.aws["SQS send/receive/delete"] = (send + receive + delete) * sqs["standard_per_million_requests"] / MILLION
+    reads = requests * (1 - inputs.cache_hit_ratio) * ddb["eventually_consistent_read_units"]
+    writes = requests * (2 * inputs.idempotency_share + inputs.rate_limited_share)  # claim + finish; one counter
+    result.aws["DynamoDB"] = (
+        reads * ddb["on_demand_per_million_read_units"] + writes * ddb["on_demand_per_million_write_units"]
+    ) / MILLION
+    result.aws["Lambda forwarder"] = lambda_cost(
+        invocations, inputs.forwarder_memory_mb, inputs.forwarder_ms, prices["lambda"], inputs.architecture
+    )
+    log_bytes = requests * EDGE_LOG_BYTES + invocations * FORWARDER_LOG_BYTES
+    result.aws["CloudWatch Logs"] = log_bytes / 1e9 * prices["cloudwatch_logs"]["per_gb_ingested"]
+
+    cf = prices["cloudflare"]
+    result.cloudflare["Workers requests"] = (requests + invocations) * cf["workers_per_million_requests"] / MILLION
+    cpu_ms = requests * inputs.cf_cpu_ms_per_request + invocations * inputs.cf_cpu_ms_per_batch
+    result.cloudflare["Workers CPU"] = cpu_ms * cf["workers_per_million_cpu_ms"] / MILLION
+    result.cloudflare["KV reads"] = requests * cf["kv_per_million_reads"] / MILLION
+    operations = MILLION * cf["queues_operations_per_message"] * math.ceil(message_bytes / cf["queues_operation_bytes"])
+    result.cloudflare["Queues"] = operations * cf["queues_per_million_operations"] / MILLION
+    return result
+
+
+def load_prices(path: Path = PRICES) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def latest_bench(directory: Path = BENCH_RESULTS) -> tuple[Path, dict[str, Any]] | None:
+    """The newest bench result (file names sort by time), or None."""
+    files = sorted(directory.glob("bench-*.json"))
+    return (files[-1], json.loads(files[-1].read_text())) if files else None
+
+
+def measured_durations(results: dict[str, Any]) -> dict[str, float]:
+    """edge_ms / forwarder_ms from a bench result, where those benchmarks succeeded."""
+    sections = results.get("sections", {})
+    found = {}
+    if "edge_ms_median" in sections.get("edge", {}):
+        found["edge_ms"] = float(sections["edge"]["edge_ms_median"])
+    if "batch_ms_median" in sections.get("forwarder", {}):
+        found["forwarder_ms"] = float(sections["forwarder"]["batch_ms_median"])
+    return found
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("cost", help="$ per million events: this edge on AWS beside Cloudflare")
+    parser.add_argument("--event-kb", type=float, default=1.0, help="event size in KB (default 1)")
+    parser.add_argument("--events-per-request", type=int, default=1, help="NDJSON lines per request (default 1)")
+    parser.add_argument("--batch-size", type=int, default=10, help="forwarder SQS batch size, 1-10 (default 10)")
+    parser.add_argument("--front-door", choices=FRONT_DOORS, default=None, help="default: all three")
+    parser.add_argument("--cache-hit", type=float, default=0.95, help="key cache hit ratio (default 0.95)")
+    parser.add_argument("--idempotency-share", type=float, default=0.0, help="share of requests with Idempotency-Key")
+    parser.add_argument("--rate-limited-share", type=float, default=0.0, help="share of requests with a rate limit")
+    parser.add_argument("--edge-ms", type=float, help="edge Lambda duration (default: latest bench, else 15)")
+    parser.add_argument("--forwarder-ms", type=float, help="forwarder duration (default: latest bench, else 80)")
+    parser.add_argument("--arch", choices=("x86_64", "arm64"), default="x86_64")
+    parser.add_argument("--prices", type=Path, default=PRICES, help="prices file (default edgectl/prices.json)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    prices = load_prices(args.prices)
+    durations: dict[str, float] = {}
+    bench = latest_bench()
+    if bench:
+        durations = measured_durations(bench[1])
+        print(f"durations measured by make bench: {bench[0].relative_to(ROOT)} {durations}")
+    else:
+        print(f"no bench result: default durations edge {DEFAULT_EDGE_MS} ms, forwarder {DEFAULT_FORWARDER_MS} ms")
+    if args.edge_ms is not None:
+        durations["edge_ms"] = args.edge_ms
+    if args.forwarder_ms is not None:
+        durations["forwarder_ms"] = args.forwarder_ms
+    print(f"prices as of {prices['as_of']}, {prices['region']}, list prices without free tiers (edgectl/prices.json)")
+    for door in [args.front_door] if args.front_door else FRONT_DOORS:
+        inputs = CostInputs(
+            event_bytes=round(args.event_kb * 1024),
+            events_per_request=args.events_per_request,
+            batch_size=args.batch_size,
+            front_door=door,
+            cache_hit_ratio=args.cache_hit,
+            idempotency_share=args.idempotency_share,
+            rate_limited_share=args.rate_limited_share,
+            architecture=args.arch,
+            **durations,
+        )
+        print(format_estimate(inputs, estimate(inputs, prices)))
+    return 0
+
+
+def format_estimate(inputs: CostInputs, result: Estimate) -> str:
+    lines = [
+        "",
+        f"front door {inputs.front_door}: {inputs.event_bytes} B events, {inputs.events_per_request} per request, "
+        f"forwarder batches of {inputs.batch_size}, edge {inputs.edge_ms:g} ms, forwarder {inputs.forwarder_ms:g} ms",
+        f"  {'AWS (this edge)':<28} $ per 1M events",
+    ]
+    lines += [f"  {name:<28} {dollars:>10.4f}" for name, dollars in result.aws.items()]
+    lines.append(f"  {'total AWS':<28} {result.aws_total:>10.4f}")
+    lines.append(f"  {'Cloudflare Workers + Queues':<28}")
+    lines += [f"  {name:<28} {dollars:>10.4f}" for name, dollars in result.cloudflare.items()]
+    lines.append(f"  {'total Cloudflare':<28} {result.cloudflare_total:>10.4f}   (+ $5/month Workers Paid)")
+    return "\n".join(lines)
