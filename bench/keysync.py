@@ -3,8 +3,10 @@ through the real sync (`chalicelib.keysync_job.run`): first sync, no-change sync
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from bench.stack import Stack, env_int, quiet_stdout, say
@@ -33,11 +35,28 @@ def seed(db: LookoutDatabase, keys: int) -> None:
         db.executemany("INSERT INTO project_api_keys (id, project_id, `key`) VALUES (%s, %s, %s)", rows)
 
 
+@contextlib.contextmanager
+def patient_dynamodb() -> Iterator[None]:
+    """The sync's own client has the edge's 2 s read timeout; moto's Scan of a 100,000-item
+    table is far slower than DynamoDB's, so the bench hands the sync a client with a 120 s one."""
+    from botocore.config import Config
+
+    from chalicelib import aws
+
+    shared = aws.client
+    patient = aws._session().create_client("dynamodb", config=Config(read_timeout=120, retries={"max_attempts": 1}))
+    aws.client = lambda service: patient if service == "dynamodb" else shared(service)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        aws.client = shared
+
+
 def timed_sync(url: str) -> dict[str, Any]:
     from chalicelib import keysync_job
 
     started = time.perf_counter()
-    with quiet_stdout():
+    with quiet_stdout(), patient_dynamodb():
         result = keysync_job.run(db_url=url)
     if not result.ok:
         raise RuntimeError(f"key sync failed: {result.error}")

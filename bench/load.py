@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from bench.events import BENCH_KEY, EVENT_BODY
-from bench.stack import HOST, ROOT, Stack, env_int, say
+from bench.stack import HOST, ROOT, Stack, env_int, fresh_queue, say
 from edgectl.devstack import free_port, wait_for_http
 
 WORKERS = 2
@@ -19,7 +19,8 @@ WORKERS = 2
 
 def start_workers(stack: Stack) -> tuple[list[subprocess.Popen], list[int]]:
     ports = [free_port(HOST) for _ in range(WORKERS)]
-    env = {**stack.env, "LOOKOUT_EDGE_QUEUE_URL": os.environ["LOOKOUT_EDGE_QUEUE_URL"]}
+    queue_url, _ = fresh_queue("bench-load")  # moto slows down as a queue grows
+    env = {**stack.env, "LOOKOUT_EDGE_QUEUE_URL": queue_url}
     processes = [
         subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "edgectl", "serve-edge", "--host", HOST, "--port", str(port)],
