@@ -99,7 +99,8 @@ def ingest_signal(signal: str) -> Response:
 
 @app.route("/api/ingest/{signal}/{rest}", methods=INGEST_METHODS, content_types=ANY_CONTENT)
 def ingest_unknown_nested(signal: str, rest: str) -> Response:
-    """Deeper unknown paths get the contract's JSON 404 instead of API Gateway's 403."""
+    """Unknown nested paths get the contract's JSON 404 instead of API Gateway's 403 (deeper
+    ones too, through the stack's MISSING_AUTHENTICATION_TOKEN gateway response)."""
     return _ingest(f"/api/ingest/{signal}/{rest}")
 
 

@@ -134,3 +134,14 @@ def test_alarms_watch_this_stacks_queue_forwarder_and_api(template: dict[str, An
     assert dimensions("EdgeServerErrorsAlarm")["ApiName"] == {"Ref": "AWS::StackName"}
     assert resources["RestAPI"]["Properties"]["Name"] == {"Ref": "AWS::StackName"}
     assert "ForwarderFunctionName" not in template["Parameters"] and "EdgeApiName" not in template["Parameters"]
+
+
+def test_unmatched_paths_answer_the_contracts_json_404(template: dict[str, Any]) -> None:
+    """API Gateway's own 403 "Missing Authentication Token" would break the contract for /api/ingest/a/b/c."""
+    response = template["Resources"]["UnknownPathIsNotFound"]
+    assert response["Type"] == "AWS::ApiGateway::GatewayResponse"
+    properties = response["Properties"]
+    assert properties["RestApiId"] == {"Ref": "RestAPI"}
+    assert (properties["ResponseType"], properties["StatusCode"]) == ("MISSING_AUTHENTICATION_TOKEN", "404")
+    body = json.loads(properties["ResponseTemplates"]["application/json"])
+    assert set(body) == {"error", "message"} and body["error"] == "not_found"
