@@ -1,19 +1,32 @@
-"""boto3 clients, created once per container on first use.
+"""AWS clients, created once per container on first use.
 
 `AWS_ENDPOINT_URL` (read by botocore itself) points them at a local moto server.
 Timeouts are short because the edge must answer well within the PHP SDK's 5 s.
+
+Plain botocore, not boto3: the clients are the same low-level clients, but `import boto3`
+also imports s3transfer and boto3's resource layer (~40 ms of a cold start, measured by
+`make bench`), and one shared session loads the endpoint and retry data once for every client.
 """
 
 from __future__ import annotations
 
+import threading
 from functools import cache
 from typing import Any
+
+_lock = threading.Lock()  # botocore sessions are not thread-safe; the local edge server is threaded
+
+
+@cache
+def _session() -> Any:
+    import botocore.session
+
+    return botocore.session.get_session()
 
 
 @cache
 def client(service: str) -> Any:
     """A shared low-level client for `service` (sqs, dynamodb, ssm, cloudwatch)."""
-    import boto3
     from botocore.config import Config
 
     config = Config(
@@ -22,9 +35,11 @@ def client(service: str) -> Any:
         retries={"mode": "standard", "max_attempts": 2},
         max_pool_connections=25,
     )
-    return boto3.session.Session().client(service, config=config)
+    with _lock:
+        return _session().create_client(service, config=config)
 
 
 def reset_clients() -> None:
-    """Forget cached clients (tests switch between moto backends)."""
+    """Forget cached clients and their session (tests switch between moto backends)."""
     client.cache_clear()
+    _session.cache_clear()
