@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from edgectl.lambda_shim import api_gateway_event
+
 BENCH_KEY = "lk_bench_0123456789abcdef0123456789abcdef"
 BENCH_PROJECT = "42"
 # A typical PHP error report: ~1 KB once wrapped in the queue envelope.
@@ -16,29 +18,6 @@ EVENT_BODY = {
     "context": {"url": "/orders/17", "method": "POST", "php": "8.3.4", "release": "2026.11.3"},
 }
 HEADERS = {"Content-Type": "application/json", "X-Api-Key": BENCH_KEY}
-
-
-def api_gateway_event(path: str, body: bytes, headers: dict[str, str], source_ip: str = "203.0.113.9") -> dict:
-    """An API Gateway REST proxy event, as Lambda hands it to Chalice."""
-    return {
-        "resource": path,
-        "path": path,
-        "httpMethod": "POST",
-        "headers": headers,
-        "multiValueHeaders": {k: [v] for k, v in headers.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
-        "pathParameters": None,
-        "stageVariables": None,
-        "requestContext": {
-            "resourcePath": path,
-            "httpMethod": "POST",
-            "path": path,
-            "identity": {"sourceIp": source_ip},
-        },
-        "body": body.decode(),
-        "isBase64Encoded": False,
-    }
 
 
 def ingest_event() -> dict:

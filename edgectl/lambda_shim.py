@@ -37,6 +37,38 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+def api_gateway_event(
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    source_ip: str = "203.0.113.9",
+    base64_body: bool = False,
+    resource: str | None = None,
+) -> dict[str, Any]:
+    """An API Gateway REST proxy event as Lambda hands it to Chalice (POST to `path`)."""
+    import base64
+
+    return {
+        "resource": resource or path,
+        "path": path,
+        "httpMethod": "POST",
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": resource or path,
+            "httpMethod": "POST",
+            "path": path,
+            "identity": {"sourceIp": source_ip},
+        },
+        "body": base64.b64encode(body).decode() if base64_body else body.decode(),
+        "isBase64Encoded": base64_body,
+    }
+
+
 def sqs_record(message: dict[str, Any], queue_arn: str) -> dict[str, Any]:
     """One SQS message as a Lambda SQS event record."""
     return {

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edgectl.lambda_shim import api_gateway_event
 from tests.conftest import drain_queue
-from tests.test_ingest import api_gateway_event
 
 KEY = "lk_fuzz_secret_key_0123456789"
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))

@@ -12,6 +12,7 @@ import pytest
 
 from chalicelib import aws as aws_clients
 from chalicelib import idempotency
+from edgectl.lambda_shim import api_gateway_event
 from tests.conftest import REGION, drain_queue, reset_container_state
 
 KEY = "lk_live_secret_key_1"
@@ -21,29 +22,6 @@ JSON = {"content-type": "application/json"}
 def post(http, path, body, **headers):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     return http.post(path, body=raw, headers={**JSON, **{k.replace("_", "-"): v for k, v in headers.items()}})
-
-
-def api_gateway_event(path, body: bytes, headers, source_ip="203.0.113.9", base64_body=False, resource=None):
-    """An API Gateway REST proxy event as Lambda receives it."""
-    return {
-        "resource": resource or path,
-        "path": path,
-        "httpMethod": "POST",
-        "headers": headers,
-        "multiValueHeaders": {k: [v] for k, v in headers.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
-        "pathParameters": None,
-        "stageVariables": None,
-        "requestContext": {
-            "resourcePath": resource or path,
-            "httpMethod": "POST",
-            "path": path,
-            "identity": {"sourceIp": source_ip},
-        },
-        "body": base64.b64encode(body).decode() if base64_body else body.decode(),
-        "isBase64Encoded": base64_body,
-    }
 
 
 def invoke(event):

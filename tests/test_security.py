@@ -20,8 +20,9 @@ from chalicelib import ingest
 from chalicelib.bodies import MAX_DECODED_BYTES, parse_body
 from chalicelib.errors import EdgeError
 from chalicelib.keys import hash_key
+from edgectl.lambda_shim import api_gateway_event
 from tests.conftest import REGION, drain_queue
-from tests.test_ingest import api_gateway_event, invoke
+from tests.test_ingest import invoke
 
 KEY = "lk_security_raw_key_7f3a9c"
 GIB = 1024 * 1024 * 1024
