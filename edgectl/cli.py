@@ -14,13 +14,13 @@ import sys
 COMMAND_MODULES = [
     # one line per module; keep sorted
     "edgectl.cmd_cost",
-    "edgectl.cmd_dlq",
-    "edgectl.cmd_verify",
-    "edgectl.cmd_local",
     "edgectl.cmd_dev",
+    "edgectl.cmd_dlq",
     "edgectl.cmd_keys",
+    "edgectl.cmd_local",
     "edgectl.cmd_render_policies",
     "edgectl.cmd_status",
+    "edgectl.cmd_verify",
     "edgectl.receiver",
 ]
 
