@@ -46,6 +46,24 @@ def item_key(project_id: str, idempotency_key: str) -> str:
     return f"idem#{project_id}#{idempotency_key}"
 
 
+def claim_or_wait(
+    table: str, project_id: str, idempotency_key: str, body: dict[str, Any], wait_seconds: float = 2.0
+) -> Claim:
+    """Like `claim`, but a request that finds the key in flight waits for that one to finish.
+
+    Enqueueing takes milliseconds, so a concurrent duplicate nearly always gets the first
+    request's 202 body; ClaimBusy only when it is still in flight after `wait_seconds`.
+    """
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return claim(table, project_id, idempotency_key, body)
+        except ClaimBusy:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
 def claim(table: str, project_id: str, idempotency_key: str, body: dict[str, Any], now: float | None = None) -> Claim:
     """Claim the key for `body`, or return the stored state when it was claimed before."""
     now = time.time() if now is None else now

@@ -227,7 +227,7 @@ def _enqueue_once(
 ) -> dict[str, Any]:
     """Enqueue under an idempotency key: a replay returns the stored body and sends nothing."""
     try:
-        claim = idempotency.claim(conf.idempotency_table, record.project_id, idempotency_key, body)
+        claim = idempotency.claim_or_wait(conf.idempotency_table, record.project_id, idempotency_key, body)
     except idempotency.ClaimBusy:
         raise EdgeError(
             409, "idempotency_conflict", "a request with this Idempotency-Key is still being processed", retry_after=1

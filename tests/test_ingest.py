@@ -341,10 +341,18 @@ def test_concurrent_requests_with_one_key_enqueue_once(put_key, aws):
         thread.start()
     for thread in threads:
         thread.join()
-    accepted = [r for r in results if r.status == 202]
-    assert accepted and all(r.status in (202, 409) for r in results)
-    assert len({r.body["event_id"] for r in accepted}) == 1
+    assert [r.status for r in results] == [202] * 6  # the duplicates waited for the first
+    assert len({r.body["event_id"] for r in results}) == 1
     assert len(drain_queue(aws.queue_url)) == 1
+
+
+def test_a_duplicate_still_in_flight_after_the_wait_is_409(put_key, aws, http):
+    put_key(KEY, project_id="42")
+    idempotency.claim(aws.idempotency_table, "42", "stuck", {"event_id": "A", "status": "accepted"})
+    response = post(http, "/api/ingest", {"n": 1}, x_api_key=KEY, idempotency_key="stuck")
+    assert error_of(response) == (409, "idempotency_conflict")
+    assert response.headers["Retry-After"] == "1"
+    assert drain_queue(aws.queue_url) == []
 
 
 def test_claim_in_flight_is_busy(aws):
