@@ -7,7 +7,7 @@ import os
 from chalice import Chalice, Response
 
 from chalicelib import cors, ingest
-from chalicelib.observability import flush, logger
+from chalicelib.observability import flush, logger, traced
 
 app = Chalice(app_name="lookout-edge")
 # Bodies API Gateway must hand over untouched (base64 in the event). application/json
@@ -31,14 +31,15 @@ def _ingest(path: str) -> Response:
         allowed = cors.preflight_headers(origin, request.headers.get("access-control-request-headers"))
         return Response(body="", status_code=204, headers=allowed)
     try:
-        reply = ingest.handle(
-            ingest.IngestRequest(
-                path=path,
-                headers=request.headers,
-                body=request.raw_body or b"",
-                client_ip=(request.context.get("identity") or {}).get("sourceIp"),
+        with traced("ingest"):
+            reply = ingest.handle(
+                ingest.IngestRequest(
+                    path=path,
+                    headers=request.headers,
+                    body=request.raw_body or b"",
+                    client_ip=(request.context.get("identity") or {}).get("sourceIp"),
+                )
             )
-        )
     except Exception:
         logger().exception("ingest failed unexpectedly")
         reply = ingest.Reply(500, {"error": "internal_error", "message": "the edge failed; retry shortly"})
@@ -122,7 +123,8 @@ def forward_events(event) -> dict:
     message must be retried, so Lambda never deletes a message the backend did not take."""
     from chalicelib import forward_handler
 
-    return forward_handler.forward(event.to_dict())
+    with traced("forward", forward_handler.SERVICE):
+        return forward_handler.forward(event.to_dict())
 
 
 # --- Key sync: Lookout MySQL → keys table (chalicelib/keysync_job.py, docs/key-sync.md) ---
@@ -136,7 +138,8 @@ def sync_keys(event) -> dict:
     from chalicelib import keysync_job
 
     try:
-        result = keysync_job.run()
+        with traced("sync", keysync_job.SERVICE):
+            result = keysync_job.run()
     finally:
         flush(keysync_job.SERVICE)
     if not result.ok:

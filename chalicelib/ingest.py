@@ -77,6 +77,7 @@ def _warn_stale(key_hash: str, exc: Exception) -> None:
 
 def handle(request: IngestRequest) -> Reply:
     """Answer one ingest request; never raises."""
+    logger().set_correlation_id(None)  # the previous request's id must not leak into this one's lines
     signal = signal_for_path(request.path)
     if signal is None:
         return Reply(404, {"error": "not_found", "message": f"no ingest route at {request.path}"})
@@ -104,6 +105,7 @@ def _accept(request: IngestRequest, signal: str) -> Reply:
         _enforce_rate_limit(conf.idempotency_table, record, len(parsed.events))
 
     body, messages = build_messages(request, signal, record, parsed.events, parsed.ndjson)
+    logger().set_correlation_id(body.get("event_id") or body["event_ids"][0])
     config_version = remote_config.cached_version(record.key_hash)
     if config_version is not None:
         body["config_version"] = config_version
