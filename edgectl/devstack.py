@@ -90,8 +90,8 @@ class DevStack:
         env = {
             **os.environ,
             "AWS_ENDPOINT_URL": self.aws_url,
-            "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": REGION,
             "LOOKOUT_INGEST_EDGE_BACKEND_URL": self.receiver_url,
             "LOOKOUT_INGEST_EDGE_TOKEN": self.token,
@@ -105,7 +105,7 @@ class DevStack:
         return env
 
     def session(self) -> Any:
-        return boto3.Session(aws_access_key_id="local", aws_secret_access_key="local", region_name=REGION)  # noqa: S106
+        return boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)  # noqa: S106
 
     def client(self, service: str) -> Any:
         return self.session().client(service, endpoint_url=self.aws_url)
