@@ -246,7 +246,13 @@ def _enqueue_once(
     except queue.EnqueueFailed as failure:
         _release_quietly(conf.idempotency_table, claim, failure.sent)
         raise _queue_down(failure) from None
-    idempotency.finish(conf.idempotency_table, claim)
+    try:
+        idempotency.finish(conf.idempotency_table, claim)
+    except Exception as exc:
+        # The events are in SQS: the answer is 202. An unfinished claim is taken over by a
+        # replay after ABANDONED_AFTER seconds and resent under the same event ids, which
+        # the backend stores once.
+        logger().warning("could not mark the idempotency claim done", extra={"reason": type(exc).__name__})
     return body
 
 

@@ -355,6 +355,20 @@ def test_a_duplicate_still_in_flight_after_the_wait_is_409(put_key, aws, http):
     assert drain_queue(aws.queue_url) == []
 
 
+def test_claim_bookkeeping_failing_after_enqueue_still_answers_202(http, put_key, aws, monkeypatch):
+    """The events are durably queued: a failed `finish` must not turn that into a 5xx."""
+    put_key(KEY)
+
+    def store_down(*_args, **_kwargs):
+        raise ConnectionError("dynamodb down")
+
+    monkeypatch.setattr(idempotency, "finish", store_down)
+    response = post(http, "/api/ingest", {"n": 1}, x_api_key=KEY, idempotency_key="finish-fails")
+    assert response.status_code == 202
+    (message,) = drain_queue(aws.queue_url)
+    assert message["event_id"] == response.json_body["event_id"]
+
+
 def test_claim_in_flight_is_busy(aws):
     idempotency.claim(aws.idempotency_table, "42", "k", {"event_id": "A"}, now=1000)
     with pytest.raises(idempotency.ClaimBusy):
