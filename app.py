@@ -6,8 +6,8 @@ import os
 
 from chalice import Chalice, Response
 
-from chalicelib import cors, ingest
-from chalicelib.observability import flush, logger, traced
+from chalicelib.edge import cors, pipeline
+from chalicelib.runtime.observability import flush, logger, traced
 
 app = Chalice(app_name="lookout-edge")
 # Bodies API Gateway must hand over untouched (base64 in the event). application/json
@@ -32,8 +32,8 @@ def _ingest(path: str) -> Response:
         return Response(body="", status_code=204, headers=allowed)
     try:
         with traced("ingest"):
-            reply = ingest.handle(
-                ingest.IngestRequest(
+            reply = pipeline.handle(
+                pipeline.IngestRequest(
                     path=path,
                     headers=request.headers,
                     body=request.raw_body or b"",
@@ -42,7 +42,7 @@ def _ingest(path: str) -> Response:
             )
     except Exception:
         logger().exception("ingest failed unexpectedly")
-        reply = ingest.Reply(500, {"error": "internal_error", "message": "the edge failed; retry shortly"})
+        reply = pipeline.Reply(500, {"error": "internal_error", "message": "the edge failed; retry shortly"})
     return _json(reply.status, reply.body, {**reply.headers, **cors.response_headers(origin)})
 
 
@@ -64,7 +64,7 @@ def health() -> Response:
 def remote_config() -> Response:
     """The SDK's remote config, proxied to Lookout and cached (a stale copy beats an error)."""
     request = app.current_request
-    status, body, headers = ingest.config_request(request.headers)
+    status, body, headers = pipeline.config_request(request.headers)
     cors_headers = cors.response_headers(request.headers.get("origin"))
     return Response(
         body=body.decode("utf-8", "replace"),
@@ -121,7 +121,7 @@ FORWARDER_CONCURRENCY = int(os.environ.get("LOOKOUT_EDGE_FORWARDER_CONCURRENCY",
 def forward_events(event) -> dict:
     """Post the batch to Lookout. Deletes what was delivered itself and raises when any
     message must be retried, so Lambda never deletes a message the backend did not take."""
-    from chalicelib import forward_handler
+    from chalicelib.forward import handler as forward_handler
 
     with traced("forward", forward_handler.SERVICE):
         return forward_handler.forward(event.to_dict())
@@ -135,7 +135,7 @@ class KeySyncFailed(RuntimeError):
 @app.schedule("rate(5 minutes)")
 def sync_keys(event) -> dict:
     """Mirror Lookout's live project keys into the keys table (CONTRACT §7)."""
-    from chalicelib import keysync_job
+    from chalicelib.keysync import job as keysync_job
 
     try:
         with traced("sync", keysync_job.SERVICE):

@@ -51,8 +51,8 @@ def start_backend() -> ThreadingHTTPServer:
 
 def fill(queue_url: str, template: str, count: int) -> None:
     """`count` queue messages like the edge writes them, each with its own event id."""
-    from chalicelib import envelope
-    from chalicelib.aws import client
+    from chalicelib.contract import envelope
+    from chalicelib.runtime.aws import client
 
     sqs = client("sqs")
     message = json.loads(template)
@@ -70,7 +70,7 @@ def fill(queue_url: str, template: str, count: int) -> None:
 
 def receive_event(queue_url: str, queue_arn: str, wait: int = 0) -> dict[str, Any]:
     """Up to 10 messages as the SQS event Lambda would hand the forwarder."""
-    from chalicelib.aws import client
+    from chalicelib.runtime.aws import client
     from edgectl.lambda_shim import sqs_record
 
     messages = (
@@ -91,14 +91,14 @@ def forward_all(batches_file: str) -> int:
     """One forwarder 'container' (`python -m bench.forwarder FILE`): warm up, say "ready", wait
     for "go" on stdin, then invoke the handler on each SQS event in FILE; returns the events
     forwarded. Startup is a cold start, measured elsewhere: not throughput."""
-    from chalicelib import backend
-    from chalicelib.aws import client
-    from chalicelib.forward_handler import forward
+    from chalicelib.forward.handler import forward
+    from chalicelib.forward.sinks import lookout as lookout_sink
+    from chalicelib.runtime.aws import client
 
     with open(batches_file) as source:
         events = json.load(source)
     client("sqs")
-    backend.edge_token()
+    lookout_sink.edge_token()
     print("ready", flush=True)
     sys.stdin.readline()
     with quiet_stdout():
@@ -111,7 +111,7 @@ def edge_message(queue_url: str) -> str:
     """One queue message written by the real edge, as the template for the rest."""
     from app import app
     from bench.events import ingest_event, invoke_edge
-    from chalicelib.aws import client
+    from chalicelib.runtime.aws import client
 
     with quiet_stdout():
         invoke_edge(app, ingest_event())
@@ -161,7 +161,7 @@ def sustained_rate(batches: list[dict[str, Any]], workdir: Path) -> tuple[int, f
 
 
 def run(stack: Stack) -> dict[str, Any]:
-    from chalicelib.forward_handler import forward
+    from chalicelib.forward.handler import forward
 
     single = env_int("BENCH_FORWARD_BATCHES", 30)
     sustained = env_int("BENCH_FORWARD_EVENTS", 2000)

@@ -1,5 +1,5 @@
 """4. Key sync: BENCH_KEYS keys in a MariaDB database of its own → the keys table on moto server,
-through the real sync (`chalicelib.keysync_job.run`): first sync, no-change sync, 1 % changed."""
+through the real sync (`chalicelib.keysync.job.run`): first sync, no-change sync, 1 % changed."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def patient_dynamodb() -> Iterator[None]:
     table is far slower than DynamoDB's, so the bench hands the sync a client with a 120 s one."""
     from botocore.config import Config
 
-    from chalicelib import aws
+    from chalicelib.runtime import aws
 
     shared = aws.client
     patient = aws._session().create_client("dynamodb", config=Config(read_timeout=120, retries={"max_attempts": 1}))
@@ -53,7 +53,7 @@ def patient_dynamodb() -> Iterator[None]:
 
 
 def timed_sync(url: str) -> dict[str, Any]:
-    from chalicelib import keysync_job
+    from chalicelib.keysync import job as keysync_job
 
     started = time.perf_counter()
     with quiet_stdout(), patient_dynamodb():

@@ -85,7 +85,7 @@ def put_bench_key(stack: Stack) -> None:
     """The key every edge request uses, written as the key sync would write it."""
     import boto3
 
-    from chalicelib.keysync import item_from_row
+    from chalicelib.keysync.plan import item_from_row
 
     row = {"key_id": "9", "api_key": BENCH_KEY, "project_id": BENCH_PROJECT, "organization_id": "7", "billing_ok": 1}
     boto3.client("dynamodb").put_item(TableName=stack.names.keys_table, Item=item_from_row(row, int(time.time())))
@@ -105,12 +105,13 @@ def fresh_queue(name: str) -> tuple[str, str]:
 
 def reset_chalicelib() -> None:
     """Forget cached settings, clients and caches, as a new container would."""
-    from chalicelib import aws, ingest
-    from chalicelib.config import settings
+    from chalicelib.edge import pipeline
+    from chalicelib.runtime import aws
+    from chalicelib.runtime.config import settings
 
     settings.cache_clear()
     aws.reset_clients()
-    ingest.reset()
+    pipeline.reset()
 
 
 @contextlib.contextmanager

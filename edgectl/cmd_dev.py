@@ -84,7 +84,7 @@ def _interrupt(*_: object) -> None:
 def run_dev_seed(args: argparse.Namespace) -> int:
     import pymysql
 
-    from chalicelib.lookout_db import connect
+    from chalicelib.keysync.source_mysql import connect
     from edgectl import lookoutdb
 
     try:

@@ -13,9 +13,9 @@ import time
 from collections import Counter
 from typing import Any
 
-from chalicelib import sqs_ops
-from chalicelib.config import ConfigError, settings
-from chalicelib.forwarder import boto_attributes, without_dlq_attributes
+from chalicelib.forward.settle import boto_attributes, without_dlq_attributes
+from chalicelib.runtime import sqs_batch
+from chalicelib.runtime.config import ConfigError, settings
 
 HOLD_SECONDS = 60
 # Messages the forwarder did not dead-letter itself came through the queue's redrive policy.
@@ -58,7 +58,7 @@ def _scan(queue_url: str, limit: int) -> list[dict[str, Any]]:
     """Up to `limit` messages, each read once (hidden meanwhile); stops when the queue is empty."""
     seen: list[dict[str, Any]] = []
     while len(seen) < limit:
-        batch = sqs_ops.receive(queue_url, limit - len(seen), visibility=HOLD_SECONDS)
+        batch = sqs_batch.receive(queue_url, limit - len(seen), visibility=HOLD_SECONDS)
         if not batch:
             break
         seen.extend(batch)
@@ -67,7 +67,7 @@ def _scan(queue_url: str, limit: int) -> list[dict[str, Any]]:
 
 def _release(queue_url: str, messages: list[dict[str, Any]]) -> None:
     if messages:
-        sqs_ops.change_visibility(queue_url, {m["MessageId"]: (m["ReceiptHandle"], 0) for m in messages})
+        sqs_batch.change_visibility(queue_url, {m["MessageId"]: (m["ReceiptHandle"], 0) for m in messages})
 
 
 def _age(seconds: float) -> str:
@@ -89,7 +89,7 @@ def run_status(args: argparse.Namespace) -> int:
         queue_url = args.queue_url or settings().queue_url
     except ConfigError as exc:
         return _fail(str(exc))
-    visible, in_flight = sqs_ops.depth(dlq_url)
+    visible, in_flight = sqs_batch.depth(dlq_url)
     messages = _scan(dlq_url, min(args.max_scan, visible))
     _release(dlq_url, messages)
     print(f"dead-letter queue {dlq_url}")
@@ -101,7 +101,7 @@ def run_status(args: argparse.Namespace) -> int:
         for reason, count in Counter(_reason(m) for m in messages).most_common():
             print(f"    {reason:<28} {count}")
     if queue_url:
-        queued, queued_in_flight = sqs_ops.depth(queue_url)
+        queued, queued_in_flight = sqs_batch.depth(queue_url)
         print(f"main queue {queue_url}")
         print(f"  depth {queued} (in flight {queued_in_flight})")
     return 0
@@ -143,7 +143,7 @@ def run_redrive(args: argparse.Namespace) -> int:
         dlq_url, queue_url = _url(args.dlq_url, "dlq_url"), _url(args.queue_url, "queue_url")
     except ConfigError as exc:
         return _fail(str(exc))
-    visible, _ = sqs_ops.depth(dlq_url)
+    visible, _ = sqs_batch.depth(dlq_url)
     # Bounded by the depth at start: events the forwarder dead-letters again meanwhile wait for the next run.
     target = min(visible, args.limit) if args.limit is not None else visible
     if args.dry_run:
@@ -155,19 +155,19 @@ def run_redrive(args: argparse.Namespace) -> int:
         return 0
     moved = failed = 0
     while moved + failed < target:
-        batch = sqs_ops.receive(dlq_url, target - moved - failed, visibility=HOLD_SECONDS)
+        batch = sqs_batch.receive(dlq_url, target - moved - failed, visibility=HOLD_SECONDS)
         if not batch:
             break
         outgoing = {
-            m["MessageId"]: sqs_ops.Outgoing(
+            m["MessageId"]: sqs_batch.Outgoing(
                 m["Body"], without_dlq_attributes(boto_attributes(m.get("MessageAttributes", {})))
             )
             for m in batch
         }
         # Send first, delete after: a crash in between duplicates (the backend dedups by event_id), never loses.
-        not_sent = sqs_ops.send_messages(queue_url, outgoing)
+        not_sent = sqs_batch.send_messages(queue_url, outgoing)
         sent = {m["MessageId"]: m["ReceiptHandle"] for m in batch if m["MessageId"] not in not_sent}
-        not_deleted = sqs_ops.delete_messages(dlq_url, sent) if sent else set()
+        not_deleted = sqs_batch.delete_messages(dlq_url, sent) if sent else set()
         _release(dlq_url, [m for m in batch if m["MessageId"] in not_sent])
         moved += len(sent) - len(not_deleted)
         failed += len(not_sent) + len(not_deleted)

@@ -42,10 +42,10 @@ def register(subparsers: Any) -> None:
 
 
 def run_sync(args: argparse.Namespace) -> int:
-    from chalicelib import keysync_job
-    from chalicelib.config import settings
-    from chalicelib.keysync import DeleteVerdict, SyncResult
-    from chalicelib.observability import metrics
+    from chalicelib.keysync import job as keysync_job
+    from chalicelib.keysync.plan import DeleteVerdict, SyncResult
+    from chalicelib.runtime.config import settings
+    from chalicelib.runtime.observability import metrics
 
     def progress(result: SyncResult) -> None:
         print(
@@ -92,9 +92,9 @@ def run_sync(args: argparse.Namespace) -> int:
 
 
 def run_get(args: argparse.Namespace) -> int:
-    from chalicelib.aws import client
-    from chalicelib.config import settings
-    from chalicelib.keys import hash_key
+    from chalicelib.edge.keys import hash_key
+    from chalicelib.runtime.aws import client
+    from chalicelib.runtime.config import settings
 
     table = settings().keys_table
     key_hash = hash_key(args.raw_key)
@@ -108,8 +108,8 @@ def run_get(args: argparse.Namespace) -> int:
 
 
 def run_count(args: argparse.Namespace) -> int:
-    from chalicelib.aws import client
-    from chalicelib.config import settings
+    from chalicelib.runtime.aws import client
+    from chalicelib.runtime.config import settings
 
     pages = client("dynamodb").get_paginator("scan").paginate(TableName=settings().keys_table, Select="COUNT")
     print(sum(page["Count"] for page in pages))
@@ -144,7 +144,7 @@ class _CurrentStderr:
 
 def _logs_to_stderr(service: str) -> None:
     """Send the service's JSON log lines to stderr: stdout is the command's result."""
-    from chalicelib.observability import logger
+    from chalicelib.runtime.observability import logger
 
     for handler in logger(service).handlers:
         if isinstance(handler, logging.StreamHandler):

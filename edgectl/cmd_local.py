@@ -55,8 +55,8 @@ def serve_edge(args: argparse.Namespace) -> int:
 def poll_forwarder(args: argparse.Namespace) -> int:
     """Long-poll the queue and hand each batch to the real `forward_events` handler."""
     import app as app_module
-    from chalicelib.aws import client
-    from chalicelib.config import settings
+    from chalicelib.runtime.aws import client
+    from chalicelib.runtime.config import settings
 
     queue_url = settings().require("queue_url")
     sqs = client("sqs")

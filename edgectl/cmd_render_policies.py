@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from chalicelib.config import DEFAULT_IDEMPOTENCY_TABLE, DEFAULT_KEYS_TABLE, ENV_NAMES
+from chalicelib.runtime.config import DEFAULT_IDEMPOTENCY_TABLE, DEFAULT_KEYS_TABLE, ENV_NAMES
 from edgectl.resources import load_template
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from chalicelib.aws import client
-from chalicelib.config import ENV_NAMES, ConfigError, load_settings
-from chalicelib.sqs_ops import depth
+from chalicelib.runtime.aws import client
+from chalicelib.runtime.config import ENV_NAMES, ConfigError, load_settings
+from chalicelib.runtime.sqs_batch import depth
 
 CONFIG = Path(__file__).resolve().parent.parent / ".chalice" / "config.json"
 

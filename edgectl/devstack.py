@@ -174,7 +174,7 @@ class DevStack:
 
     def _seed_demo_key(self) -> str:
         """No Lookout database: write one demo key straight into the keys table."""
-        from chalicelib.keysync import item_from_row
+        from chalicelib.keysync.plan import item_from_row
 
         key = self.options.demo_key or _stored_demo_key(self.options.state_dir)
         row = {"key_id": "1", "api_key": key, "project_id": DEMO_PROJECT_ID, "organization_id": "1", "billing_ok": 1}

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from chalicelib.lookout_db import connect
+from chalicelib.keysync.source_mysql import connect
 
 LOCAL_SERVER_URL = "mysql://root:@127.0.0.1:3306"
 

@@ -43,9 +43,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from chalicelib.config import ENV_NAMES
-from chalicelib.errors import EdgeError
-from chalicelib.signals import NAMED_SIGNALS
+from chalicelib.contract.errors import EdgeError
+from chalicelib.contract.signals import NAMED_SIGNALS
+from chalicelib.runtime.config import ENV_NAMES
 from edgectl.receiver_store import MySQLStore, ReceiverStore, SQLiteStore
 
 log = logging.getLogger("edgectl.receiver")

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from chalicelib.envelope import dumps, utc_now_iso
-from chalicelib.signals import ASSIGNED_ID_FIELDS
+from chalicelib.contract.envelope import dumps, utc_now_iso
+from chalicelib.contract.signals import ASSIGNED_ID_FIELDS
 
 # A run or check-in status that is not one of these is final (ok, error, failed, timeout...).
 NON_FINAL_STATUSES = frozenset({"in_progress", "running", "started", "start", "pending", "queued"})
@@ -330,7 +330,7 @@ class MySQLStore(ReceiverStore):
     dialect = MYSQL
 
     def __init__(self, url: str, pool_size: int = 8) -> None:
-        from chalicelib.lookout_db import connect_args, redact_url
+        from chalicelib.keysync.source_mysql import connect_args, redact_url
 
         self._connect_args = connect_args(url)
         self.database = self._connect_args["database"]

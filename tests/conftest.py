@@ -11,10 +11,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from chalicelib import aws as aws_clients
-from chalicelib import ingest
-from chalicelib.config import ENV_NAMES, settings
-from chalicelib.keys import hash_key
+from chalicelib.edge import pipeline
+from chalicelib.edge.keys import hash_key
+from chalicelib.runtime import aws as aws_clients
+from chalicelib.runtime.config import ENV_NAMES, settings
 from edgectl.resources import StackNames, create_resources
 
 REGION = "us-east-1"
@@ -34,7 +34,7 @@ def reset_container_state() -> None:
     """What a new Lambda container would start from."""
     settings.cache_clear()
     aws_clients.reset_clients()
-    ingest.reset()
+    pipeline.reset()
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 import boto3
 
-from chalicelib.envelope import encode_message, new_ulid
+from chalicelib.contract.envelope import encode_message, new_ulid
 
 REGION = "us-east-1"
 

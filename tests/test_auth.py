@@ -2,8 +2,8 @@ import base64
 
 import pytest
 
-from chalicelib.auth import extract_api_key, ip_allowed, signal_enabled
-from chalicelib.keys import KeyRecord
+from chalicelib.edge.auth import extract_api_key, ip_allowed, signal_enabled
+from chalicelib.edge.keys import KeyRecord
 
 
 def basic(user: str, password: str = "") -> str:

@@ -4,8 +4,8 @@ import zlib
 
 import pytest
 
-from chalicelib.bodies import MAX_DECODED_BYTES, MAX_EVENT_BYTES, decode_content, media_type, parse_body
-from chalicelib.errors import EdgeError
+from chalicelib.contract.errors import EdgeError
+from chalicelib.edge.bodies import MAX_DECODED_BYTES, MAX_EVENT_BYTES, decode_content, media_type, parse_body
 
 
 def refused(raw: bytes, content_type: str | None = "application/json", encoding: str | None = None) -> EdgeError:

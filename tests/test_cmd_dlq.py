@@ -10,7 +10,7 @@ import pytest
 from conftest import drain_queue
 from fake_lookout import REGION, queue_counts, queue_message
 
-from chalicelib.envelope import encode_message
+from chalicelib.contract.envelope import encode_message
 from edgectl.cli import main
 from edgectl.resources import StackNames
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from chalicelib import keysync_job
-from chalicelib.config import settings
-from chalicelib.keys import hash_key
-from chalicelib.observability import metrics
+from chalicelib.edge.keys import hash_key
+from chalicelib.keysync import job as keysync_job
+from chalicelib.runtime.config import settings
+from chalicelib.runtime.observability import metrics
 from edgectl.cli import main
 
 INSERT_KEYS = "INSERT INTO project_api_keys (id, project_id, `key`) VALUES (%s, %s, %s)"

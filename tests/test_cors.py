@@ -1,4 +1,4 @@
-from chalicelib.cors import preflight_headers, response_headers
+from chalicelib.edge.cors import preflight_headers, response_headers
 
 
 def test_response_headers_echo_origin_with_credentials():

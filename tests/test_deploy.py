@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.config import ENV_NAMES
+from chalicelib.runtime.config import ENV_NAMES
 from edgectl.cmd_render_policies import MERGE_TEMPLATE, ROOT, merge_template_text, render_stage
 
 BIN = Path(sys.executable).parent

@@ -2,8 +2,15 @@ import json
 
 import pytest
 
-from chalicelib.envelope import MAX_MESSAGE_BYTES, decode_payload, encode_message, new_ulid, strip_api_key, utc_now_iso
-from chalicelib.errors import EdgeError
+from chalicelib.contract.envelope import (
+    MAX_MESSAGE_BYTES,
+    decode_payload,
+    encode_message,
+    new_ulid,
+    strip_api_key,
+    utc_now_iso,
+)
+from chalicelib.contract.errors import EdgeError
 
 
 def message(payload):

@@ -21,9 +21,9 @@ from fake_lookout import (
     sqs_event,
 )
 
-from chalicelib import backend
-from chalicelib.config import ConfigError, settings
-from chalicelib.forward_handler import BatchIncomplete
+from chalicelib.forward.handler import BatchIncomplete
+from chalicelib.forward.sinks import lookout as lookout_sink
+from chalicelib.runtime.config import ConfigError, settings
 from edgectl.resources import StackNames
 
 TOKEN = "edge-token-s3cr3t-value"
@@ -36,10 +36,10 @@ def lookout(aws: StackNames, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLo
     monkeypatch.setenv("LOOKOUT_INGEST_EDGE_TOKEN", TOKEN)
     monkeypatch.setenv("LOOKOUT_EDGE_RETRY_BASE_SECONDS", "1")
     settings.cache_clear()
-    backend.reset()
+    lookout_sink.reset()
     yield fake
     fake.stop()
-    backend.reset()
+    lookout_sink.reset()
 
 
 def forward(event: dict) -> dict:

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from fake_lookout import queue_message
 
-from chalicelib.envelope import encode_message
-from chalicelib.forwarder import (
+from chalicelib.contract.envelope import encode_message
+from chalicelib.forward.settle import (
     Action,
     BackendAnswer,
     Outcome,
@@ -17,11 +17,11 @@ from chalicelib.forwarder import (
     classify,
     dead_letter_attributes,
     parse_records,
-    parse_retry_after,
     request_body,
     retry_visibility,
     without_dlq_attributes,
 )
+from chalicelib.runtime.http import parse_retry_after
 
 
 def records_for(*messages: dict | str, receive_count: int = 1) -> list:

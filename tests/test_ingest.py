@@ -10,8 +10,8 @@ import threading
 import boto3
 import pytest
 
-from chalicelib import aws as aws_clients
-from chalicelib import idempotency
+from chalicelib.edge import idempotency
+from chalicelib.runtime import aws as aws_clients
 from edgectl.lambda_shim import api_gateway_event
 from tests.conftest import REGION, drain_queue, reset_container_state
 
@@ -126,7 +126,7 @@ def test_gzip_body_is_accepted(http, put_key, aws):
 
 
 def test_large_event_is_queued_gzip_base64_and_decodes_back(http, put_key, aws):
-    from chalicelib.envelope import decode_payload
+    from chalicelib.contract.envelope import decode_payload
 
     put_key(KEY)
     body = {"message": "big", "lines": [f"frame {i} " + "z" * 80 for i in range(4000)]}
@@ -330,13 +330,13 @@ def test_idempotency_keys_are_per_project(http, put_key, aws):
 
 def test_concurrent_requests_with_one_key_enqueue_once(put_key, aws):
     """Six containers at once (threads calling the ingest path; Chalice's test client is not thread-safe)."""
-    from chalicelib import ingest
+    from chalicelib.edge import pipeline
 
     put_key(KEY)
     headers = {"content-type": "application/json", "x-api-key": KEY, "idempotency-key": "race"}
-    request = ingest.IngestRequest(path="/api/ingest", headers=headers, body=b'{"n": 1}', client_ip="203.0.113.9")
-    results: list[ingest.Reply] = []
-    threads = [threading.Thread(target=lambda: results.append(ingest.handle(request))) for _ in range(6)]
+    request = pipeline.IngestRequest(path="/api/ingest", headers=headers, body=b'{"n": 1}', client_ip="203.0.113.9")
+    results: list[pipeline.Reply] = []
+    threads = [threading.Thread(target=lambda: results.append(pipeline.handle(request))) for _ in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -403,7 +403,7 @@ def test_partial_enqueue_is_503_and_retry_sends_only_the_rest(http, put_key, aws
     put_key(KEY)
     real = aws_clients.client("sqs")
     flaky = PartlyFailingSQS(real, failing_bodies={3})
-    monkeypatch.setattr("chalicelib.queue.client", lambda name: flaky)
+    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name: flaky)
     lines = b"\n".join(json.dumps({"n": i}).encode() for i in range(5))
     headers = {"content-type": "application/x-ndjson", "x-api-key": KEY, "idempotency-key": "batch-1"}
     first = http.post("/api/ingest/event", body=lines, headers=headers)
@@ -431,9 +431,9 @@ def test_key_store_down_warm_cache_still_accepts_cold_cache_is_503(http, put_key
     put_key(KEY)
     assert post(http, "/api/ingest", {"n": 1}, x_api_key=KEY).status_code == 202
     boto3.client("dynamodb", region_name=REGION).delete_table(TableName=aws.keys_table)
-    from chalicelib import ingest
+    from chalicelib.edge import pipeline
 
-    ingest.key_cache()._ttl = 0  # the entry is past its TTL: a fresh lookup fails, stale is served
+    pipeline.key_cache()._ttl = 0  # the entry is past its TTL: a fresh lookup fails, stale is served
     assert post(http, "/api/ingest", {"n": 2}, x_api_key=KEY).status_code == 202
     reset_container_state()  # a new container: nothing cached
     response = post(http, "/api/ingest", {"n": 3}, x_api_key=KEY)

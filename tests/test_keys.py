@@ -1,6 +1,6 @@
 import pytest
 
-from chalicelib.keys import KeyCache, KeyRecord, KeyStoreUnavailable, fetch_key_item, hash_key
+from chalicelib.edge.keys import KeyCache, KeyRecord, KeyStoreUnavailable, fetch_key_item, hash_key
 from tests.conftest import Clock, key_item
 
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.keys import KeyRecord, hash_key
-from chalicelib.keysync import (
+from chalicelib.edge.keys import KeyRecord, hash_key
+from chalicelib.keysync.plan import (
     MASS_DELETE_FLOOR,
     BadRow,
     DeleteVerdict,

@@ -16,14 +16,14 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib import ingest
-from chalicelib.aws import client
-from chalicelib.config import settings
-from chalicelib.keys import hash_key
-from chalicelib.keysync import DeleteVerdict, SyncResult
-from chalicelib.keysync_job import SERVICE, BatchWriter, WriteFailed, run, scan_content_hashes, sync_rows
-from chalicelib.lookout_db import DEFAULT_KEYS_QUERY, connect, stream_rows
-from chalicelib.observability import logger, metrics
+from chalicelib.edge import pipeline
+from chalicelib.edge.keys import hash_key
+from chalicelib.keysync.job import SERVICE, BatchWriter, WriteFailed, run, scan_content_hashes, sync_rows
+from chalicelib.keysync.plan import DeleteVerdict, SyncResult
+from chalicelib.keysync.source_mysql import DEFAULT_KEYS_QUERY, connect, stream_rows
+from chalicelib.runtime.aws import client
+from chalicelib.runtime.config import settings
+from chalicelib.runtime.observability import logger, metrics
 from tests.conftest import REGION, chalice_client
 
 INSERT_KEYS = "INSERT INTO project_api_keys (id, project_id, `key`) VALUES (%s, %s, %s)"
@@ -168,7 +168,7 @@ def test_billing_flip_updates_the_item_and_the_edge_answers_402_after_cache_expi
     assert int(item["synced_at"]["N"]) >= int(synced_before["N"])
 
     assert post_error(http, raw) == 202  # the edge's key cache still holds the old answer
-    ingest.reset()  # its TTL has run out
+    pipeline.reset()  # its TTL has run out
     assert post_error(http, raw) == 402
     assert post_error(http, other_org) == 202
 
@@ -180,7 +180,7 @@ def test_allowlist_change_reaches_the_item_and_the_edge(aws, source, http):
     source.execute("UPDATE organizations SET ingest_ip_allowlist = %s WHERE id = 1", ('["10.0.0.0/8", "192.0.2.7"]',))
     assert run().written == 1
     assert table_items(aws)[hash_key(raw)]["ip_allowlist"] == {"L": [{"S": "10.0.0.0/8"}, {"S": "192.0.2.7"}]}
-    ingest.reset()
+    pipeline.reset()
     assert post_error(http, raw) == 403  # the test client's 127.0.0.1 is not on the list
 
 
@@ -418,7 +418,7 @@ def test_edge_accepts_a_key_after_one_scheduled_sync_and_refuses_it_once_revoked
     raw = source.insert_key(key_id=1)
     other = source.insert_key(key_id=2)
     assert post_error(http, raw) == 401
-    ingest.reset()
+    pipeline.reset()
     with chalice_client() as test_client:
         summary = invoke_schedule(test_client)
         assert (summary["ok"], summary["written"]) == (True, 2)
@@ -427,6 +427,6 @@ def test_edge_accepts_a_key_after_one_scheduled_sync_and_refuses_it_once_revoked
         source.execute("UPDATE project_api_keys SET revoked_at = NOW() WHERE id = 1")
         summary = invoke_schedule(test_client)
         assert (summary["deleted"], summary["deletes"]) == (1, "allowed")
-    ingest.reset()
+    pipeline.reset()
     assert post_error(http, raw) == 401
     assert post_error(http, other) == 202

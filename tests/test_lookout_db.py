@@ -8,8 +8,7 @@ import boto3
 import pymysql.cursors
 import pytest
 
-from chalicelib.config import ConfigError, load_settings
-from chalicelib.lookout_db import (
+from chalicelib.keysync.source_mysql import (
     DEFAULT_KEYS_QUERY,
     SourceUnavailable,
     connect,
@@ -18,6 +17,7 @@ from chalicelib.lookout_db import (
     redact_url,
     stream_rows,
 )
+from chalicelib.runtime.config import ConfigError, load_settings
 from tests.conftest import REGION
 
 CLOSED_PORT_URL = "mysql://root:pw-that-must-not-leak@127.0.0.1:1/lookout"

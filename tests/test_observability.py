@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from chalicelib import observability
+from chalicelib.runtime import observability
 from edgectl.devstack import ROOT
 
 KEY = "lk_trace_key"

@@ -21,8 +21,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from chalicelib import aws as aws_clients
-from chalicelib.keys import hash_key
+from chalicelib.edge.keys import hash_key
+from chalicelib.runtime import aws as aws_clients
 from edgectl.devstack import free_port
 from edgectl.lambda_shim import poll_once
 from edgectl.resources import StackNames
@@ -60,7 +60,7 @@ def test_sqs_unreachable_is_503_never_202_and_nothing_is_half_accepted(
     http, put_key, aws: StackNames, monkeypatch: pytest.MonkeyPatch, path, body, content_type, events
 ) -> None:
     put_key(KEY)
-    monkeypatch.setattr("chalicelib.queue.client", lambda _name: unreachable_sqs())
+    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda _name: unreachable_sqs())
     headers = {"Content-Type": content_type, "Idempotency-Key": f"outage-{events}"}
     for _ in range(2):  # the SDK retries: still 503, still nothing
         refused = post(http, path, body, **headers)
@@ -69,7 +69,7 @@ def test_sqs_unreachable_is_503_never_202_and_nothing_is_half_accepted(
         assert int(refused.headers["Retry-After"]) > 0
     assert drain_queue(aws.queue_url) == []
 
-    monkeypatch.setattr("chalicelib.queue.client", aws_clients.client)  # SQS is back
+    monkeypatch.setattr("chalicelib.edge.enqueue.client", aws_clients.client)  # SQS is back
     accepted = post(http, path, body, **headers)
     replay = post(http, path, body, **headers)
     assert accepted.status_code == replay.status_code == 202
@@ -99,10 +99,10 @@ def test_database_lost_mid_stream_deletes_nothing_and_keeps_what_it_read(
 ) -> None:
     import pymysql
 
-    from chalicelib import keysync_job
-    from chalicelib import lookout_db as source
-    from chalicelib.config import settings
-    from chalicelib.observability import flush, metrics
+    from chalicelib.keysync import job as keysync_job
+    from chalicelib.keysync import source_mysql as source
+    from chalicelib.runtime.config import settings
+    from chalicelib.runtime.observability import flush, metrics
 
     keys = [lookout_db.insert_key(key_id=i, project_id=1) for i in range(1, 41)]
     monkeypatch.setenv("LOOKOUT_DB_URL", lookout_db.url)
@@ -173,7 +173,7 @@ def small_queues(aws: StackNames, monkeypatch: pytest.MonkeyPatch) -> tuple[str,
 def run_forwarder_until(done: Callable[[], bool], timeout: float = 30.0) -> None:
     """Feed the queue to the real handler as Lambda would, until `done()`."""
     from app import forward_events
-    from chalicelib.config import settings
+    from chalicelib.runtime.config import settings
 
     queue_url = settings().require("queue_url")
     sqs = aws_clients.client("sqs")
@@ -210,7 +210,7 @@ def test_backend_down_all_run_dead_letters_everything_then_redrive_stores_each_o
     else:
         down = start_receiver(store, token=None)  # Lookout answers 503 until its token is set
         monkeypatch.setenv("LOOKOUT_INGEST_EDGE_BACKEND_URL", down.url)
-    from chalicelib.config import settings
+    from chalicelib.runtime.config import settings
 
     settings.cache_clear()
     accepted: set[str] = set()

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from chalicelib import aws as aws_clients
-from chalicelib.queue import EnqueueFailed, OutgoingMessage, plan_batches, send_messages
+from chalicelib.edge.enqueue import EnqueueFailed, OutgoingMessage, plan_batches, send_messages
+from chalicelib.runtime import aws as aws_clients
 from tests.conftest import drain_queue
 
 
@@ -50,7 +50,7 @@ class FlakySQS:
 
 def test_failed_entries_are_retried_alone(aws, monkeypatch):
     flaky = FlakySQS(aws_clients.client("sqs"), {"3"}, times=1)
-    monkeypatch.setattr("chalicelib.queue.client", lambda name: flaky)
+    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name: flaky)
     send_messages(aws.queue_url, [msg(i) for i in range(5)])
     assert flaky.calls == [["0", "1", "2", "3", "4"], ["3"]]
     assert sorted(m["i"] for m in drain_queue(aws.queue_url)) == [0, 1, 2, 3, 4]
@@ -58,7 +58,7 @@ def test_failed_entries_are_retried_alone(aws, monkeypatch):
 
 def test_persistent_failure_raises_with_what_got_in(aws, monkeypatch):
     flaky = FlakySQS(aws_clients.client("sqs"), {"1"}, times=10)
-    monkeypatch.setattr("chalicelib.queue.client", lambda name: flaky)
+    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name: flaky)
     with pytest.raises(EnqueueFailed) as info:
         send_messages(aws.queue_url, [msg(i) for i in range(3)])
     assert info.value.sent == {0, 2}

@@ -4,7 +4,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from chalicelib.remote_config import STALE_SECONDS, BackendConfig, ConfigCache
+from chalicelib.edge.remote_config import STALE_SECONDS, BackendConfig, ConfigCache
 from tests.conftest import Clock, reset_container_state
 
 KEY = "lk_config_key"

@@ -18,9 +18,9 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib import backend
-from chalicelib.config import settings
-from chalicelib.observability import logger
+from chalicelib.forward.sinks import lookout as lookout_sink
+from chalicelib.runtime.config import settings
+from chalicelib.runtime.observability import logger
 from tests.conftest import REGION, drain_queue, reset_container_state
 from tests.fake_lookout import FakeLookout, Seen, enqueue, queue_message, sqs_event
 
@@ -95,10 +95,10 @@ def forwarding(aws, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLookout]:
     monkeypatch.setenv("LOOKOUT_INGEST_EDGE_BACKEND_URL", fake.url)
     monkeypatch.setenv("LOOKOUT_EDGE_RETRY_BASE_SECONDS", "1")
     reset_container_state()
-    backend.reset()
+    lookout_sink.reset()
     yield fake
     fake.stop()
-    backend.reset()
+    lookout_sink.reset()
 
 
 def echo_token(status: int) -> Callable[[Seen], tuple[int, dict[str, str], Any]]:
@@ -146,8 +146,8 @@ def test_token_from_ssm_is_used_and_never_logged(aws, forwarding: FakeLookout, m
 
 @pytest.mark.parametrize("source", ["env", "ssm"])
 def test_key_sync_never_logs_the_database_password(aws, monkeypatch, logs, source: str) -> None:
-    from chalicelib import keysync_job
-    from chalicelib.observability import flush, metrics
+    from chalicelib.keysync import job as keysync_job
+    from chalicelib.runtime.observability import flush, metrics
     from edgectl.devstack import free_port
 
     url = f"mysql://lookout:{DB_PASSWORD}@127.0.0.1:{free_port()}/lookout"

@@ -16,10 +16,10 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib import ingest
-from chalicelib.bodies import MAX_DECODED_BYTES, parse_body
-from chalicelib.errors import EdgeError
-from chalicelib.keys import hash_key
+from chalicelib.contract.errors import EdgeError
+from chalicelib.edge import pipeline
+from chalicelib.edge.bodies import MAX_DECODED_BYTES, parse_body
+from chalicelib.edge.keys import hash_key
 from edgectl.lambda_shim import api_gateway_event
 from tests.conftest import REGION, drain_queue
 from tests.test_ingest import invoke
@@ -80,7 +80,7 @@ def test_the_key_cache_and_every_table_hold_only_hashes(http, put_key, aws) -> N
         assert response.status_code == 202
     http.post("/api/ingest", body=b"{}", headers={"X-Api-Key": "lk_unknown_key_for_negative_cache"})
 
-    cache = ingest.key_cache()
+    cache = pipeline.key_cache()
     assert set(cache._entries) == {hash_key(KEY), hash_key("lk_unknown_key_for_negative_cache")}
     assert not _contains(cache, KEY) and not _contains(cache, "lk_unknown_key_for_negative_cache")
 

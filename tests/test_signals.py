@@ -1,7 +1,7 @@
 import pytest
 
-from chalicelib.errors import EdgeError
-from chalicelib.signals import NAMED_SIGNALS, check_shape, signal_for_path
+from chalicelib.contract.errors import EdgeError
+from chalicelib.contract.signals import NAMED_SIGNALS, check_shape, signal_for_path
 
 
 @pytest.mark.parametrize("path", ["/api/ingest", "/api/v1/ingest", "/api/v1/errors"])

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from fake_lookout import queue_counts
 
-from chalicelib import sqs_ops
+from chalicelib.runtime import sqs_batch
 from edgectl.resources import StackNames
 
 
 def fill(queue_url: str, count: int) -> list[dict]:
-    sent = sqs_ops.send_messages(
+    sent = sqs_batch.send_messages(
         queue_url,
         {
-            f"k{i}": sqs_ops.Outgoing(f"body {i}", {"n": {"DataType": "Number", "StringValue": str(i)}})
+            f"k{i}": sqs_batch.Outgoing(f"body {i}", {"n": {"DataType": "Number", "StringValue": str(i)}})
             for i in range(count)
         },
     )
     assert sent == set()
     received = []
-    while got := sqs_ops.receive(queue_url, 10, visibility=60, wait=0):
+    while got := sqs_batch.receive(queue_url, 10, visibility=60, wait=0):
         received.extend(got)
     return received
 
@@ -27,14 +27,14 @@ def test_send_receive_keeps_bodies_and_attributes_beyond_ten(aws: StackNames) ->
     received = fill(aws.queue_url, 23)
     assert sorted(m["Body"] for m in received) == sorted(f"body {i}" for i in range(23))
     assert {m["MessageAttributes"]["n"]["StringValue"] for m in received} == {str(i) for i in range(23)}
-    assert sqs_ops.depth(aws.queue_url) == (0, 23)
+    assert sqs_batch.depth(aws.queue_url) == (0, 23)
 
 
 def test_delete_reports_only_the_bad_handles(aws: StackNames) -> None:
     received = fill(aws.queue_url, 12)
     handles = {m["MessageId"]: m["ReceiptHandle"] for m in received}
     handles["bogus"] = "not-a-receipt-handle"
-    assert sqs_ops.delete_messages(aws.queue_url, handles) == {"bogus"}
+    assert sqs_batch.delete_messages(aws.queue_url, handles) == {"bogus"}
     assert queue_counts(aws.queue_url) == (0, 0)
 
 
@@ -42,13 +42,13 @@ def test_change_visibility_releases_and_reports_failures(aws: StackNames) -> Non
     received = fill(aws.queue_url, 3)
     timeouts = {m["MessageId"]: (m["ReceiptHandle"], 0) for m in received}
     timeouts["bogus"] = ("not-a-receipt-handle", 0)
-    assert sqs_ops.change_visibility(aws.queue_url, timeouts) == {"bogus"}
+    assert sqs_batch.change_visibility(aws.queue_url, timeouts) == {"bogus"}
     assert queue_counts(aws.queue_url) == (3, 0)
 
 
 def test_a_failed_call_marks_every_entry_failed(aws: StackNames) -> None:
     missing = aws.dlq_url + "-missing"
-    assert sqs_ops.send_messages(missing, {"a": sqs_ops.Outgoing("x", {}), "b": sqs_ops.Outgoing("y", {})}) == {
+    assert sqs_batch.send_messages(missing, {"a": sqs_batch.Outgoing("x", {}), "b": sqs_batch.Outgoing("y", {})}) == {
         "a",
         "b",
     }

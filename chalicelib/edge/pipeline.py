@@ -11,13 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalicelib import auth, envelope, idempotency, queue, ratelimit, remote_config
-from chalicelib.bodies import parse_body
-from chalicelib.config import settings
-from chalicelib.errors import EdgeError, bad_request, unavailable
-from chalicelib.keys import KeyCache, KeyRecord, KeyStoreUnavailable, fetch_key_item, hash_key
-from chalicelib.observability import count, logger
-from chalicelib.signals import ASSIGNED_ID_FIELDS, check_shape, signal_for_path
+from chalicelib.contract import envelope
+from chalicelib.contract.errors import EdgeError, bad_request, unavailable
+from chalicelib.contract.signals import ASSIGNED_ID_FIELDS, check_shape, signal_for_path
+from chalicelib.edge import auth, enqueue, idempotency, ratelimit, remote_config
+from chalicelib.edge.bodies import parse_body
+from chalicelib.edge.keys import KeyCache, KeyRecord, KeyStoreUnavailable, fetch_key_item, hash_key
+from chalicelib.runtime.config import settings
+from chalicelib.runtime.observability import count, logger
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def _accept(request: IngestRequest, signal: str) -> Reply:
     else:
         try:
             _enqueue(conf.queue_url, messages)
-        except queue.EnqueueFailed as failure:
+        except enqueue.EnqueueFailed as failure:
             raise _queue_down(failure) from None
     count("accepted", len(messages))
     count("enqueue_latency", (time.perf_counter() - started) * 1000, unit="Milliseconds")
@@ -170,7 +171,7 @@ def _enforce_rate_limit(table: str, record: KeyRecord, events: int) -> None:
 
 def build_messages(
     request: IngestRequest, signal: str, record: KeyRecord, events: list[Any], ndjson: bool
-) -> tuple[dict[str, Any], list[queue.OutgoingMessage]]:
+) -> tuple[dict[str, Any], list[enqueue.OutgoingMessage]]:
     """The 202 body and one queue message per event (CONTRACT §3 and §5)."""
     headers = request.headers
     received_at = envelope.utc_now_iso()
@@ -207,21 +208,23 @@ def build_messages(
                 body[id_field] = envelope.new_ulid()
                 message["assigned_ids"] = {id_field: body[id_field]}
         messages.append(
-            queue.OutgoingMessage(body=envelope.encode_message(message), signal=signal, project_id=record.project_id)
+            enqueue.OutgoingMessage(body=envelope.encode_message(message), signal=signal, project_id=record.project_id)
         )
     return body, messages
 
 
-def _enqueue(queue_url: str | None, messages: list[queue.OutgoingMessage], skip: frozenset[int] = frozenset()) -> None:
+def _enqueue(
+    queue_url: str | None, messages: list[enqueue.OutgoingMessage], skip: frozenset[int] = frozenset()
+) -> None:
     if not queue_url:
         logger().error("LOOKOUT_EDGE_QUEUE_URL is not set")
         raise unavailable("the edge has no queue configured")
     try:
-        queue.send_messages(queue_url, messages, skip)
-    except queue.EnqueueFailed:
+        enqueue.send_messages(queue_url, messages, skip)
+    except enqueue.EnqueueFailed:
         raise
     except Exception as exc:  # client construction, credentials
-        raise queue.EnqueueFailed(type(exc).__name__, set(skip)) from exc
+        raise enqueue.EnqueueFailed(type(exc).__name__, set(skip)) from exc
 
 
 def _enqueue_once(
@@ -243,7 +246,7 @@ def _enqueue_once(
         body, messages = _rebuild_with_ids(claim.body, messages)
     try:
         _enqueue(conf.queue_url, messages, frozenset(claim.sent))
-    except queue.EnqueueFailed as failure:
+    except enqueue.EnqueueFailed as failure:
         _release_quietly(conf.idempotency_table, claim, failure.sent)
         raise _queue_down(failure) from None
     try:
@@ -256,7 +259,7 @@ def _enqueue_once(
     return body
 
 
-def _rebuild_with_ids(stored: dict[str, Any], messages: list[queue.OutgoingMessage]) -> tuple[dict[str, Any], list]:
+def _rebuild_with_ids(stored: dict[str, Any], messages: list[enqueue.OutgoingMessage]) -> tuple[dict[str, Any], list]:
     ids = stored.get("event_ids") or [stored["event_id"]]
     if len(ids) != len(messages):
         raise EdgeError(422, "idempotency_mismatch", "this Idempotency-Key was used for a different request")
@@ -267,7 +270,7 @@ def _rebuild_with_ids(stored: dict[str, Any], messages: list[queue.OutgoingMessa
         for field_name in ASSIGNED_ID_FIELDS.values():
             if field_name in stored and "assigned_ids" in decoded:
                 decoded["assigned_ids"] = {field_name: stored[field_name]}
-        rebuilt.append(queue.OutgoingMessage(envelope.dumps(decoded), message.signal, message.project_id))
+        rebuilt.append(enqueue.OutgoingMessage(envelope.dumps(decoded), message.signal, message.project_id))
     return stored, rebuilt
 
 
@@ -278,7 +281,7 @@ def _release_quietly(table: str, claim: idempotency.Claim, sent: set[int]) -> No
         logger().warning("could not record the partial enqueue; the claim expires on its own")
 
 
-def _queue_down(failure: queue.EnqueueFailed) -> EdgeError:
+def _queue_down(failure: enqueue.EnqueueFailed) -> EdgeError:
     logger().error("enqueue failed", extra={"reason": str(failure), "sent": len(failure.sent)})
     return unavailable("the event queue is unavailable; nothing was accepted, retry shortly")
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib import backend, sqs_ops
-from chalicelib.config import ConfigError, settings
-from chalicelib.forwarder import (
+from chalicelib.forward.settle import (
     AUTH_STATUSES,
     Action,
     BackendAnswer,
@@ -31,12 +29,15 @@ from chalicelib.forwarder import (
     classify,
     dead_letter_attributes,
     parse_records,
-    parse_retry_after,
     redact,
     request_body,
     retry_visibility,
 )
-from chalicelib.observability import count, flush, logger
+from chalicelib.forward.sinks import lookout as lookout_sink
+from chalicelib.runtime import sqs_batch
+from chalicelib.runtime.config import ConfigError, settings
+from chalicelib.runtime.http import parse_retry_after
+from chalicelib.runtime.observability import count, flush, logger
 
 SERVICE = "forwarder"
 
@@ -71,18 +72,18 @@ def _forward(event: dict[str, Any], tally: Tally) -> dict[str, Any]:
     outcomes = classify(records, answer)
 
     dead = {
-        r.message_id: sqs_ops.Outgoing(r.body, dead_letter_attributes(r, o, token))
+        r.message_id: sqs_batch.Outgoing(r.body, dead_letter_attributes(r, o, token))
         for r, o in zip(records, outcomes, strict=True)
         if o.action is Action.DEAD_LETTER
     }
     # A rejected event is only removed from the queue once its DLQ copy exists.
-    not_dead_lettered = sqs_ops.send_messages(dlq_url, dead) if dead else set()
+    not_dead_lettered = sqs_batch.send_messages(dlq_url, dead) if dead else set()
     done = {
         r.message_id: r.receipt_handle
         for r, o in zip(records, outcomes, strict=True)
         if o.action is Action.DELETE or (o.action is Action.DEAD_LETTER and r.message_id not in not_dead_lettered)
     }
-    not_deleted = sqs_ops.delete_messages(queue_url, done) if done else set()
+    not_deleted = sqs_batch.delete_messages(queue_url, done) if done else set()
 
     retry_after = parse_retry_after(answer.retry_after) if answer else None
     retry = {
@@ -94,7 +95,7 @@ def _forward(event: dict[str, Any], tally: Tally) -> dict[str, Any]:
         if o.action is Action.RETRY or r.message_id in not_dead_lettered
     }
     if retry:
-        sqs_ops.change_visibility(queue_url, retry)
+        sqs_batch.change_visibility(queue_url, retry)
 
     _tally(tally, outcomes, dead.keys() - not_dead_lettered, len(retry))
     left = retry.keys() | not_deleted
@@ -121,11 +122,11 @@ def _deliver(records: list[Record], tally: Tally) -> tuple[str | None, BackendAn
     if not any(r.message is not None for r in records):
         return None, None
     try:
-        token = backend.edge_token()
-    except backend.TokenUnavailable as exc:
+        token = lookout_sink.edge_token()
+    except lookout_sink.TokenUnavailable as exc:
         logger(SERVICE).error("edge token unavailable", extra={"reason": str(exc)})
         return None, BackendAnswer(None, error="token_unavailable")
-    answer, elapsed_ms = backend.post_events(request_body(records), token)
+    answer, elapsed_ms = lookout_sink.post_events(request_body(records), token)
     tally.add("backend_latency", round(elapsed_ms))
     if answer.status in AUTH_STATUSES:
         tally.add("auth_failed")

@@ -2,8 +2,8 @@
 
 Read the SQS records, build the one backend request per batch, and turn the
 backend's answer into an action per message: delete it, dead-letter it, or
-leave it on the queue for a later retry. The I/O lives in chalicelib.backend
-(HTTP) and chalicelib.sqs_ops (SQS); chalicelib.forward_handler wires them.
+leave it on the queue for a later retry. The I/O lives in chalicelib.forward.sinks.lookout
+(HTTP) and chalicelib.runtime.sqs_batch (SQS); chalicelib.forward.handler wires them.
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from enum import Enum
 from typing import Any
 
-from chalicelib.envelope import decode_payload, dumps
+from chalicelib.contract.envelope import decode_payload, dumps
 
 # A whole batch the backend refuses for good (CONTRACT §6): retrying cannot help.
 PERMANENT_STATUSES = frozenset({400, 404, 413, 422})
@@ -198,22 +196,6 @@ def redact(text: str | None, secret: str | None) -> str | None:
     if text and secret:
         return text.replace(secret, "[redacted]")
     return text
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds from a `Retry-After` header: delta-seconds or an HTTP date; None when absent/garbled."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def retry_visibility(

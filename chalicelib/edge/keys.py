@@ -132,7 +132,7 @@ class KeyCache:
 
 def fetch_key_item(table: str, key_hash: str) -> KeyRecord | None:
     """One consistent-enough GetItem on the keys table (eventual consistency is fine)."""
-    from chalicelib.aws import client
+    from chalicelib.runtime.aws import client
 
     response = client("dynamodb").get_item(TableName=table, Key={"key_hash": {"S": key_hash}})
     item = response.get("Item")

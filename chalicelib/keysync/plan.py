@@ -1,6 +1,6 @@
 """Key sync, the pure part: a Lookout key row → keys-table item, and what to write or delete.
 
-No I/O here. `chalicelib.keysync_job` wires it to MySQL and DynamoDB. The raw API key
+No I/O here. `chalicelib.keysync.job` wires it to MySQL and DynamoDB. The raw API key
 only ever passes through `item_from_row` to be hashed; nothing here puts it in a
 message or an error.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from chalicelib.keys import hash_key
+from chalicelib.edge.keys import hash_key
 
 # Columns the key query must return (CONTRACT §7).
 REQUIRED_COLUMNS = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib.errors import bad_request, too_large
+from chalicelib.contract.errors import bad_request, too_large
 
 ERROR_PATHS = ("/api/ingest", "/api/v1/ingest", "/api/v1/errors")
 OTLP_PATH = "/api/ingest/trace/otlp"

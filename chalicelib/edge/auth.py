@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from chalicelib.keys import KeyRecord
-from chalicelib.signals import SIGNAL_FLAGS
+from chalicelib.contract.signals import SIGNAL_FLAGS
+from chalicelib.edge.keys import KeyRecord
 
 
 def extract_api_key(headers: Mapping[str, str], first_event: Any) -> str | None:

@@ -12,7 +12,7 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from chalicelib.errors import too_large
+from chalicelib.contract.errors import too_large
 
 VERSION = 1
 # SQS allows 256 KiB for body plus attributes; keep a margin for the attributes.

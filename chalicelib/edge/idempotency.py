@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalicelib.aws import client
+from chalicelib.runtime.aws import client
 
 TTL_SECONDS = 24 * 3600
 # A claim still pending after this long belongs to a request that died: take it over.

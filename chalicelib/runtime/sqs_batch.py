@@ -12,8 +12,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.aws import client
-from chalicelib.observability import logger
+from chalicelib.runtime.aws import client
+from chalicelib.runtime.observability import logger
 
 BATCH = 10
 

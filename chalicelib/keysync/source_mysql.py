@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from functools import cache
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
-from chalicelib.config import ConfigError, Settings
+from chalicelib.runtime.config import ConfigError, Settings
 
 DEFAULT_KEYS_QUERY = """\
 SELECT k.id AS key_id, k.`key` AS api_key, p.id AS project_id,
@@ -50,21 +49,12 @@ def db_url(conf: Settings, override: str | None = None) -> str:
 
 
 def _ssm_parameter(name: str) -> str:
-    from chalicelib.aws import client
+    from chalicelib.runtime.ssm import ParameterUnavailable, secure_parameter
 
     try:
-        value = _ssm_provider(client("ssm")).get(name, decrypt=True, max_age=PARAM_MAX_AGE)
-    except Exception as exc:
-        raise SourceUnavailable(f"cannot read SSM parameter {name}: {type(exc).__name__}") from None
-    return str(value)
-
-
-@cache
-def _ssm_provider(ssm_client: Any) -> Any:
-    """Powertools' SSM provider (and its value cache) for the container's shared client."""
-    from aws_lambda_powertools.utilities.parameters import SSMProvider
-
-    return SSMProvider(boto3_client=ssm_client)
+        return secure_parameter(name, max_age=PARAM_MAX_AGE)
+    except ParameterUnavailable as exc:
+        raise SourceUnavailable(str(exc)) from None
 
 
 def connect_args(url: str) -> dict[str, Any]:
@@ -161,7 +151,7 @@ def stream_rows(connection: Any, query: str, batch_size: int = 1000) -> Iterator
     """
     import pymysql
 
-    from chalicelib.keysync import missing_columns
+    from chalicelib.keysync.plan import missing_columns
 
     cursor = connection.cursor()
     try:

@@ -112,8 +112,8 @@ def fetch_from_lookout(raw_key: str, overrides: str | None) -> BackendConfig:
     """GET {backend}/api/config with the SDK's key and overrides, on the shared keep-alive pool."""
     import urllib3
 
-    from chalicelib.backend import http_pool
-    from chalicelib.config import settings
+    from chalicelib.runtime import http
+    from chalicelib.runtime.config import settings
 
     base = settings().backend_url
     if not base:
@@ -122,7 +122,7 @@ def fetch_from_lookout(raw_key: str, overrides: str | None) -> BackendConfig:
     if overrides is not None:
         headers["X-Lookout-Env-Overrides"] = overrides
     try:
-        response = http_pool(1.0, 2.0).request(
+        response = http.pool(1.0, 2.0).request(
             "GET", base + CONFIG_PATH, headers=headers, redirect=False, retries=False
         )
     except (urllib3.exceptions.HTTPError, OSError):
@@ -136,7 +136,7 @@ _cache: ConfigCache | None = None
 def config_cache() -> ConfigCache:
     global _cache
     if _cache is None:
-        from chalicelib.config import settings
+        from chalicelib.runtime.config import settings
 
         _cache = ConfigCache(fetch_from_lookout, fresh_seconds=settings().config_fresh_seconds)
     return _cache

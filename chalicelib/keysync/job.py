@@ -12,8 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from chalicelib.config import ConfigError, settings
-from chalicelib.keysync import (
+from chalicelib.keysync.plan import (
     BadRow,
     DeleteVerdict,
     DuplicateKey,
@@ -22,7 +21,8 @@ from chalicelib.keysync import (
     item_from_row,
     judge_deletes,
 )
-from chalicelib.observability import count, logger
+from chalicelib.runtime.config import ConfigError, settings
+from chalicelib.runtime.observability import count, logger
 
 SERVICE = "sync"
 BATCH_LIMIT = 25  # BatchWriteItem's maximum
@@ -108,8 +108,8 @@ def run(
 ) -> SyncResult:
     """Sync once from the settings' database (or `db_url`); never raises: failures are in
     `result.error`, logged, and counted as `sync_failed`."""
-    from chalicelib import lookout_db
-    from chalicelib.aws import client
+    from chalicelib.keysync import source_mysql
+    from chalicelib.runtime.aws import client
 
     conf = settings()
     dynamodb = client("dynamodb")
@@ -123,12 +123,12 @@ def run(
     writer = BatchWriter(conf.keys_table, dynamodb)
     connection = None
     try:
-        url = lookout_db.db_url(conf, db_url)
-        connection = lookout_db.connect(url)
-        rows = lookout_db.stream_rows(connection, conf.keys_query or lookout_db.DEFAULT_KEYS_QUERY)
+        url = source_mysql.db_url(conf, db_url)
+        connection = source_mysql.connect(url)
+        rows = source_mysql.stream_rows(connection, conf.keys_query or source_mysql.DEFAULT_KEYS_QUERY)
         sync_rows(rows, existing, writer, result, conf.mass_delete_share, allow_mass_delete, int(time.time()), progress)
     except Exception as exc:
-        known = (lookout_db.SourceUnavailable, WriteFailed, ConfigError)
+        known = (source_mysql.SourceUnavailable, WriteFailed, ConfigError)
         result.error = str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}"
         if result.deleted == 0 and result.delete_verdict is not DeleteVerdict.ALLOWED:
             result.delete_verdict = DeleteVerdict.REFUSED_SOURCE_FAILED

@@ -9,12 +9,10 @@ and re-read at once after the backend refused it).
 from __future__ import annotations
 
 import time
-from functools import cache
-from typing import Any
 
-from chalicelib.aws import client
-from chalicelib.config import ConfigError, settings
-from chalicelib.forwarder import AUTH_STATUSES, BackendAnswer
+from chalicelib.forward.settle import AUTH_STATUSES, BackendAnswer
+from chalicelib.runtime import http, ssm
+from chalicelib.runtime.config import ConfigError, settings
 
 INGEST_PATH = "/api/ingest/edge"
 _refresh_token = False
@@ -22,27 +20,6 @@ _refresh_token = False
 
 class TokenUnavailable(RuntimeError):
     """No token could be read; the message names the setting, never a value."""
-
-
-@cache
-def http_pool(connect_timeout: float, read_timeout: float) -> Any:
-    """Keep-alive connections reused across invocations of this container."""
-    import urllib3
-
-    return urllib3.PoolManager(
-        num_pools=4,
-        maxsize=10,
-        timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
-        retries=False,
-    )
-
-
-@cache
-def _ssm_provider(ssm_client: Any) -> Any:
-    """Powertools' SSM provider on our shared client (its own cache lives as long as the client)."""
-    from aws_lambda_powertools.utilities.parameters import SSMProvider
-
-    return SSMProvider(boto3_client=ssm_client)
 
 
 def edge_token() -> str:
@@ -54,15 +31,11 @@ def edge_token() -> str:
     if not config.token_param:
         raise ConfigError("set LOOKOUT_INGEST_EDGE_TOKEN or LOOKOUT_INGEST_EDGE_TOKEN_PARAM")
     try:
-        token = _ssm_provider(client("ssm")).get(
-            config.token_param, decrypt=True, max_age=config.token_cache_seconds, force_fetch=_refresh_token
-        )
-    except Exception as exc:
-        raise TokenUnavailable(f"cannot read {config.token_param} from SSM: {type(exc).__name__}") from None
+        token = ssm.secure_parameter(config.token_param, config.token_cache_seconds, force=_refresh_token)
+    except ssm.ParameterUnavailable as exc:
+        raise TokenUnavailable(str(exc)) from None
     _refresh_token = False
-    if not token:
-        raise TokenUnavailable(f"{config.token_param} is empty")
-    return str(token).strip()
+    return token
 
 
 def post_events(body: bytes, token: str) -> tuple[BackendAnswer, float]:
@@ -71,7 +44,7 @@ def post_events(body: bytes, token: str) -> tuple[BackendAnswer, float]:
     config = settings()
     url = config.require("backend_url") + INGEST_PATH
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    pool = http_pool(config.forward_connect_timeout, config.forward_read_timeout)
+    pool = http.pool(config.forward_connect_timeout, config.forward_read_timeout)
     import urllib3
 
     started = time.perf_counter()
@@ -95,5 +68,5 @@ def reset() -> None:
     """Forget pooled connections and cached providers (what a new container starts from)."""
     global _refresh_token
     _refresh_token = False
-    for cached in (http_pool, _ssm_provider):
-        cached.cache_clear()
+    http.reset()
+    ssm.reset()

@@ -11,7 +11,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.errors import EdgeError, bad_request, too_large, unsupported
+from chalicelib.contract.errors import EdgeError, bad_request, too_large, unsupported
 
 MIB = 1024 * 1024
 MAX_RAW_BYTES = 5 * MIB

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from chalicelib.aws import client
+from chalicelib.runtime.aws import client
 
 
 def seconds_to_next_minute(now: float) -> int:
