@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,14 +56,17 @@ def targets_for_stage(config: dict[str, Any], stage: str) -> Targets:
     return targets_from_environment(env)
 
 
-def oldest_message_age(queue_url: str, now: datetime) -> float | None:
+def queue_name(queue_url: str) -> str:
+    return urlsplit(queue_url).path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def oldest_message_age(queue_url: str, now: datetime, region: str | None = None) -> float | None:
     """CloudWatch's latest ApproximateAgeOfOldestMessage; None where there is no such data (local stacks)."""
-    queue_name = urlsplit(queue_url).path.rstrip("/").rsplit("/", 1)[-1]
     try:
-        points = client("cloudwatch").get_metric_statistics(
+        points = client("cloudwatch", region).get_metric_statistics(
             Namespace="AWS/SQS",
             MetricName="ApproximateAgeOfOldestMessage",
-            Dimensions=[{"Name": "QueueName", "Value": queue_name}],
+            Dimensions=[{"Name": "QueueName", "Value": queue_name(queue_url)}],
             StartTime=now - timedelta(minutes=15),
             EndTime=now,
             Period=60,
@@ -75,9 +79,9 @@ def oldest_message_age(queue_url: str, now: datetime) -> float | None:
     return float(max(points, key=lambda point: point["Timestamp"])["Maximum"])
 
 
-def scan_keys(table: str) -> tuple[int, float | None]:
+def scan_keys(table: str, region: str | None = None) -> tuple[int, float | None]:
     """(items, newest synced_at) from a scan that reads only `synced_at`."""
-    paginator = client("dynamodb").get_paginator("scan")
+    paginator = client("dynamodb", region).get_paginator("scan")
     count, newest = 0, None
     pages = paginator.paginate(TableName=table, ProjectionExpression="synced_at")
     for page in pages:
@@ -89,18 +93,44 @@ def scan_keys(table: str) -> tuple[int, float | None]:
     return count, newest
 
 
-def collect(targets: Targets, scan: bool = True, now: datetime | None = None) -> Status:
-    visible, in_flight = depth(targets.queue_url)
-    keys_counted, last_synced = scan_keys(targets.keys_table) if scan else (None, None)
+def collect(targets: Targets, scan: bool = True, now: datetime | None = None, region: str | None = None) -> Status:
+    """One region's status (`region` None: the default region of the credentials)."""
+    visible, in_flight = depth(targets.queue_url, region)
+    keys_counted, last_synced = scan_keys(targets.keys_table, region) if scan else (None, None)
+    table = client("dynamodb", region).describe_table(TableName=targets.keys_table)["Table"]
     return Status(
         queue_visible=visible,
         queue_in_flight=in_flight,
-        dlq_visible=depth(targets.dlq_url)[0] if targets.dlq_url else None,
-        oldest_age_seconds=oldest_message_age(targets.queue_url, now or datetime.now(UTC)),
-        keys_approximate=int(client("dynamodb").describe_table(TableName=targets.keys_table)["Table"]["ItemCount"]),
+        dlq_visible=depth(targets.dlq_url, region)[0] if targets.dlq_url else None,
+        oldest_age_seconds=oldest_message_age(targets.queue_url, now or datetime.now(UTC), region),
+        keys_approximate=int(table["ItemCount"]),
         keys_counted=keys_counted,
         last_synced_at=last_synced,
     )
+
+
+def targets_in_region(targets: Targets, region: str) -> Targets:
+    """The same stack in another region: a multi-region edge uses the same names everywhere
+    (docs/multi-region.md), so queue URLs are looked up by name in that region."""
+    sqs = client("sqs", region)
+
+    def url(queue_url: str) -> str:
+        return sqs.get_queue_url(QueueName=queue_name(queue_url))["QueueUrl"]
+
+    return Targets(targets.keys_table, url(targets.queue_url), url(targets.dlq_url) if targets.dlq_url else None)
+
+
+def collect_regions(
+    targets: Targets, regions: list[str], scan: bool = True, now: datetime | None = None
+) -> dict[str, Status | str]:
+    """Each region's status, or why it could not be read: one region down must not hide the others."""
+    found: dict[str, Status | str] = {}
+    for region in regions:
+        try:
+            found[region] = collect(targets_in_region(targets, region), scan, now, region)
+        except Exception as exc:
+            found[region] = f"{type(exc).__name__}: {exc}"
+    return found
 
 
 def _ago(seconds: float) -> str:
@@ -110,6 +140,41 @@ def _ago(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds // 60} min"
     return f"{seconds // 3600} h"
+
+
+def _synced(status: Status, now: float) -> str:
+    if status.keys_counted is None:
+        return "not read (--no-scan)"
+    if status.last_synced_at is None:
+        return "never"
+    return f"{_ago(now - status.last_synced_at)} ago"
+
+
+def format_regions(found: dict[str, Status | str], now: float, home: str | None = None) -> str:
+    """Regions side by side, one column each; an unreadable region says why below the table."""
+    rows: list[tuple[str, list[str]]] = [("", [f"{r} (home)" if r == home else r for r in found])]
+    readable = {region: s for region, s in found.items() if isinstance(s, Status)}
+
+    def row(label: str, cell: Callable[[Status], str]) -> None:
+        rows.append((label, [cell(readable[r]) if r in readable else "unreadable" for r in found]))
+
+    row("waiting", lambda s: str(s.queue_visible))
+    row("in flight", lambda s: str(s.queue_in_flight))
+    row("oldest", lambda s: "unknown" if s.oldest_age_seconds is None else _ago(s.oldest_age_seconds))
+    row("dead letters", lambda s: "-" if s.dlq_visible is None else str(s.dlq_visible))
+    row("keys", lambda s: str(s.keys_counted) if s.keys_counted is not None else f"~{s.keys_approximate}")
+    row("last sync", lambda s: _synced(s, now))
+    widths = [max(len(cells[i]) for _, cells in rows) for i in range(len(found))]
+    lines = [
+        f"{label:<14}" + "  ".join(f"{cell:>{width}}" for cell, width in zip(cells, widths, strict=True))
+        for label, cells in rows
+    ]
+    lines += [f"{region}: cannot read: {reason}" for region, reason in found.items() if isinstance(reason, str)]
+    if any(s.dlq_visible for s in readable.values()):
+        lines.append("dead letters: inspect and redrive in that region (AWS_REGION=... python -m edgectl dlq ...)")
+    if any(s.oldest_age_seconds is None for s in readable.values()):
+        lines.append("oldest unknown: no CloudWatch data for that queue yet (local stacks have none)")
+    return "\n".join(lines)
 
 
 def format_status(targets: Targets, status: Status, now: float) -> str:
@@ -153,6 +218,8 @@ def _run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError, OSError) as exc:
         print(f"status: {exc}", file=sys.stderr)
         return 2
+    if args.regions:
+        return _run_regions(args, targets)
     try:
         status = collect(targets, scan=not args.no_scan)
     except Exception as exc:
@@ -163,6 +230,17 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print(format_status(targets, status, time.time()))
     return 0
+
+
+def _run_regions(args: argparse.Namespace, targets: Targets) -> int:
+    regions = [r.strip() for r in args.regions.split(",") if r.strip()]
+    found = collect_regions(targets, regions, scan=not args.no_scan)
+    if args.json:
+        report = {r: asdict(s) if isinstance(s, Status) else {"error": s} for r, s in found.items()}
+        print(json.dumps({"regions": report}, indent=2))
+    else:
+        print(format_regions(found, time.time(), home=load_settings(os.environ).home_region))
+    return 0 if all(isinstance(s, Status) for s in found.values()) else 1
 
 
 def register(subparsers: Any) -> None:
@@ -176,4 +254,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--config", default=str(CONFIG), help=argparse.SUPPRESS)
     parser.add_argument("--no-scan", action="store_true", help="skip the keys scan (exact count, last sync)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--regions",
+        help="comma list, e.g. eu-west-1,us-east-1: the same stack in each region, side by side "
+        "(a multi-region edge, docs/multi-region.md); exit 1 when a region cannot be read",
+    )
     parser.set_defaults(run=_run)

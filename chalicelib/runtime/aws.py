@@ -25,8 +25,12 @@ def _session() -> Any:
 
 
 @cache
-def client(service: str) -> Any:
-    """A shared low-level client for `service` (sqs, dynamodb, ssm, cloudwatch)."""
+def client(service: str, region: str | None = None) -> Any:
+    """A shared low-level client for `service` (sqs, dynamodb, ssm, cloudwatch).
+
+    `region` None is the container's own region; another region is for a multi-region
+    edge's home-region key lookups and `status --regions` (docs/multi-region.md).
+    """
     from botocore.config import Config
 
     config = Config(
@@ -36,7 +40,7 @@ def client(service: str) -> Any:
         max_pool_connections=25,
     )
     with _lock:
-        return _session().create_client(service, config=config)
+        return _session().create_client(service, region_name=region, config=config)
 
 
 def reset_clients() -> None:

@@ -41,6 +41,9 @@ class Settings:
     retry_base_seconds: int = 10
     retry_max_seconds: int = 900
     token_cache_seconds: int = 300
+    # Multi-region edge (docs/multi-region.md): the region whose keys table the sync writes; a key
+    # missing from this region's replica is looked up there before the edge answers 401.
+    home_region: str | None = None
 
     def require(self, name: str) -> str:
         """Return a required setting or raise naming its environment variable."""
@@ -72,6 +75,7 @@ ENV_NAMES = {
     "retry_base_seconds": "LOOKOUT_EDGE_RETRY_BASE_SECONDS",
     "retry_max_seconds": "LOOKOUT_EDGE_RETRY_MAX_SECONDS",
     "token_cache_seconds": "LOOKOUT_EDGE_TOKEN_CACHE_SECONDS",
+    "home_region": "LOOKOUT_EDGE_HOME_REGION",
 }
 
 

@@ -93,9 +93,9 @@ def receive(queue_url: str, max_messages: int, visibility: int, wait: int = 1) -
     )
 
 
-def depth(queue_url: str) -> tuple[int, int]:
+def depth(queue_url: str, region: str | None = None) -> tuple[int, int]:
     """(visible, in flight) message counts, approximate as SQS reports them."""
-    attributes = client("sqs").get_queue_attributes(
+    attributes = client("sqs", region).get_queue_attributes(
         QueueUrl=queue_url,
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
