@@ -54,19 +54,19 @@ def parse_body(raw: bytes, content_type: str | None, content_encoding: str | Non
     return ParsedBody(events=[parse_json(data)], ndjson=False)
 
 
-def decode_content(raw: bytes, content_encoding: str | None) -> bytes:
-    """Undo gzip/deflate with a hard cap on the output, so a bomb costs little memory."""
+def decode_content(raw: bytes, content_encoding: str | None, limit: int = MAX_DECODED_BYTES) -> bytes:
+    """Undo gzip/deflate with a hard cap (`limit`) on the output, so a bomb costs little memory."""
     encoding = (content_encoding or "identity").strip().lower()
     if encoding in ("identity", ""):
         return raw
     if encoding in ("gzip", "x-gzip"):
-        return _inflate(raw, zlib.MAX_WBITS | 16, "gzip")
+        return _inflate(raw, zlib.MAX_WBITS | 16, "gzip", limit)
     if encoding == "deflate":
         # RFC 9110 deflate is zlib-wrapped; some clients send raw deflate.
         try:
-            return _inflate(raw, zlib.MAX_WBITS, "deflate")
+            return _inflate(raw, zlib.MAX_WBITS, "deflate", limit)
         except _CorruptStream:
-            return _inflate(raw, -zlib.MAX_WBITS, "deflate")
+            return _inflate(raw, -zlib.MAX_WBITS, "deflate", limit)
     raise unsupported(f"content encoding {encoding!r} is not accepted; send gzip, deflate or none")
 
 
@@ -74,15 +74,15 @@ class _CorruptStream(Exception):
     pass
 
 
-def _inflate(raw: bytes, wbits: int, name: str) -> bytes:
+def _inflate(raw: bytes, wbits: int, name: str, limit: int) -> bytes:
     decompressor = zlib.decompressobj(wbits)
     out = bytearray()
     pending = raw
     try:
         while pending:
             out += decompressor.decompress(pending, _CHUNK)
-            if len(out) > MAX_DECODED_BYTES:
-                raise too_large(f"the decoded body is over the {MAX_DECODED_BYTES}-byte limit")
+            if len(out) > limit:
+                raise too_large(f"the decoded body is over the {limit}-byte limit")
             pending = decompressor.unconsumed_tail
             if decompressor.eof:
                 break
@@ -91,8 +91,8 @@ def _inflate(raw: bytes, wbits: int, name: str) -> bytes:
         if name == "deflate" and wbits > 0:
             raise _CorruptStream from exc
         raise bad_request(f"the body is not valid {name} data") from exc
-    if len(out) > MAX_DECODED_BYTES:
-        raise too_large(f"the decoded body is over the {MAX_DECODED_BYTES}-byte limit")
+    if len(out) > limit:
+        raise too_large(f"the decoded body is over the {limit}-byte limit")
     if not decompressor.eof:
         if name == "deflate" and wbits > 0:
             raise _CorruptStream

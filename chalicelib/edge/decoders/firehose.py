@@ -1,0 +1,166 @@
+"""Amazon Data Firehose HTTP endpoint deliveries → events (CONTRACT §9).
+
+AWS, "HTTP Endpoint Delivery Request and Response Specifications": Firehose POSTs
+`{"requestId", "timestamp", "records": [{"data": <base64>}, ...]}` (optionally gzip) with
+the key in `X-Amz-Firehose-Access-Key`, counts only a 200 `{"requestId", "timestamp"}` as
+delivered, and retries every other answer (body `{"requestId", "timestamp", "errorMessage"}`)
+with the same `X-Amz-Firehose-Request-Id` until its retry duration ends; 413 it does not
+retry, so 413 means "this delivery can never be accepted".
+
+Each record's data is one JSON object, NDJSON (one event per line) or the gzip of a
+CloudWatch Logs subscription message (`log` events, chalicelib/contract/cloudwatch_logs.py).
+Pure functions: no AWS here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.contract import cloudwatch_logs
+from chalicelib.contract.errors import EdgeError, bad_request, too_large
+from chalicelib.contract.signals import check_shape
+from chalicelib.edge.bodies import decode_content, parse_json
+
+SIGNALS = frozenset({"log", "error", "event", "metric", "security", "otlp", "otlp_logs", "otlp_metrics"})
+# Firehose's own bounds: a record's data is at most 1,000 KiB before base64 (PutRecord).
+MAX_RECORD_BYTES = 1_024_000
+MAX_RECORDS = 10_000
+# One delivery becomes at most this many queue messages (NDJSON records can hold many).
+MAX_EVENTS = 10_000
+# Lambda takes at most 6 MB per request; a 4 MB buffer grows by a third in base64.
+MAX_DECODED_BYTES = 8 * 1024 * 1024
+# Request headers copied into every queue message's `headers` (names lowercase).
+CARRIED_HEADERS = (
+    "x-amz-firehose-request-id",
+    "x-amz-firehose-source-arn",
+    "x-amz-firehose-common-attributes",
+)
+ACCESS_KEY_HEADER = "x-amz-firehose-access-key"
+REQUEST_ID_HEADER = "x-amz-firehose-request-id"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A decoded delivery: its request id (echoed in every answer) and its events in order."""
+
+    request_id: str
+    events: list[dict[str, Any]]
+    records: int
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def success_body(request_id: str, timestamp: int | None = None) -> dict[str, Any]:
+    """The only answer Firehose counts as delivered (with status 200)."""
+    return {"requestId": request_id, "timestamp": now_ms() if timestamp is None else timestamp}
+
+
+def error_body(request_id: str, error: EdgeError, timestamp: int | None = None) -> dict[str, Any]:
+    """The spec's failure body; `errorMessage` is "<contract code>: <text>" (Firehose logs it)."""
+    return {**success_body(request_id, timestamp), "errorMessage": f"{error.code}: {error.message}"}
+
+
+def header_request_id(headers: Mapping[str, str]) -> str:
+    return (headers.get(REQUEST_ID_HEADER) or "").strip()
+
+
+def carried_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The Firehose headers every queue message carries (never the access key)."""
+    return {name: headers[name] for name in CARRIED_HEADERS if headers.get(name)}
+
+
+def load_request(raw: bytes, content_encoding: str | None) -> dict[str, Any]:
+    """The request body as a JSON object (gzip undone with a cap); 400/413/415 otherwise."""
+    data = decode_content(raw, content_encoding, MAX_DECODED_BYTES)
+    if not data.strip():
+        raise bad_request("the request body is empty")
+    request = parse_json(data)
+    if not isinstance(request, dict):
+        raise bad_request('a Firehose request must be a JSON object with "requestId" and "records"')
+    return request
+
+
+def request_id_of(request: Mapping[str, Any], headers: Mapping[str, str]) -> str:
+    """The body's `requestId` (what Firehose checks in the answer), else the header's."""
+    given = request.get("requestId")
+    return given if isinstance(given, str) and given else header_request_id(headers)
+
+
+def decode_delivery(request: Mapping[str, Any], headers: Mapping[str, str], signal: str) -> Delivery:
+    """Every record → its events, each checked as `/api/ingest/{signal}` checks a body."""
+    records = request.get("records")
+    if not isinstance(records, list):
+        raise bad_request('"records" must be a JSON array')
+    if len(records) > MAX_RECORDS:
+        raise too_large(f"a delivery holds at most {MAX_RECORDS} records, got {len(records)}")
+    events: list[dict[str, Any]] = []
+    for number, record in enumerate(records, start=1):
+        try:
+            events.extend(decode_record(record, signal))
+        except EdgeError as error:
+            raise EdgeError(error.status, error.code, f"record {number}: {error.message}") from None
+        if len(events) > MAX_EVENTS:
+            raise EdgeError(413, "too_many_events", f"a delivery may hold at most {MAX_EVENTS} events")
+    return Delivery(request_id=request_id_of(request, headers), events=events, records=len(records))
+
+
+def decode_record(record: Any, signal: str) -> list[dict[str, Any]]:
+    """One record's events: none for an empty record or a CloudWatch Logs control message."""
+    if not isinstance(record, dict) or not isinstance(record.get("data"), str):
+        raise bad_request('a record must be an object with a base64 "data" string')
+    try:
+        data = base64.b64decode(record["data"], validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request('"data" is not valid base64') from None
+    if len(data) > MAX_RECORD_BYTES:
+        raise too_large(f"the data is {len(data)} bytes; a Firehose record holds at most {MAX_RECORD_BYTES}")
+    if cloudwatch_logs.is_gzip(data):
+        if signal != "log":
+            raise bad_request("CloudWatch Logs data belongs on /api/firehose/log")
+        return cloudwatch_logs.decode_log_payloads(data)
+    if not data.strip():
+        return []
+    events = _json_events(data)
+    for event in events:
+        check_shape(signal, event)
+    return events
+
+
+def _json_events(data: bytes) -> list[Any]:
+    """One JSON document (a pretty-printed object may span lines), else NDJSON."""
+    try:
+        return [parse_json(data)]
+    except EdgeError:
+        if b"\n" not in data.strip():
+            raise
+    events = []
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            events.append(parse_json(line))
+        except EdgeError as error:
+            raise bad_request(f"line {number}: {error.message}") from None
+    return events
+
+
+def stable_event_ids(request_id: str, first_seen_ms: int, count: int) -> list[str]:
+    """ULIDs that a retry of the same delivery gets again: the time of its first attempt,
+    64 bits of the request id's hash and the event's position (≤ 65,535) as randomness.
+
+    So a retry after a partial enqueue resends the missing events under the ids they were
+    first given, and the backend, which stores an event id once, keeps each once.
+    """
+    from ulid import ULID
+
+    seed = int.from_bytes(hashlib.sha256(request_id.encode("utf-8", "surrogatepass")).digest()[:8], "big")
+    base = (first_seen_ms & (2**48 - 1)) << 80 | seed << 16
+    return [str(ULID.from_int(base | position)) for position in range(count)]
