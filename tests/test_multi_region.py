@@ -16,10 +16,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from edgectl import multi_region
 from edgectl.cli import main
 from edgectl.cmd_status import Status, format_regions
 from edgectl.resources import StackNames, create_resources
 from tests.conftest import reset_container_state
+from tests.test_deploy import cfn_lint
 
 HOME, FAR = "us-east-1", "eu-west-1"
 
@@ -76,7 +78,9 @@ def test_status_shows_each_region_side_by_side(regions: Regions, capsys: pytest.
     assert main(["status", "--regions", f"{HOME},{FAR}", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)["regions"]
     assert list(report) == [HOME, FAR]
-    seen = {r: (s["queue_visible"], s["dlq_visible"], s["keys_counted"], s["last_synced_at"]) for r, s in report.items()}
+    seen = {
+        r: (s["queue_visible"], s["dlq_visible"], s["keys_counted"], s["last_synced_at"]) for r, s in report.items()
+    }
     # Not yet replicated: the far replica has no key and no sync time, which is what status is for.
     assert seen == {HOME: (3, 0, 1, 2000.0), FAR: (1, 2, 0, None)}
 
@@ -103,3 +107,38 @@ def test_region_table_format_explains_unknowns() -> None:
     text = format_regions({HOME: status, FAR: "EndpointConnectionError: down"}, now=0, home=HOME)
     assert "unreadable" in text and f"{FAR}: cannot read: EndpointConnectionError: down" in text
     assert "oldest unknown: no CloudWatch data" in text and "inspect and redrive in that region" in text
+
+
+def test_the_global_template_is_current_and_passes_cfn_lint() -> None:
+    assert multi_region.main(["--check"]) == 0, "run: python -m edgectl.multi_region"
+    result = cfn_lint(multi_region.GLOBAL_TEMPLATE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_global_table_has_the_home_replica_and_one_per_given_region() -> None:
+    template = multi_region.global_template()
+    table = template["Resources"]["KeysTable"]
+    assert table["Type"] == "AWS::DynamoDB::GlobalTable" and table["DeletionPolicy"] == "Retain"
+    replicas = table["Properties"]["Replicas"]
+    assert replicas[0]["Region"] == {"Ref": "AWS::Region"}  # the stack's own region: the home region
+    assert [r["Fn::If"][0] for r in replicas[1:]] == [f"HasRegion{i}" for i in range(1, multi_region.MAX_REPLICAS + 1)]
+    # The edge stacks read the same table by name: key schema as the single-region table's.
+    assert table["Properties"]["KeySchema"] == [{"AttributeName": "key_hash", "KeyType": "HASH"}]
+
+
+def test_every_region_has_a_latency_record_guarded_by_its_health_check() -> None:
+    resources = multi_region.global_template()["Resources"]
+    for index in range(multi_region.MAX_REPLICAS + 1):
+        record = resources[f"LatencyRecord{index}"]["Properties"]
+        assert record["Region"] == record["SetIdentifier"]
+        assert record["Name"] == {"Ref": "DomainName"} and record["Type"] == "A"
+        condition, with_alarm, without = record["HealthCheckId"]["Fn::If"]
+        assert resources[with_alarm["Ref"]]["Condition"] == condition
+        assert without == {"Ref": f"EndpointHealth{index}"}
+        children = resources[with_alarm["Ref"]]["Properties"]["HealthCheckConfig"]
+        assert children["Type"] == "CALCULATED" and children["HealthThreshold"] == len(children["ChildHealthChecks"])
+        endpoint = resources[f"EndpointHealth{index}"]["Properties"]["HealthCheckConfig"]
+        assert endpoint["Type"] == "HTTPS" and endpoint["ResourcePath"] == {"Ref": "HealthCheckPath"}
+        if index:
+            assert resources[f"LatencyRecord{index}"]["Condition"] == f"HasRegion{index}"
+            assert resources[f"ReplicationLagAlarm{index}"]["Condition"] == f"HasRegion{index}"
