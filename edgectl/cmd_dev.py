@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from edgectl.devstack import ROOT, DevStack, PortInUse, StackOptions, mariadb_available
+from edgectl.devstack import ROOT, DevStack, PortInUse, StackOptions, mariadb_available, write_private
 
 STATE_DIR = ROOT / ".dev"
 SEEDED_URL_FILE = STATE_DIR / "lookout-db-url"
@@ -24,6 +24,11 @@ def register(subparsers: Any) -> None:
     dev.add_argument("--receiver-port", type=int, default=int(os.environ.get("RECEIVER_PORT", 8001)))
     dev.add_argument("--aws-port", type=int, default=int(os.environ.get("AWS_PORT", 4566)))
     dev.add_argument("--sync-every", type=float, default=300.0, help="seconds between key syncs (default 300)")
+    dev.add_argument(
+        "--source-ip-header",
+        metavar="NAME",
+        help="let the edge take the client IP from this request header (local only, to try IP allowlists)",
+    )
     dev.set_defaults(run=run_dev)
 
     seed = subparsers.add_parser("dev-seed", help="create a Lookout database with a demo key for the key sync")
@@ -49,6 +54,7 @@ def run_dev(args: argparse.Namespace) -> int:
         receiver_db_url=receiver_db,
         state_dir=STATE_DIR,
         sync_every=args.sync_every,
+        source_ip_header=args.source_ip_header,
     )
     stack = DevStack(options)
     # Ctrl-C and SIGTERM both stop the stack, even when started with SIGINT ignored (nohup, CI).
@@ -96,9 +102,8 @@ def run_dev_seed(args: argparse.Namespace) -> int:
     except pymysql.MySQLError as exc:
         print(f"dev-seed: cannot reach the database server ({exc.args[-1]}); is MariaDB running?", file=sys.stderr)
         return 1
-    STATE_DIR.mkdir(exist_ok=True)
-    SEEDED_URL_FILE.write_text(url)
-    (STATE_DIR / "demo-key").write_text(key)
+    write_private(SEEDED_URL_FILE, url)
+    write_private(STATE_DIR / "demo-key", key)
     print(f"created database {args.database} with the Lookout schema and one organization, project and key")
     print(f"  API key       {key}")
     print(f"  LOOKOUT_DB_URL {_without_password(url)} (saved in {SEEDED_URL_FILE.relative_to(ROOT)})")

@@ -19,6 +19,11 @@ def register(subparsers: Any) -> None:
     edge = subparsers.add_parser("serve-edge", help="serve the edge's routes over HTTP (local stack)")
     edge.add_argument("--host", default="127.0.0.1")
     edge.add_argument("--port", type=int, default=8000)
+    edge.add_argument(
+        "--source-ip-header",
+        metavar="NAME",
+        help="local only: take the client IP (sourceIp) from this request header, to try allowlists",
+    )
     edge.set_defaults(run=serve_edge)
 
     poller = subparsers.add_parser("poll-forwarder", help="feed the queue to the forwarder handler (local stack)")
@@ -30,22 +35,28 @@ def register(subparsers: Any) -> None:
     schedule.set_defaults(run=run_schedule)
 
 
-def make_edge_server(host: str, port: int) -> Any:
-    """The real `app` behind Chalice's local gateway, served at the root as the DSN needs.
+def make_edge_server(host: str, port: int, source_ip_header: str | None = None) -> Any:
+    """The real `app` behind Chalice's local gateway, served at the root as the DSN needs,
+    with the HTTP-level answers of the deployed API (edgectl.local_http).
 
     Chalice's local server keeps `current_request` per thread, so requests run concurrently.
     """
     from chalice.config import Config
-    from chalice.local import create_local_server
+    from chalice.local import CustomLocalChalice, LocalChalice, LocalDevServer
 
     from app import app
+    from edgectl.local_http import EdgeHTTPServer, make_handler
 
     config = Config(chalice_stage="local", config_from_disk={"version": "2.0", "app_name": "lookout-edge"})
-    return create_local_server(app, config, host, port)
+    if not isinstance(app, LocalChalice):  # what chalice.local.create_local_server does
+        CustomLocalChalice.__bases__ = (LocalChalice, app.__class__)
+        app.__class__ = CustomLocalChalice
+    handler = make_handler(source_ip_header)
+    return LocalDevServer(app, config, host, port, handler_cls=handler, server_cls=EdgeHTTPServer)
 
 
 def serve_edge(args: argparse.Namespace) -> int:
-    server = make_edge_server(args.host, args.port)
+    server = make_edge_server(args.host, args.port, args.source_ip_header)
     print(f"edge listening on http://{args.host}:{args.port}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()

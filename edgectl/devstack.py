@@ -7,6 +7,7 @@ ports. Each piece but the embedded AWS is its own process running the real
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -50,6 +51,7 @@ class StackOptions:
     poll_wait: int = 1
     demo_key: str | None = None
     receiver_projects: dict[str, str] = field(default_factory=dict)  # API key → project, for /api/config
+    source_ip_header: str | None = None  # local only: the edge takes the client IP from this header
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -121,7 +123,10 @@ class DevStack:
             if not opts.lookout_db_url:
                 self.demo_key = self._seed_demo_key()
             self._start_receiver()
-            self._spawn("edge", ["serve-edge", "--host", opts.host, "--port", str(opts.edge_port)])
+            edge_args = ["serve-edge", "--host", opts.host, "--port", str(opts.edge_port)]
+            if opts.source_ip_header:
+                edge_args += ["--source-ip-header", opts.source_ip_header]
+            self._spawn("edge", edge_args)
             self._spawn("forwarder", ["poll-forwarder", "--wait", str(opts.poll_wait)])
             if opts.lookout_db_url:
                 self._spawn("sync", ["run-schedule", "--every", str(opts.sync_every)])
@@ -193,8 +198,10 @@ class DevStack:
         projects = dict(self.options.receiver_projects)
         if self.demo_key:
             projects[self.demo_key] = DEMO_PROJECT_ID
-        for key, project_id in projects.items():
-            args += ["--project", f"{key}={project_id}"]
+        if projects:  # in a file only this user can read: a command line is visible to every `ps`
+            projects_file = self.options.state_dir / "receiver-projects.json"
+            write_private(projects_file, json.dumps(projects))
+            args += ["--projects-file", str(projects_file)]
         self._spawn("receiver", args)
 
     def _spawn(self, name: str, args: list[str], module: str | None = "edgectl") -> None:
@@ -235,9 +242,7 @@ class DevStack:
     def banner(self) -> str:
         key = self.demo_key or "YOUR_PROJECT_API_KEY"
         token_file = self.options.state_dir / "edge-token"
-        self.options.state_dir.mkdir(parents=True, exist_ok=True)
-        token_file.write_text(self.token)
-        token_file.chmod(0o600)
+        write_private(token_file, self.token)
         host = f"{self.options.host}:{self.options.edge_port}"
         smoke = '{"message":"edge smoke test","exception_class":"RuntimeException"}'
         source = (
@@ -291,13 +296,23 @@ def _stored_demo_key(state_dir: Path) -> str:
     """The same demo key across runs, so a DSN pasted into an app keeps working."""
     path = state_dir / "demo-key"
     if path.exists():
+        path.chmod(0o600)  # written world-readable by earlier versions
         return path.read_text().strip()
     from edgectl.lookoutdb import new_raw_key
 
-    state_dir.mkdir(parents=True, exist_ok=True)
     key = new_raw_key()
-    path.write_text(key)
+    write_private(path, key)
     return key
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a secret file readable by its owner only (0600 from the start, not chmod after)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+    os.replace(temporary, path)
 
 
 def ensure_port_free(host: str, port: int, what: str) -> None:

@@ -501,7 +501,12 @@ def register(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="KEY=PROJECT_ID",
-        help="an API key allowed to read PROJECT_ID's /api/config (repeatable)",
+        help="an API key allowed to read PROJECT_ID's /api/config (repeatable; visible in `ps`)",
+    )
+    parser.add_argument(
+        "--projects-file",
+        metavar="PATH",
+        help='JSON {"API_KEY": "PROJECT_ID", ...}: as --project, but the keys stay off the command line',
     )
     parser.set_defaults(run=run_receiver)
 
@@ -524,7 +529,11 @@ def run_receiver(args: Any) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     store: ReceiverStore = MySQLStore(args.db) if args.db else SQLiteStore(args.sqlite)
     token = args.token or os.environ.get(TOKEN_ENV) or None
-    handle = start_receiver(store, token, args.host, args.port, parse_projects(args.project))
+    projects = parse_projects(args.project)
+    if args.projects_file:
+        with open(args.projects_file) as file:
+            projects.update({str(key): str(project_id) for key, project_id in json.load(file).items()})
+    handle = start_receiver(store, token, args.host, args.port, projects)
     log.info("receiver on %s, store %r, token %s", handle.url, store, "set" if token else "NOT set (503)")
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

@@ -10,11 +10,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from edgectl.devstack import ROOT, DevStack, PortInUse, StackOptions, free_port
+from edgectl.devstack import ROOT, DevStack, PortInUse, StackOptions, _stored_demo_key, free_port
 
 
 def send(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict, dict]:
@@ -147,6 +148,11 @@ def test_stack_stops_cleanly_and_refuses_a_taken_port(tmp_path):
     stack = DevStack(options, out=open(tmp_path / "log", "w")).start()  # noqa: SIM115
     processes = [piece.process for piece in stack.pieces]
     try:
+        for piece in stack.pieces:  # a command line is visible to every user's `ps`
+            assert b"lk_demo" not in Path(f"/proc/{piece.process.pid}/cmdline").read_bytes()
+        config = urllib.request.Request(f"{stack.receiver_url}/api/config", headers={"X-Api-Key": "lk_demo"})
+        with urllib.request.urlopen(config, timeout=5) as answer:  # the receiver still knows the key
+            assert json.loads(answer.read())["project_id"] == "1"
         status, _, _ = send(
             f"{stack.edge_url}/api/ingest",
             b'{"message": "m"}',
@@ -161,6 +167,14 @@ def test_stack_stops_cleanly_and_refuses_a_taken_port(tmp_path):
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"{stack.edge_url}/health", timeout=2)
     DevStack(StackOptions(edge_port=options.edge_port, aws_port=free_port(), state_dir=tmp_path))  # port is free again
+
+
+def test_demo_key_file_is_private(tmp_path):
+    key = _stored_demo_key(tmp_path)
+    assert (tmp_path / "demo-key").stat().st_mode & 0o777 == 0o600
+    (tmp_path / "demo-key").chmod(0o644)  # as earlier versions left it
+    assert _stored_demo_key(tmp_path) == key
+    assert (tmp_path / "demo-key").stat().st_mode & 0o777 == 0o600
 
 
 def test_pieces_die_with_a_killed_stack(tmp_path):

@@ -1,0 +1,208 @@
+"""The edge over local HTTP: Chalice's local gateway, held to the contract the deployed API keeps.
+
+Chalice's dev server is close to API Gateway but not close enough for an edge whose
+clients only understand the contract: it logs query strings (`?api_key=...`) verbatim,
+answers 405/501/431 with HTML or Chalice's own JSON, matches `//api/ingest` and a
+trailing slash that API Gateway refuses, reads a chunked body as empty, prints a
+traceback whenever a client hangs up, and reports every client as 127.0.0.1. This
+module fixes each of those in the local server only; nothing here runs deployed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import sys
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+from chalice.local import ChaliceRequestHandler, LocalGatewayException, ThreadedHTTPServer
+
+# API Gateway's payload limit: a larger request never reaches the Lambda there either.
+MAX_BODY_BYTES = 10 * 1024 * 1024
+_QUERY = re.compile(r"\?[^\s\"']*")
+# What a status means when this server (not the app) answers it; the contract's error words.
+_ERROR_WORDS = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    411: "length_required",
+    413: "payload_too_large",
+    414: "uri_too_long",
+    431: "request_header_fields_too_large",
+    501: "not_implemented",
+    505: "http_version_not_supported",
+}
+_CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+
+
+def redact_query(text: str) -> str:
+    """Any query string in a log line becomes `?…`: it may carry `api_key=...`."""
+    return _QUERY.sub("?…", text)
+
+
+def not_found_body(path: str) -> dict[str, str]:
+    """What the deployed API's MISSING_AUTHENTICATION_TOKEN gateway response answers."""
+    return {"error": "not_found", "message": f"no ingest route at {path}"}
+
+
+def is_gateway_path(path: str) -> bool:
+    """False for paths API Gateway does not route: empty segments (`//api/ingest`) or a
+    trailing slash (`/api/ingest/`), which it answers 403 (the stack maps that to JSON 404)."""
+    return path == "/" or (path.startswith("/") and "//" not in path and not path.endswith("/"))
+
+
+class BodyTooLarge(ValueError):
+    """The request body is over MAX_BODY_BYTES."""
+
+
+class BadChunking(ValueError):
+    """A chunked body whose framing does not parse."""
+
+
+def read_chunked(stream: Any, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The whole body of a `Transfer-Encoding: chunked` request (RFC 9112 §7.1), trailers skipped."""
+    body = bytearray()
+    while True:
+        size_line = stream.readline(1024)
+        try:
+            size = int(size_line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise BadChunking("chunk size is not hexadecimal") from None
+        if size == 0:
+            break
+        if size < 0 or len(body) + size > limit:
+            raise BodyTooLarge
+        chunk = stream.read(size)
+        if len(chunk) != size:
+            raise BadChunking("the body ended inside a chunk")
+        body += chunk
+        stream.readline(1024)  # the CRLF after the chunk
+    while stream.readline(8192) not in (b"\r\n", b"\n", b""):
+        pass  # trailer fields
+    return bytes(body)
+
+
+class EdgeRequestHandler(ChaliceRequestHandler):
+    """Chalice's request handler with the contract's answers at the HTTP layer.
+
+    `source_ip_header` (None unless the local stack opts in) names a request header whose
+    value becomes `requestContext.identity.sourceIp`, so allowlists can be tried locally.
+    """
+
+    source_ip_header: str | None = None
+    server_version = "lookout-edge-local"
+    sys_version = ""
+
+    # -- answers the server itself gives -------------------------------------------------------
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Every error http.server raises on its own (400, 414, 431, 501, ...) as contract JSON."""
+        self.log_error("code %d, message %s", code, message)
+        word = _ERROR_WORDS.get(code, "bad_request" if code < 500 else "internal_error")
+        text = message or self.responses.get(code, ("",))[0] or word
+        self._send_json(code, {"error": word, "message": text}, close=True)
+
+    def _send_json(self, code: int, body: dict[str, Any], headers: dict[str, str] | None = None, close=False) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+            self.wfile.write(data)
+
+    # -- logging -------------------------------------------------------------------------------
+    def log_message(self, format: str, *args: Any) -> None:
+        sys.stderr.write(f"{self.address_string()} - [{self.log_date_time_string()}] {redact_query(format % args)}\n")
+
+    # -- requests ------------------------------------------------------------------------------
+    def _parse_payload(self) -> tuple[dict[str, Any], bytes | None]:
+        headers = {name: value for name, value in self.headers.items() if name.lower() != "transfer-encoding"}
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            body = read_chunked(self.rfile)
+            headers = {name: value for name, value in headers.items() if name.lower() != "content-length"}
+            headers["Content-Length"] = str(len(body))
+            return headers, body or None
+        try:
+            length = int(self.headers.get("content-length") or 0)
+        except ValueError:
+            raise BadChunking("Content-Length is not a number") from None
+        if length > MAX_BODY_BYTES:
+            raise BodyTooLarge
+        return headers, (self.rfile.read(length) if length > 0 else None)
+
+    def _generic_handle(self) -> None:
+        # The path as sent: http.server collapses a leading "//" in self.path (CVE-2021-28861).
+        path = self.requestline.split(" ")[1].split("?", 1)[0]
+        try:
+            headers, body = self._parse_payload()
+        except BodyTooLarge:
+            self._send_json(413, {"error": "payload_too_large", "message": "request body over 10 MiB"}, close=True)
+            return
+        except BadChunking as exc:
+            self._send_json(400, {"error": "bad_request", "message": str(exc)}, close=True)
+            return
+        if not is_gateway_path(path):
+            self._send_json(404, not_found_body(path))
+            return
+        try:
+            headers, source_ip = self._take_source_ip(headers)
+        except ValueError:
+            message = f"{self.source_ip_header} must be an IPv4 or IPv6 address"
+            self._send_json(400, {"error": "bad_request", "message": message})
+            return
+        converter = self.local_gateway.event_converter
+        converter.LOCAL_SOURCE_IP = source_ip or type(converter).LOCAL_SOURCE_IP
+        try:
+            response = self.local_gateway.handle_request(self.command, self.path, headers, body)
+        except LocalGatewayException:
+            self._send_json(404, not_found_body(path))  # Chalice's "Missing Authentication Token"
+            return
+        if response["statusCode"] == 405:
+            allowed = ", ".join(self._methods_of(path))
+            body = {"error": "method_not_allowed", "message": f"{self.command} is not allowed on {path}"}
+            self._send_json(405, body, {"Allow": allowed} if allowed else None)
+            return
+        out_headers = {**response["headers"], **response["multiValueHeaders"]}
+        response = self._handle_binary(response)
+        self._send_http_response(response["statusCode"], out_headers, response["body"])
+
+    def _take_source_ip(self, headers: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """(headers without the opt-in source-IP header, its address); ValueError when it is not an IP."""
+        if not self.source_ip_header:
+            return headers, None
+        wanted = self.source_ip_header.lower()
+        value = next((v for k, v in headers.items() if k.lower() == wanted), None)
+        if value is None:
+            return headers, None
+        rest = {k: v for k, v in headers.items() if k.lower() != wanted}
+        return rest, str(ipaddress.ip_address(value.strip()))
+
+    def _methods_of(self, path: str) -> list[str]:
+        """The methods the route at `path` answers (for the 405's Allow header)."""
+        gateway = self.local_gateway
+        route = gateway.event_converter._route_matcher.match_route(path).route
+        return sorted(gateway._app_object.routes[route])
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _generic_handle
+
+
+class EdgeHTTPServer(ThreadedHTTPServer):
+    """A client that gives up (closed socket, reset) is not an error worth a traceback."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], _CLIENT_GONE):
+            return
+        super().handle_error(request, client_address)
+
+
+def make_handler(source_ip_header: str | None) -> type[BaseHTTPRequestHandler]:
+    """The handler class, with the local-only source-IP header when the stack opts in."""
+    return type("EdgeHandler", (EdgeRequestHandler,), {"source_ip_header": source_ip_header})
