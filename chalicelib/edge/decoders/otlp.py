@@ -1,0 +1,484 @@
+"""OTLP/HTTP bodies (CONTRACT §10): protobuf or JSON in, OTLP JSON events out, answers in kind.
+
+The OTLP specification (opentelemetry-proto, docs/specification.md) is the authority:
+
+- A body is an `Export{Trace,Logs,Metrics}ServiceRequest`, binary (`application/x-protobuf`)
+  or JSON (`application/json`), optionally gzip. Lookout receives OTLP JSON: lowerCamelCase
+  names, enums as integers, 64-bit integers as strings and — unlike protobuf's own JSON
+  mapping, which writes bytes as base64 — `traceId`/`spanId`/`parentSpanId` as hex.
+  JSON ids that are not hex (base64, say) make the request undecodable (400); unknown JSON
+  fields are ignored.
+- Items that decode but cannot be stored (a span without a valid trace or span id, a log
+  record with a malformed one, a metric without a name) are dropped and counted, and the
+  200 answer carries `partial_success` with their number.
+- One request is one event (as on `/api/ingest/trace/otlp`) while its JSON stays within the
+  one-event limit; a larger request is cut, between resources, scopes and items, into
+  several events, each itself a valid export request. An item alone over the limit is
+  rejected like an invalid one.
+- Answers (success and `google.rpc.Status` errors) are encoded as the request was.
+
+Protobuf is imported on the first OTLP request only: the other routes never pay for it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import importlib
+import json
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.contract.errors import EdgeError, bad_request, too_large, unsupported
+from chalicelib.edge.bodies import MAX_EVENT_BYTES, MAX_RAW_BYTES, decode_content, media_type, parse_json
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+_PROTOBUF_TYPES = frozenset({PROTOBUF, "application/protobuf"})
+_ID_BYTES = {"traceId": 16, "spanId": 8, "parentSpanId": 8}
+_METRIC_DATA = ("gauge", "sum", "histogram", "exponentialHistogram", "summary")
+# google.rpc.Code for each HTTP status the edge answers (the spec lets clients ignore it).
+_GRPC_CODES = {400: 3, 401: 16, 402: 7, 403: 7, 404: 5, 409: 10, 413: 3, 415: 3, 422: 3, 429: 8, 503: 14}
+_GRPC_INTERNAL = 13
+
+
+@dataclass(frozen=True)
+class OtlpKind:
+    """One OTLP signal: its queue signal, JSON field names and protobuf classes."""
+
+    signal: str  # CONTRACT §10 signal name in the queue message
+    resources: str  # resourceSpans
+    scopes: str  # scopeSpans
+    items: str  # spans
+    noun: str  # what `partial_success` counts: spans, log records, data points
+    module: str  # opentelemetry-proto module of the request and response messages
+    request: str
+    response: str
+    rejected_field: str  # the partial-success counter
+
+    def proto(self) -> Any:
+        return importlib.import_module(self.module)
+
+
+TRACES = OtlpKind(
+    "otlp",
+    "resourceSpans",
+    "scopeSpans",
+    "spans",
+    "spans",
+    "opentelemetry.proto.collector.trace.v1.trace_service_pb2",
+    "ExportTraceServiceRequest",
+    "ExportTraceServiceResponse",
+    "rejected_spans",
+)
+LOGS = OtlpKind(
+    "otlp_logs",
+    "resourceLogs",
+    "scopeLogs",
+    "logRecords",
+    "log records",
+    "opentelemetry.proto.collector.logs.v1.logs_service_pb2",
+    "ExportLogsServiceRequest",
+    "ExportLogsServiceResponse",
+    "rejected_log_records",
+)
+METRICS = OtlpKind(
+    "otlp_metrics",
+    "resourceMetrics",
+    "scopeMetrics",
+    "metrics",
+    "data points",
+    "opentelemetry.proto.collector.metrics.v1.metrics_service_pb2",
+    "ExportMetricsServiceRequest",
+    "ExportMetricsServiceResponse",
+    "rejected_data_points",
+)
+KINDS = {"/v1/traces": TRACES, "/v1/logs": LOGS, "/v1/metrics": METRICS}
+
+
+@dataclass
+class Decoded:
+    """A decoded export request: the events to queue and what was rejected."""
+
+    events: list[dict[str, Any]]
+    sizes: list[int]  # each event's JSON size in bytes
+    accepted: int  # items (spans, log records, data points) in the events
+    rejected: int
+    reason: str | None  # why items were rejected, for `partial_success.error_message`
+
+
+def answer_type(content_type: str | None) -> str:
+    """The answer's content type: protobuf for a protobuf request, JSON for everything else."""
+    return PROTOBUF if media_type(content_type) in _PROTOBUF_TYPES else JSON
+
+
+def decode(
+    kind: OtlpKind,
+    raw: bytes,
+    content_type: str | None,
+    content_encoding: str | None,
+    max_event_bytes: int = MAX_EVENT_BYTES,
+) -> Decoded:
+    """Check sizes, undo gzip, parse and validate: the request as OTLP JSON events (or an EdgeError)."""
+    kind_name = media_type(content_type)
+    if kind_name not in _PROTOBUF_TYPES and kind_name != JSON:
+        raise unsupported(f"content type {kind_name!r} is not OTLP/HTTP; send {PROTOBUF} or {JSON}")
+    if len(raw) > MAX_RAW_BYTES:
+        raise too_large(f"the request body is {len(raw)} bytes; the limit is {MAX_RAW_BYTES}")
+    data = decode_content(raw, content_encoding)
+    message = _parse_json_request(kind, data) if kind_name == JSON else _parse_protobuf_request(kind, data)
+    accepted, rejected, reason = _drop_invalid(kind, message)
+    events, sizes, oversized = _to_events(kind, _to_otlp_json(message), max_event_bytes)
+    if oversized:
+        accepted -= oversized
+        rejected += oversized
+        reason = reason or f"some {kind.noun} are over the {max_event_bytes}-byte event limit on their own"
+    return Decoded(events, sizes, accepted, rejected, reason)
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+
+def _parse_protobuf_request(kind: OtlpKind, data: bytes) -> Any:
+    from google.protobuf.message import DecodeError
+
+    message = getattr(kind.proto(), kind.request)()
+    try:
+        message.ParseFromString(data)
+    except DecodeError as exc:
+        raise bad_request(f"the body is not a valid protobuf {kind.request}: {exc}") from None
+    return message
+
+
+def _parse_json_request(kind: OtlpKind, data: bytes) -> Any:
+    from google.protobuf.json_format import ParseDict, ParseError
+
+    document = parse_json(data)
+    if not isinstance(document, dict):
+        raise bad_request(f"an OTLP/JSON body is an {kind.request} object")
+    _rewrite_ids(kind, document, _hex_to_base64)
+    message = getattr(kind.proto(), kind.request)()
+    try:
+        ParseDict(document, message, ignore_unknown_fields=True)
+    except (ParseError, ValueError, TypeError, RecursionError) as exc:
+        raise bad_request(f"the body is not a valid OTLP/JSON {kind.request}: {_short(exc)}") from None
+    return message
+
+
+def _hex_to_base64(value: Any, where: str) -> str:
+    """An OTLP/JSON id (hex) as protobuf's JSON parser wants bytes (base64)."""
+    if not isinstance(value, str):
+        raise bad_request(f"{where} must be a hex string")
+    try:
+        raw = binascii.unhexlify(value)
+    except (binascii.Error, ValueError):
+        raise bad_request(f"{where} is not hex: OTLP/JSON trace and span ids are hex strings, not base64") from None
+    return base64.b64encode(raw).decode("ascii")
+
+
+# --- ids in JSON requests: hex in OTLP JSON, base64 for protobuf's JSON parser ---------------
+
+
+def _id_holders(kind: OtlpKind, document: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str]]:
+    """Every object of a JSON export request that carries trace/span ids, with where it is."""
+    for r, resource in _objects(document, kind.resources):
+        for s, scope in _objects(resource, kind.scopes):
+            for i, item in _objects(scope, kind.items):
+                where = f"{kind.resources}[{r}].{kind.scopes}[{s}].{kind.items}[{i}]"
+                if kind is METRICS:
+                    for data_field in _METRIC_DATA:
+                        data = item.get(data_field)
+                        if isinstance(data, dict):
+                            for p, point in _objects(data, "dataPoints"):
+                                for e, exemplar in _objects(point, "exemplars"):
+                                    yield exemplar, f"{where}.{data_field}.dataPoints[{p}].exemplars[{e}]"
+                    continue
+                yield item, where
+                if kind is TRACES:
+                    for n, link in _objects(item, "links"):
+                        yield link, f"{where}.links[{n}]"
+
+
+def _objects(parent: dict[str, Any], field_name: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The objects of `parent[field_name]`; wrong types are left for the protobuf parser to name."""
+    values = parent.get(field_name)
+    if isinstance(values, list):
+        for index, value in enumerate(values):
+            if isinstance(value, dict):
+                yield index, value
+
+
+def _rewrite_ids(kind: OtlpKind, document: dict[str, Any], convert: Callable[[Any, str], str]) -> None:
+    for holder, where in _id_holders(kind, document):
+        for name in _ID_BYTES:
+            if name in holder:
+                holder[name] = convert(holder[name], f"{where}.{name}")
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def _drop_invalid(kind: OtlpKind, message: Any) -> tuple[int, int, str | None]:
+    """Remove the items Lookout cannot store; (accepted, rejected, reason) counted in `kind.noun`."""
+    accepted = rejected = 0
+    reasons: list[str] = []
+    for resource in getattr(message, _snake(kind.resources)):
+        for scope in getattr(resource, _snake(kind.scopes)):
+            items = getattr(scope, _snake(kind.items))
+            doomed = []
+            for index, item in enumerate(items):
+                weight = _data_points(item) if kind is METRICS else 1
+                problem = _problem(kind, item)
+                if problem is None:
+                    accepted += weight
+                    continue
+                doomed.append(index)
+                rejected += weight
+                if problem not in reasons:
+                    reasons.append(problem)
+            for index in reversed(doomed):
+                del items[index]
+    return accepted, rejected, "; ".join(reasons) or None
+
+
+def _problem(kind: OtlpKind, item: Any) -> str | None:
+    if kind is TRACES:
+        if not _valid_id(item.trace_id, 16):
+            return "a span needs a 16-byte, non-zero trace id"
+        if not _valid_id(item.span_id, 8):
+            return "a span needs an 8-byte, non-zero span id"
+        if item.parent_span_id and len(item.parent_span_id) != 8:
+            return "a parent span id has 8 bytes"
+    elif kind is LOGS:
+        if item.trace_id and len(item.trace_id) != 16:
+            return "a log record's trace id, when present, has 16 bytes"
+        if item.span_id and len(item.span_id) != 8:
+            return "a log record's span id, when present, has 8 bytes"
+    elif not item.name:
+        return "a metric needs a name"
+    return None
+
+
+def _valid_id(value: bytes, size: int) -> bool:
+    return len(value) == size and any(value)
+
+
+def _data_points(metric: Any) -> int:
+    data = metric.WhichOneof("data")
+    return len(getattr(metric, data).data_points) if data else 0
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+
+
+# --- output: OTLP JSON events ----------------------------------------------------------------
+
+
+def _to_otlp_json(message: Any) -> dict[str, Any]:
+    """The message in OTLP JSON.
+
+    What `json_format.MessageToDict(message, use_integers_for_enums=True)` gives, with hex
+    ids, at a third of its cost: OTLP has no maps, floats or well-known types, so each field
+    needs one converter, chosen once per field descriptor.
+    """
+    out = {}
+    for field, value in message.ListFields():
+        converter = _CONVERTERS.get(field) or _converter(field)
+        out[converter[0]] = converter[1](value)
+    return out
+
+
+_CONVERTERS: dict[Any, tuple[str, Callable[[Any], Any]]] = {}
+_HEX_FIELDS = frozenset({"trace_id", "span_id", "parent_span_id"})
+
+
+def _converter(field: Any) -> tuple[str, Callable[[Any], Any]]:
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    one: Callable[[Any], Any] | None
+    if field.type == F.TYPE_MESSAGE:
+        one = _to_otlp_json
+    elif field.type in (F.TYPE_INT64, F.TYPE_UINT64, F.TYPE_FIXED64, F.TYPE_SFIXED64, F.TYPE_SINT64):
+        one = str
+    elif field.type == F.TYPE_BYTES:
+        one = bytes.hex if field.name in _HEX_FIELDS else _base64
+    elif field.type == F.TYPE_DOUBLE:
+        one = _double
+    else:  # strings, booleans, 32-bit integers, enums (as their numbers)
+        one = None
+    if field.is_repeated:
+        convert = list if one is None else (lambda values: [one(value) for value in values])
+    else:
+        convert = one or _same
+    _CONVERTERS[field] = (field.json_name, convert)
+    return _CONVERTERS[field]
+
+
+def _base64(value: bytes) -> str:
+    return base64.b64encode(value).decode("ascii")
+
+
+def _double(value: float) -> float | str:
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _to_events(kind: OtlpKind, document: dict[str, Any], limit: int) -> tuple[list[dict[str, Any]], list[int], int]:
+    """The request as events of at most `limit` JSON bytes; (events, sizes, items too big alone).
+
+    No event for a request without items (the spec's empty request: a success, nothing to store).
+    """
+    resources = document.get(kind.resources) or []
+    if not any(scope.get(kind.items) for resource in resources for scope in resource.get(kind.scopes) or []):
+        return [], [], 0
+    size = _json_size(document)
+    if size <= limit:
+        return [document], [size], 0
+    packer = _Packer(kind, limit)
+    for resource in resources:
+        for scope in resource.get(kind.scopes) or []:
+            for item in scope.get(kind.items) or []:
+                packer.add(resource, scope, item)
+    return packer.finish()
+
+
+class _Packer:
+    """Greedy cut of one big export request into export requests under a byte limit.
+
+    Each event repeats the resource and scope of the items it holds; sizes are counted
+    from the JSON of each piece, with a margin for the brackets and commas around them.
+    """
+
+    _SEPARATORS = 8
+
+    def __init__(self, kind: OtlpKind, limit: int):
+        self.kind = kind
+        self.limit = limit
+        self.events: list[dict[str, Any]] = []
+        self.sizes: list[int] = []
+        self.oversized = 0
+        self._start()
+
+    def _start(self) -> None:
+        self.current: dict[str, Any] = {self.kind.resources: []}
+        self.size = _json_size(self.current)
+        self._resource_of: tuple[int, dict[str, Any]] | None = None
+        self._scope_of: tuple[int, dict[str, Any]] | None = None
+
+    def add(self, resource: dict[str, Any], scope: dict[str, Any], item: dict[str, Any]) -> None:
+        item_size = _json_size(item) + self._SEPARATORS
+        extra = item_size + self._envelope_size(resource, scope)
+        if self.size + extra > self.limit and self._resource_of is not None:
+            self._flush()
+            extra = item_size + self._envelope_size(resource, scope)
+        if self.size + extra > self.limit:
+            self.oversized += _data_points_json(item) if self.kind is METRICS else 1
+            return
+        self._scope_for(resource, scope)[self.kind.items].append(item)
+        self.size += extra
+
+    def _envelope_size(self, resource: dict[str, Any], scope: dict[str, Any]) -> int:
+        size = 0
+        if self._resource_of is None or self._resource_of[0] != id(resource):
+            size += _json_size(_without(resource, self.kind.scopes)) + self._SEPARATORS
+        if self._scope_of is None or self._scope_of[0] != id(scope):
+            size += _json_size(_without(scope, self.kind.items)) + self._SEPARATORS
+        return size
+
+    def _scope_for(self, resource: dict[str, Any], scope: dict[str, Any]) -> dict[str, Any]:
+        if self._resource_of is None or self._resource_of[0] != id(resource):
+            copy = dict(_without(resource, self.kind.scopes), **{self.kind.scopes: []})
+            self.current[self.kind.resources].append(copy)
+            self._resource_of = (id(resource), copy)
+            self._scope_of = None
+        if self._scope_of is None or self._scope_of[0] != id(scope):
+            copy = dict(_without(scope, self.kind.items), **{self.kind.items: []})
+            self._resource_of[1][self.kind.scopes].append(copy)
+            self._scope_of = (id(scope), copy)
+        return self._scope_of[1]
+
+    def _flush(self) -> None:
+        self.events.append(self.current)
+        self.sizes.append(_json_size(self.current))
+        self._start()
+
+    def finish(self) -> tuple[list[dict[str, Any]], list[int], int]:
+        if self._resource_of is not None:
+            self._flush()
+        return self.events, self.sizes, self.oversized
+
+
+def _without(document: dict[str, Any], field_name: str) -> dict[str, Any]:
+    return {k: v for k, v in document.items() if k != field_name}
+
+
+def _data_points_json(metric: dict[str, Any]) -> int:
+    for data_field in _METRIC_DATA:
+        data = metric.get(data_field)
+        if isinstance(data, dict):
+            return len(data.get("dataPoints") or [])
+    return 0
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=True))
+
+
+# --- answers ---------------------------------------------------------------------------------
+
+
+def success_body(kind: OtlpKind, content_type: str, rejected: int = 0, reason: str | None = None) -> bytes:
+    """`Export*ServiceResponse`, with `partial_success` only when items were rejected."""
+    if content_type == JSON:
+        if not rejected:
+            return b"{}"
+        camel = _camel(kind.rejected_field)
+        partial = {camel: str(rejected), "errorMessage": reason or f"{rejected} {kind.noun} were rejected"}
+        return json.dumps({"partialSuccess": partial}).encode()
+    response = getattr(kind.proto(), kind.response)()
+    if rejected:
+        setattr(response.partial_success, kind.rejected_field, rejected)
+        response.partial_success.error_message = reason or f"{rejected} {kind.noun} were rejected"
+    return response.SerializeToString()
+
+
+def status_body(error: EdgeError, content_type: str) -> bytes:
+    """A `google.rpc.Status` for an error answer; the edge's error code leads the message."""
+    code = _GRPC_CODES.get(error.status, _GRPC_INTERNAL)
+    message = f"{error.code}: {error.message}"
+    if content_type == JSON:
+        return json.dumps({"code": code, "message": message}).encode()
+    # Status is two scalar fields here (code = 1, message = 2): written by hand rather than
+    # pulling googleapis-common-protos into the Lambda for it.
+    text = message.encode("utf-8")
+    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) <= 200 else text[:197] + "..."

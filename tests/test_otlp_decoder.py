@@ -1,0 +1,396 @@
+"""OTLP/HTTP bodies → OTLP JSON events (chalicelib/edge/decoders/otlp.py), against known bytes."""
+
+import base64
+import gzip
+import json
+import subprocess
+import sys
+
+import pytest
+from google.protobuf.json_format import MessageToDict
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from chalicelib.contract.errors import EdgeError
+from chalicelib.edge.bodies import MAX_DECODED_BYTES, MAX_RAW_BYTES
+from chalicelib.edge.decoders import otlp
+
+TRACE_ID = bytes.fromhex("5b8efff798038103d269b633813fc60c")
+SPAN_ID = bytes.fromhex("eee19b7ec3c1b174")
+PARENT_ID = bytes.fromhex("eee19b7ec3c1b173")
+PROTOBUF = "application/x-protobuf"
+
+
+def traces_request(spans: int = 1, **overrides) -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    attribute = resource_spans.resource.attributes.add()
+    attribute.key, attribute.value.string_value = "service.name", "checkout"
+    scope = resource_spans.scope_spans.add()
+    scope.scope.name = "checkout.tracer"
+    for number in range(spans):
+        span = scope.spans.add()
+        span.trace_id = overrides.get("trace_id", TRACE_ID)
+        span.span_id = overrides.get("span_id", (number + 1).to_bytes(8, "big"))
+        span.parent_span_id = PARENT_ID
+        span.name = f"GET /items/{number}"
+        span.kind = Span.SPAN_KIND_SERVER
+        span.start_time_unix_nano = 1_700_000_000_000_000_000 + number
+        span.end_time_unix_nano = span.start_time_unix_nano + 1500
+        span.status.code = 2
+        tag = span.attributes.add()
+        tag.key, tag.value.int_value = "http.status_code", 500
+        blob = span.attributes.add()
+        blob.key, blob.value.bytes_value = "payload", b"\x00\xffraw"
+        link = span.links.add()
+        link.trace_id, link.span_id = bytes(range(1, 17)), bytes(range(1, 9))
+    return request
+
+
+def logs_request() -> ExportLogsServiceRequest:
+    request = ExportLogsServiceRequest()
+    scope = request.resource_logs.add().scope_logs.add()
+    record = scope.log_records.add()
+    record.time_unix_nano = 1_700_000_000_000_000_000
+    record.severity_number = 17
+    record.severity_text = "ERROR"
+    record.body.string_value = "payment failed"
+    record.trace_id, record.span_id = TRACE_ID, SPAN_ID
+    scope.log_records.add().body.string_value = "no trace context at all"
+    return request
+
+
+def metrics_request() -> ExportMetricsServiceRequest:
+    request = ExportMetricsServiceRequest()
+    scope = request.resource_metrics.add().scope_metrics.add()
+    counter = scope.metrics.add()
+    counter.name = "orders"
+    counter.sum.aggregation_temporality = 2
+    counter.sum.is_monotonic = True
+    point = counter.sum.data_points.add()
+    point.as_int = 9_007_199_254_740_993  # beyond a double: must stay exact, as a string
+    exemplar = point.exemplars.add()
+    exemplar.trace_id, exemplar.span_id, exemplar.as_double = TRACE_ID, SPAN_ID, 1.5
+    histogram = scope.metrics.add()
+    histogram.name = "latency"
+    bucket = histogram.histogram.data_points.add()
+    bucket.count, bucket.sum, bucket.min = 2, 0.0, float("nan")
+    bucket.bucket_counts.extend([1, 1])
+    bucket.explicit_bounds.extend([0.5])
+    gauge = scope.metrics.add()
+    gauge.name = "temperature"
+    gauge.gauge.data_points.add().as_double = float("inf")
+    return request
+
+
+def oracle(message) -> dict:
+    """protobuf's own JSON mapping with the OTLP deviation applied by hand: hex ids."""
+    document = MessageToDict(message, use_integers_for_enums=True)
+
+    def walk(value):
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                if key in ("traceId", "spanId", "parentSpanId"):
+                    value[key] = base64.b64decode(inner).hex()
+                else:
+                    walk(inner)
+        elif isinstance(value, list):
+            for inner in value:
+                walk(inner)
+
+    walk(document)
+    return document
+
+
+def refused(kind, raw: bytes, content_type: str = PROTOBUF, encoding: str | None = None) -> EdgeError:
+    with pytest.raises(EdgeError) as info:
+        otlp.decode(kind, raw, content_type, encoding)
+    return info.value
+
+
+def spans_of(event: dict) -> list[dict]:
+    return [span for rs in event["resourceSpans"] for ss in rs["scopeSpans"] for span in ss["spans"]]
+
+
+# --- protobuf in, OTLP JSON out ------------------------------------------------------------------
+
+
+def test_protobuf_spans_become_otlp_json_with_hex_ids_string_int64_and_integer_enums():
+    decoded = otlp.decode(otlp.TRACES, traces_request().SerializeToString(), PROTOBUF, None)
+    assert (decoded.accepted, decoded.rejected, decoded.reason) == (1, 0, None)
+    [event] = decoded.events
+    span = spans_of(event)[0]
+    assert span["traceId"] == "5b8efff798038103d269b633813fc60c"
+    assert span["spanId"] == "0000000000000001"
+    assert span["parentSpanId"] == "eee19b7ec3c1b173"
+    assert span["links"][0] == {"traceId": bytes(range(1, 17)).hex(), "spanId": bytes(range(1, 9)).hex()}
+    assert span["kind"] == 2 and span["status"] == {"code": 2}
+    assert span["startTimeUnixNano"] == "1700000000000000000"
+    assert span["attributes"][0] == {"key": "http.status_code", "value": {"intValue": "500"}}
+    # Only the ids are hex: other bytes keep the standard base64 of the JSON mapping.
+    assert span["attributes"][1]["value"] == {"bytesValue": base64.b64encode(b"\x00\xffraw").decode()}
+    assert event["resourceSpans"][0]["resource"]["attributes"][0]["value"] == {"stringValue": "checkout"}
+    assert decoded.sizes == [len(json.dumps(event, separators=(",", ":")))]
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [(otlp.TRACES, traces_request(3)), (otlp.LOGS, logs_request()), (otlp.METRICS, metrics_request())],
+)
+def test_each_signal_matches_protobufs_json_mapping_with_hex_ids(kind, message):
+    decoded = otlp.decode(kind, message.SerializeToString(), PROTOBUF, None)
+    assert decoded.events == [oracle(message)]
+
+
+def test_metrics_keep_exact_64_bit_values_and_non_finite_doubles_as_strings():
+    [event] = otlp.decode(otlp.METRICS, metrics_request().SerializeToString(), PROTOBUF, None).events
+    metrics = event["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
+    point = metrics[0]["sum"]["dataPoints"][0]
+    assert point["asInt"] == "9007199254740993"
+    assert point["exemplars"][0]["traceId"] == TRACE_ID.hex()
+    assert metrics[1]["histogram"]["dataPoints"][0]["sum"] == 0.0  # optional field set to zero stays
+    assert metrics[1]["histogram"]["dataPoints"][0]["min"] == "NaN"
+    assert metrics[2]["gauge"]["dataPoints"][0]["asDouble"] == "Infinity"
+    json.dumps(event, allow_nan=False)  # the queue's encoder refuses bare NaN
+
+
+def test_gzip_protobuf_is_decoded():
+    raw = gzip.compress(traces_request().SerializeToString())
+    decoded = otlp.decode(otlp.TRACES, raw, "application/x-protobuf", "gzip")
+    assert spans_of(decoded.events[0])[0]["traceId"] == TRACE_ID.hex()
+
+
+def test_an_empty_request_is_a_success_with_no_event():
+    decoded = otlp.decode(otlp.TRACES, b"", PROTOBUF, None)
+    assert (decoded.events, decoded.accepted, decoded.rejected) == ([], 0, 0)
+    assert otlp.decode(otlp.LOGS, b"{}", "application/json", None).events == []
+
+
+def test_unknown_protobuf_fields_are_ignored():
+    unknown = b"\xa8\x1f\x01"  # field 500, varint 1: from a newer OTLP
+    decoded = otlp.decode(otlp.TRACES, traces_request().SerializeToString() + unknown, PROTOBUF, None)
+    assert decoded.events == [oracle(traces_request())]
+
+
+# --- JSON in -----------------------------------------------------------------------------------
+
+
+def test_json_request_with_hex_ids_gives_the_same_event_as_protobuf():
+    as_json = json.dumps(oracle(traces_request(2))).encode()
+    decoded = otlp.decode(otlp.TRACES, as_json, "application/json; charset=utf-8", None)
+    assert decoded.events == [oracle(traces_request(2))]
+
+
+def test_json_ids_are_case_insensitive_hex_and_enum_names_and_unknown_fields_are_tolerated():
+    body = {
+        "resourceSpans": [
+            {
+                "futureField": {"x": 1},
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": TRACE_ID.hex().upper(),
+                                "spanId": SPAN_ID.hex().upper(),
+                                "name": "n",
+                                "kind": "SPAN_KIND_CLIENT",
+                                "startTimeUnixNano": 5,
+                                "newThing": [1, 2],
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
+    [event] = otlp.decode(otlp.TRACES, json.dumps(body).encode(), "application/json", None).events
+    assert spans_of(event) == [
+        {"traceId": TRACE_ID.hex(), "spanId": SPAN_ID.hex(), "name": "n", "kind": 3, "startTimeUnixNano": "5"}
+    ]
+    assert "futureField" not in event["resourceSpans"][0]
+
+
+def test_json_with_base64_ids_is_400_naming_the_field():
+    document = oracle(traces_request())
+    document["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"] = base64.b64encode(TRACE_ID).decode()
+    error = refused(otlp.TRACES, json.dumps(document).encode(), "application/json")
+    assert error.status == 400
+    assert "resourceSpans[0].scopeSpans[0].spans[0].traceId is not hex" in error.message
+
+
+def test_json_log_and_exemplar_ids_are_hex_too():
+    logs = oracle(logs_request())
+    assert otlp.decode(otlp.LOGS, json.dumps(logs).encode(), "application/json", None).events == [logs]
+    metrics = oracle(metrics_request())
+    exemplar = metrics["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["sum"]["dataPoints"][0]["exemplars"][0]
+    exemplar["spanId"] = base64.b64encode(SPAN_ID).decode()
+    assert refused(otlp.METRICS, json.dumps(metrics).encode(), "application/json").status == 400
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"resourceSpans": "nope"}',
+        b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": 5}]}]}]}',
+        b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": 5}]}]}]}',
+        b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "soon"}]}]}]}',
+        b"[1, 2]",
+        b"{not json",
+        b"",
+    ],
+)
+def test_json_of_the_wrong_shape_or_types_is_400(body):
+    error = refused(otlp.TRACES, body, "application/json")
+    assert error.status == 400 and error.code == "invalid_body"
+
+
+# --- refusals ----------------------------------------------------------------------------------
+
+
+def test_truncated_protobuf_is_400():
+    raw = traces_request().SerializeToString()
+    error = refused(otlp.TRACES, raw[: len(raw) - 7])
+    assert (error.status, error.code) == (400, "invalid_body")
+    assert "ExportTraceServiceRequest" in error.message
+
+
+def test_corrupt_gzip_is_400():
+    assert refused(otlp.TRACES, b"\x1f\x8b\x08\x00garbage", encoding="gzip").status == 400
+
+
+def test_over_size_as_received_is_413():
+    assert refused(otlp.TRACES, b"\x00" * (MAX_RAW_BYTES + 1)).status == 413
+
+
+def test_over_size_after_decompression_is_413():
+    bomb = gzip.compress(b"\x00" * (MAX_DECODED_BYTES + 1024))
+    assert len(bomb) < MAX_RAW_BYTES
+    assert refused(otlp.TRACES, bomb, encoding="gzip").status == 413
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-ndjson", "application/grpc"])
+def test_other_content_types_are_415(content_type):
+    assert refused(otlp.TRACES, b"{}", content_type).status == 415
+
+
+# --- partial rejection -------------------------------------------------------------------------
+
+
+def test_spans_without_valid_ids_are_rejected_and_the_rest_kept():
+    request = traces_request(3)
+    spans = request.resource_spans[0].scope_spans[0].spans
+    spans[0].trace_id = b"\x00" * 16
+    spans[2].span_id = b"\x01\x02"
+    decoded = otlp.decode(otlp.TRACES, request.SerializeToString(), PROTOBUF, None)
+    assert (decoded.accepted, decoded.rejected) == (1, 2)
+    assert "trace id" in decoded.reason and "span id" in decoded.reason
+    assert [span["spanId"] for span in spans_of(decoded.events[0])] == ["0000000000000002"]
+
+
+def test_every_span_rejected_leaves_no_event():
+    request = traces_request(2, trace_id=b"")
+    decoded = otlp.decode(otlp.TRACES, request.SerializeToString(), PROTOBUF, None)
+    assert (decoded.events, decoded.accepted, decoded.rejected) == ([], 0, 2)
+
+
+def test_log_records_with_malformed_ids_are_rejected_but_absent_ids_are_fine():
+    request = logs_request()
+    request.resource_logs[0].scope_logs[0].log_records[0].trace_id = b"\x01" * 5
+    decoded = otlp.decode(otlp.LOGS, request.SerializeToString(), PROTOBUF, None)
+    assert (decoded.accepted, decoded.rejected) == (1, 1)
+    records = decoded.events[0]["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+    assert records == [{"body": {"stringValue": "no trace context at all"}}]
+
+
+def test_a_metric_without_a_name_rejects_its_data_points():
+    request = metrics_request()
+    nameless = request.resource_metrics[0].scope_metrics[0].metrics.add()
+    nameless.gauge.data_points.add().as_int = 1
+    nameless.gauge.data_points.add().as_int = 2
+    decoded = otlp.decode(otlp.METRICS, request.SerializeToString(), PROTOBUF, None)
+    assert (decoded.accepted, decoded.rejected) == (3, 2)
+    assert decoded.reason == "a metric needs a name"
+
+
+# --- one event per request, cut when over the event limit ------------------------------------
+
+
+def test_a_request_over_the_event_limit_is_cut_into_valid_requests_under_it():
+    request = traces_request(40)
+    second = request.resource_spans.add()
+    second.resource.attributes.add().key = "second.resource"
+    second.scope_spans.add().spans.extend(request.resource_spans[0].scope_spans[0].spans[:10])
+    whole = oracle(request)
+    limit = 4000
+    decoded = otlp.decode(otlp.TRACES, request.SerializeToString(), PROTOBUF, None, max_event_bytes=limit)
+    assert len(decoded.events) > 2
+    for event, size in zip(decoded.events, decoded.sizes, strict=True):
+        assert size == len(json.dumps(event, separators=(",", ":"))) <= limit
+        # each piece is itself an export request
+        assert otlp.decode(otlp.TRACES, json.dumps(event).encode(), "application/json", None).events == [event]
+    assert [span for event in decoded.events for span in spans_of(event)] == spans_of(whole)
+    # every piece keeps the resource its spans came from
+    for event in decoded.events:
+        for resource_spans in event["resourceSpans"]:
+            assert resource_spans["resource"] in [rs["resource"] for rs in whole["resourceSpans"]]
+    assert (decoded.accepted, decoded.rejected) == (50, 0)
+
+
+def test_an_item_alone_over_the_event_limit_is_rejected():
+    request = traces_request(2)
+    request.resource_spans[0].scope_spans[0].spans[1].name = "x" * 5000
+    decoded = otlp.decode(otlp.TRACES, request.SerializeToString(), PROTOBUF, None, max_event_bytes=3000)
+    assert (decoded.accepted, decoded.rejected) == (1, 1)
+    assert "limit" in decoded.reason
+    assert [span["name"] for event in decoded.events for span in spans_of(event)] == ["GET /items/0"]
+
+
+# --- answers -----------------------------------------------------------------------------------
+
+
+def test_success_answers_in_protobuf_and_json():
+    assert otlp.success_body(otlp.TRACES, otlp.PROTOBUF) == b""
+    assert ExportTraceServiceResponse.FromString(b"").HasField("partial_success") is False
+    assert otlp.success_body(otlp.TRACES, otlp.JSON) == b"{}"
+
+
+def test_partial_success_answers_carry_the_rejected_count_and_reason():
+    raw = otlp.success_body(otlp.METRICS, otlp.PROTOBUF, rejected=4, reason="a metric needs a name")
+    partial = ExportMetricsServiceResponse.FromString(raw).partial_success
+    assert (partial.rejected_data_points, partial.error_message) == (4, "a metric needs a name")
+    as_json = json.loads(otlp.success_body(otlp.LOGS, otlp.JSON, rejected=2, reason="bad ids"))
+    assert as_json == {"partialSuccess": {"rejectedLogRecords": "2", "errorMessage": "bad ids"}}
+
+
+@pytest.mark.parametrize(("status", "code"), [(400, 3), (401, 16), (403, 7), (413, 3), (429, 8), (503, 14), (500, 13)])
+def test_errors_are_google_rpc_status_in_the_requests_encoding(status, code):
+    error = EdgeError(status, "some_code", "what went wrong: ü")
+    parsed = status_pb2.Status.FromString(otlp.status_body(error, otlp.PROTOBUF))
+    assert (parsed.code, parsed.message) == (code, "some_code: what went wrong: ü")
+    assert json.loads(otlp.status_body(error, otlp.JSON)) == {"code": code, "message": "some_code: what went wrong: ü"}
+
+
+def test_long_status_messages_encode_their_length_as_a_varint():
+    error = EdgeError(400, "invalid_body", "x" * 300)
+    assert status_pb2.Status.FromString(otlp.status_body(error, otlp.PROTOBUF)).message.endswith("x" * 300)
+
+
+def test_answer_type_follows_the_request():
+    assert otlp.answer_type("application/x-protobuf") == otlp.PROTOBUF
+    assert otlp.answer_type("application/json; charset=utf-8") == otlp.JSON
+    assert otlp.answer_type(None) == otlp.JSON
+
+
+def test_importing_the_decoder_does_not_import_protobuf():
+    code = "import sys, chalicelib.edge.decoders.otlp; print('google.protobuf' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
