@@ -93,6 +93,7 @@ def test_rejected_event_alone_goes_to_dlq_with_reason(aws: StackNames, lookout: 
         "dlq_reason": "rejected",
         "dlq_status": "207",
         "dlq_error": "bad shape",
+        "dlq_sinks": "lookout",
     }
 
 
@@ -178,7 +179,7 @@ def test_wrong_token_loses_nothing_and_delivers_once_fixed(
     logged = [str(record.__dict__) for record in caplog.records]
     assert all("the-wrong-token" not in text for text in [output.out, output.err, *logged])
     (failure,) = [r for r in caplog.records if r.getMessage() == "forward batch not fully delivered"]
-    assert (failure.status, failure.reasons) == (401, ["auth_failed"])  # the failure line says why
+    assert (failure.statuses, failure.reasons) == ([401], ["auth_failed"])  # the failure line says why
 
     monkeypatch.setenv("LOOKOUT_INGEST_EDGE_TOKEN", TOKEN)
     settings.cache_clear()
@@ -216,6 +217,34 @@ def test_permanent_status_dead_letters_the_whole_batch(aws: StackNames, lookout:
         assert message["_attributes"]["dlq_reason"] == "batch_rejected"
         assert message["_attributes"]["dlq_status"] == str(status)
         assert message["_attributes"]["dlq_error"] == "invalid events[0] has no signal"
+
+
+def test_a_413_for_a_combined_batch_dead_letters_only_the_event_too_large_on_its_own(
+    aws: StackNames, lookout: FakeLookout
+) -> None:
+    """Lookout refuses request bodies over a byte limit: the batch is split in halves until only
+    the event that is too large by itself is refused."""
+    limit = 20_000
+
+    def refuse_large(request: Seen) -> tuple:
+        if len(json.dumps(request.body)) > limit:
+            return 413, {}, {"error": "payload_too_large", "message": "body over limit"}
+        return accept_all(request)
+
+    lookout.answer = refuse_large
+    messages = [queue_message({"message": f"small {i}", "pad": "x" * 1_500}) for i in range(10)]
+    messages[6] = queue_message({"message": "huge", "pad": "y" * 30_000})
+    bodies = enqueue(aws.queue_url, messages)
+
+    assert forward(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
+
+    stored = [e["event_id"] for r in lookout.requests if len(json.dumps(r.body)) <= limit for e in r.body["events"]]
+    assert sorted(stored) == sorted(m["event_id"] for i, m in enumerate(messages) if i != 6)
+    assert queue_counts(aws.queue_url) == (0, 0)
+    (dead,) = drain_queue_raw(aws.dlq_url)
+    assert dead["Body"] == bodies[6]
+    attributes = {k: v["StringValue"] for k, v in dead["MessageAttributes"].items()}
+    assert (attributes["dlq_reason"], attributes["dlq_status"]) == ("batch_rejected", "413")
 
 
 def test_partial_answer_settles_each_message_and_raises_for_the_rest(aws: StackNames, lookout: FakeLookout) -> None:

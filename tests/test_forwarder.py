@@ -1,4 +1,4 @@
-"""The forwarder's pure decisions: request body, outcome per event, backoff, DLQ attributes."""
+"""The forwarder's pure decisions: records, Lookout's answer per event, verdicts, backoff, DLQ attributes."""
 
 from __future__ import annotations
 
@@ -9,18 +9,20 @@ import pytest
 from fake_lookout import queue_message
 
 from chalicelib.contract.envelope import encode_message
+from chalicelib.forward.records import parse_records
 from chalicelib.forward.settle import (
     Action,
-    BackendAnswer,
-    Outcome,
+    RetryPolicy,
+    Verdict,
     boto_attributes,
-    classify,
     dead_letter_attributes,
-    parse_records,
-    request_body,
+    plan,
     retry_visibility,
+    verdict,
     without_dlq_attributes,
 )
+from chalicelib.forward.sinks.base import OutcomeKind, Reason, delivered, duplicate, rejected, retry
+from chalicelib.forward.sinks.lookout import BackendAnswer, classify, request_body
 from chalicelib.runtime.http import parse_retry_after
 
 
@@ -48,50 +50,50 @@ def test_records_keep_what_the_handler_needs() -> None:
     (record,) = records_for(queue_message(), receive_count=4)
     assert (record.message_id, record.receipt_handle, record.receive_count) == ("m0", "h0", 4)
     assert record.source_queue == "lookout-edge-events"
-    assert record.event_id == record.message["event_id"]
+    assert record.event_id == record.envelope["event_id"]
+    assert record.signal == "error"
 
 
 def test_request_body_decodes_compressed_payloads() -> None:
     payload = {"blob": "y" * 400_000}
     records = records_for(queue_message(payload), "garbage")
     assert json.loads(records[0].body)["payload_encoding"] == "gzip+base64"
-    (event,) = json.loads(request_body(records))["events"]  # the unusable record is not sent
+    assert records[1].envelope is None  # the unusable record is never sent
+    (event,) = json.loads(request_body([records[0].envelope]))["events"]
     assert event["payload"] == payload and event["payload_encoding"] == "json"
 
 
-def test_results_map_to_actions_by_event_id() -> None:
-    messages = [queue_message() for _ in range(5)]
-    ids = [m["event_id"] for m in messages]
+def test_results_map_to_outcomes_by_event_id() -> None:
+    ids = [queue_message()["event_id"] for _ in range(5)]
     results = [
         {"event_id": ids[3], "status": "duplicate"},
         {"event_id": ids[0], "status": "accepted"},
         {"event_id": ids[1], "status": "rejected", "error": "payload\n  too deep"},
         {"event_id": ids[4], "status": "weird"},
     ]  # ids[2] missing
-    outcomes = classify(records_for(*messages), answer(207, {"results": results}))
+    outcomes = classify(answer(207, {"results": results}), ids)
     assert outcomes == [
-        Outcome(Action.DELETE, "accepted", 207),
-        Outcome(Action.DEAD_LETTER, "rejected", 207, "payload too deep"),
-        Outcome(Action.RETRY, "missing_result", 207),
-        Outcome(Action.DELETE, "duplicate", 207),
-        Outcome(Action.RETRY, "unknown_result", 207),
+        delivered(207),
+        rejected(Reason.REJECTED, 207, "payload too deep"),
+        retry(Reason.MISSING_RESULT, 207),
+        duplicate(207),
+        retry(Reason.UNKNOWN_RESULT, 207),
     ]
 
 
 @pytest.mark.parametrize("body", [b"", b"not json", b'{"results": "no"}', b"[]", b'{"ok": true}'])
 def test_success_status_without_readable_results_deletes_nothing(body: bytes) -> None:
-    outcomes = classify(records_for(queue_message()), answer(200, body))
-    assert [o.action for o in outcomes] == [Action.RETRY]
+    assert [o.kind for o in classify(answer(200, body), ["e1"])] == [OutcomeKind.RETRY]
 
 
 @pytest.mark.parametrize("status", [400, 404, 413, 422])
-def test_permanent_statuses_dead_letter_the_batch(status: int) -> None:
-    outcomes = classify(records_for(queue_message(), queue_message()), answer(status, {"error": "bad", "message": "x"}))
-    assert outcomes == [Outcome(Action.DEAD_LETTER, "batch_rejected", status, "bad x")] * 2
+def test_permanent_statuses_reject_the_batch(status: int) -> None:
+    outcomes = classify(answer(status, {"error": "bad", "message": "x"}), ["e1", "e2"])
+    assert outcomes == [rejected(Reason.BATCH_REJECTED, status, "bad x")] * 2
 
 
 @pytest.mark.parametrize(
-    ("status", "reason"),
+    ("status", "label"),
     [
         (401, "auth_failed"),
         (403, "auth_failed"),
@@ -105,24 +107,39 @@ def test_permanent_statuses_dead_letter_the_batch(status: int) -> None:
         (418, "http_418"),
     ],
 )
-def test_transient_and_unexpected_statuses_retry(status: int, reason: str) -> None:
-    (outcome,) = classify(records_for(queue_message()), answer(status, b"<html>gateway</html>"))
-    assert (outcome.action, outcome.reason, outcome.status) == (Action.RETRY, reason, status)
+def test_transient_and_unexpected_statuses_retry(status: int, label: str) -> None:
+    (outcome,) = classify(answer(status, b"<html>gateway</html>"), ["e1"])
+    assert (outcome.kind, outcome.label, outcome.status) == (OutcomeKind.RETRY, label, status)
 
 
-@pytest.mark.parametrize("error", ["timeout", "connection", "token_unavailable"])
-def test_no_answer_retries(error: str) -> None:
-    outcomes = classify(records_for(queue_message(), queue_message()), BackendAnswer(None, error=error))
-    assert outcomes == [Outcome(Action.RETRY, error)] * 2
+def test_retry_after_of_the_answer_is_kept_with_each_outcome() -> None:
+    outcomes = classify(answer(429, b"", retry_after="17"), ["e1", "e2"])
+    assert [o.retry_after for o in outcomes] == [17.0, 17.0]
 
 
-def test_unusable_messages_are_dead_lettered_whatever_the_answer() -> None:
+@pytest.mark.parametrize(("error", "reason"), [("timeout", Reason.TIMEOUT), ("connection", Reason.CONNECTION)])
+def test_no_answer_retries(error: str, reason: Reason) -> None:
+    assert classify(BackendAnswer(None, error=error), ["e1", "e2"]) == [retry(reason)] * 2
+
+
+def test_unusable_messages_are_dead_lettered_whatever_the_destinations_say() -> None:
     bad_gzip = json.dumps({"event_id": "e", "payload_encoding": "gzip+base64", "payload": "bm90IGd6aXA="})
     records = records_for("{", json.dumps({"no": "event id"}), bad_gzip, queue_message())
-    assert [r.message is None for r in records] == [True, True, True, False]
-    outcomes = classify(records, BackendAnswer(None, error="timeout"))
-    assert [o.action for o in outcomes] == [Action.DEAD_LETTER] * 3 + [Action.RETRY]
-    assert classify(records[:1], None)[0].reason == "malformed"
+    assert [r.envelope is None for r in records] == [True, True, True, False]
+    verdicts = [verdict(r, {"lookout": retry(Reason.TIMEOUT)} if r.envelope else {}) for r in records]
+    assert [v.action for v in verdicts] == [Action.DEAD_LETTER] * 3 + [Action.RETRY]
+    assert verdicts[0].reasons == ["malformed"]
+    attributes = dead_letter_attributes(records[0], verdicts[0])
+    assert attributes["dlq_reason"]["StringValue"] == "malformed"
+
+
+def test_verdict_deletes_only_when_every_destination_took_it() -> None:
+    (record,) = records_for(queue_message())
+    assert verdict(record, {"lookout": delivered(200), "loki": duplicate(204)}).action is Action.DELETE
+    assert verdict(record, {}).action is Action.DELETE  # meant for no destination
+    assert verdict(record, {"lookout": delivered(200), "loki": retry(Reason.TIMEOUT)}).action is Action.RETRY
+    refused = verdict(record, {"lookout": delivered(200), "loki": rejected(Reason.BATCH_REJECTED, 400)})
+    assert (refused.action, list(refused.refusals)) == (Action.DEAD_LETTER, ["loki"])
 
 
 def test_backoff_grows_exponentially_within_jitter_and_cap() -> None:
@@ -138,6 +155,13 @@ def test_retry_after_is_a_floor_under_the_cap() -> None:
     assert retry_visibility(1, 5000.0, 10, 900, rand=lambda: 0.0) == 900
 
 
+def test_plan_uses_the_longest_retry_after_of_the_destinations() -> None:
+    (record,) = records_for(queue_message())
+    decided = verdict(record, {"a": retry(Reason.HTTP_STATUS, 429, after=30.0), "b": retry(Reason.TIMEOUT)})
+    (step,) = plan([record], [decided], RetryPolicy(1, 900), rand=lambda: 0.0)
+    assert (step.visibility, step.dead_letter) == (30, None)
+
+
 def test_retry_after_header_forms() -> None:
     now = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
     assert parse_retry_after("30", now) == 30.0
@@ -147,17 +171,32 @@ def test_retry_after_header_forms() -> None:
     assert parse_retry_after(None, now) is None
 
 
-def test_dead_letter_attributes_keep_originals_and_never_the_token() -> None:
+def test_dead_letter_attributes_keep_originals_and_name_the_refusing_destination() -> None:
     (record,) = records_for(queue_message())
-    outcome = Outcome(Action.DEAD_LETTER, "rejected", 200, "token tok-123 not allowed here")
-    attributes = dead_letter_attributes(record, outcome, secret="tok-123")
+    decided = Verdict(Action.DEAD_LETTER, {"lookout": rejected(Reason.REJECTED, 200, "not allowed here")})
+    attributes = dead_letter_attributes(record, decided)
     assert attributes == {
         "signal": {"DataType": "String", "StringValue": "error"},
         "dlq_reason": {"DataType": "String", "StringValue": "rejected"},
         "dlq_status": {"DataType": "Number", "StringValue": "200"},
-        "dlq_error": {"DataType": "String", "StringValue": "token [redacted] not allowed here"},
+        "dlq_error": {"DataType": "String", "StringValue": "not allowed here"},
+        "dlq_sinks": {"DataType": "String", "StringValue": "lookout"},
     }
     assert without_dlq_attributes(attributes) == {"signal": {"DataType": "String", "StringValue": "error"}}
+
+
+def test_several_refusals_are_each_recorded() -> None:
+    (record,) = records_for(queue_message())
+    decided = Verdict(
+        Action.DEAD_LETTER,
+        {"lookout": rejected(Reason.REJECTED, 200, "no"), "loki": rejected(Reason.BATCH_REJECTED, 400, "bad labels")},
+    )
+    attributes = dead_letter_attributes(record, decided)
+    assert attributes["dlq_sinks"]["StringValue"] == "lookout,loki"
+    assert json.loads(attributes["dlq_refusals"]["StringValue"]) == {
+        "lookout": {"reason": "rejected", "status": 200, "error": "no"},
+        "loki": {"reason": "batch_rejected", "status": 400, "error": "bad labels"},
+    }
 
 
 def test_lambda_binary_attributes_convert_to_bytes() -> None:

@@ -1,4 +1,4 @@
-"""One forwarder invocation: post the SQS batch to Lookout and settle every message (CONTRACT §6).
+"""One forwarder invocation: SQS records → sinks → settlement plan → SQS calls (CONTRACT §6).
 
 Partial batch failure, and why the handler settles messages itself
 -------------------------------------------------------------------
@@ -6,9 +6,9 @@ Chalice's `on_sqs_message` does not turn on `ReportBatchItemFailures`, and witho
 Lambda deletes the WHOLE batch when the handler returns, whatever it returns. So the
 handler never relies on Lambda to delete anything:
 
-1. it deletes (DeleteMessageBatch) exactly the messages the backend took
-   (accepted/duplicate) and those it has safely copied to the dead-letter queue;
-2. it hides each transient failure for a backoff period (ChangeMessageVisibility);
+1. it deletes (DeleteMessageBatch) exactly the messages every destination took and
+   those it has safely copied to the dead-letter queue;
+2. it hides each message left for retry for a backoff period (ChangeMessageVisibility);
 3. if any message is left on the queue, it RAISES, so Lambda deletes nothing.
 
 With `ReportBatchItemFailures` on, raising marks the whole batch failed, which is the
@@ -17,26 +17,16 @@ same thing: the only messages still on the queue are the ones left for retry.
 
 from __future__ import annotations
 
+import time
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
-from chalicelib.forward.settle import (
-    AUTH_STATUSES,
-    Action,
-    BackendAnswer,
-    Outcome,
-    Record,
-    Tally,
-    classify,
-    dead_letter_attributes,
-    parse_records,
-    redact,
-    request_body,
-    retry_visibility,
-)
-from chalicelib.forward.sinks import lookout as lookout_sink
-from chalicelib.runtime import sqs_batch
+from chalicelib.forward import settle
+from chalicelib.forward.records import Record, parse_records
+from chalicelib.forward.sinks.base import Outcome, OutcomeKind, Reason, Sink
+from chalicelib.forward.sinks.lookout import LookoutSink
 from chalicelib.runtime.config import ConfigError, settings
-from chalicelib.runtime.http import parse_retry_after
 from chalicelib.runtime.observability import count, flush, logger
 
 SERVICE = "forwarder"
@@ -48,16 +38,21 @@ class BatchIncomplete(RuntimeError):
 
 def forward(event: dict[str, Any]) -> dict[str, Any]:
     """Deliver one SQS batch; raises BatchIncomplete when any message must be retried."""
-    tally = Tally()
+    tally: Counter[str] = Counter()
     try:
         return _forward(event, tally)
     finally:
-        for name, value in tally.counts.items():
-            count(name, value, SERVICE, unit="Milliseconds" if name == "backend_latency" else "Count")
+        for name, value in tally.items():
+            count(name, value, SERVICE, unit="Milliseconds" if name.endswith("latency") else "Count")
         flush(SERVICE)
 
 
-def _forward(event: dict[str, Any], tally: Tally) -> dict[str, Any]:
+def sinks() -> list[Sink]:
+    """The destinations of this container."""
+    return [LookoutSink()]
+
+
+def _forward(event: dict[str, Any], tally: Counter[str]) -> dict[str, Any]:
     config = settings()
     queue_url, dlq_url = config.require("queue_url"), config.require("dlq_url")
     config.require("backend_url")
@@ -65,46 +60,39 @@ def _forward(event: dict[str, Any], tally: Tally) -> dict[str, Any]:
     if not records:
         return {"batchItemFailures": []}
     _check_source_queue(records, queue_url)
-    log = logger(SERVICE)
-    log.set_correlation_id(records[0].message_id)
+    logger(SERVICE).set_correlation_id(records[0].message_id)
 
-    token, answer = _deliver(records, tally)
-    outcomes = classify(records, answer)
+    outcomes = deliver(records, sinks(), tally)
+    verdicts = [settle.verdict(r, o) for r, o in zip(records, outcomes, strict=True)]
+    policy = settle.RetryPolicy(config.retry_base_seconds, config.retry_max_seconds)
+    settlement = settle.execute(settle.plan(records, verdicts, policy), queue_url, dlq_url)
 
-    dead = {
-        r.message_id: sqs_batch.Outgoing(r.body, dead_letter_attributes(r, o, token))
-        for r, o in zip(records, outcomes, strict=True)
-        if o.action is Action.DEAD_LETTER
-    }
-    # A rejected event is only removed from the queue once its DLQ copy exists.
-    not_dead_lettered = sqs_batch.send_messages(dlq_url, dead) if dead else set()
-    done = {
-        r.message_id: r.receipt_handle
-        for r, o in zip(records, outcomes, strict=True)
-        if o.action is Action.DELETE or (o.action is Action.DEAD_LETTER and r.message_id not in not_dead_lettered)
-    }
-    not_deleted = sqs_batch.delete_messages(queue_url, done) if done else set()
-
-    retry_after = parse_retry_after(answer.retry_after) if answer else None
-    retry = {
-        r.message_id: (
-            r.receipt_handle,
-            retry_visibility(r.receive_count, retry_after, config.retry_base_seconds, config.retry_max_seconds),
-        )
-        for r, o in zip(records, outcomes, strict=True)
-        if o.action is Action.RETRY or r.message_id in not_dead_lettered
-    }
-    if retry:
-        sqs_batch.change_visibility(queue_url, retry)
-
-    _tally(tally, outcomes, dead.keys() - not_dead_lettered, len(retry))
-    left = retry.keys() | not_deleted
-    if left or any(o.action is not Action.DELETE for o in outcomes):
-        _log_failure(records, outcomes, answer, token, left, not_dead_lettered)
-    if left:
-        raise BatchIncomplete(f"{len(left)} of {len(records)} messages left on the queue for retry")
+    _tally(tally, outcomes, settlement)
+    if settlement.left or any(v.action is not settle.Action.DELETE for v in verdicts):
+        _log_failure(records, outcomes, verdicts, settlement)
+    if settlement.left:
+        raise BatchIncomplete(f"{len(settlement.left)} of {len(records)} messages left on the queue for retry")
     # Everything is settled; with ReportBatchItemFailures on, this reads as "no failures".
     return {"batchItemFailures": []}
+
+
+def deliver(records: Sequence[Record], destinations: Sequence[Sink], tally: Counter[str]) -> list[dict[str, Outcome]]:
+    """Each usable record's outcome at each destination meant for its signal."""
+    outcomes: list[dict[str, Outcome]] = [{} for _ in records]
+    for sink in destinations:
+        meant = [i for i, r in enumerate(records) if r.envelope is not None and _wants(sink, r.signal)]
+        if not meant:
+            continue
+        started = time.perf_counter()
+        answered = sink.deliver([records[i].envelope for i in meant])  # type: ignore[misc]
+        tally["backend_latency"] += round((time.perf_counter() - started) * 1000)
+        for i, outcome in zip(meant, answered, strict=True):
+            outcomes[i][sink.name] = outcome
+    return outcomes
+
+
+def _wants(sink: Sink, signal: str | None) -> bool:
+    return sink.signals is None or signal in sink.signals
 
 
 def _check_source_queue(records: list[Record], queue_url: str) -> None:
@@ -117,55 +105,41 @@ def _check_source_queue(records: list[Record], queue_url: str) -> None:
             )
 
 
-def _deliver(records: list[Record], tally: Tally) -> tuple[str | None, BackendAnswer | None]:
-    """Post the usable records; (token, answer), answer None when there was nothing to post."""
-    if not any(r.message is not None for r in records):
-        return None, None
-    try:
-        token = lookout_sink.edge_token()
-    except lookout_sink.TokenUnavailable as exc:
-        logger(SERVICE).error("edge token unavailable", extra={"reason": str(exc)})
-        return None, BackendAnswer(None, error="token_unavailable")
-    answer, elapsed_ms = lookout_sink.post_events(request_body(records), token)
-    tally.add("backend_latency", round(elapsed_ms))
-    if answer.status in AUTH_STATUSES:
-        tally.add("auth_failed")
-    return token, answer
-
-
-def _tally(tally: Tally, outcomes: list[Outcome], dead_lettered: set[str], retried: int) -> None:
-    for outcome in outcomes:
-        if outcome.action is Action.DELETE:
-            tally.add("forwarded" if outcome.reason == "accepted" else "duplicate")
-        elif outcome.reason == "rejected":
-            tally.add("rejected")
-    if dead_lettered:
-        tally.add("dead_lettered", len(dead_lettered))
+def _tally(tally: Counter[str], outcomes: list[dict[str, Outcome]], settlement: settle.Settlement) -> None:
+    for by_sink in outcomes:
+        for outcome in by_sink.values():
+            if outcome.kind is OutcomeKind.DELIVERED:
+                tally["forwarded"] += 1
+            elif outcome.kind is OutcomeKind.DUPLICATE:
+                tally["duplicate"] += 1
+            elif outcome.reason is Reason.REJECTED:
+                tally["rejected"] += 1
+    if any(o.reason is Reason.AUTH_FAILED for by_sink in outcomes for o in by_sink.values()):
+        tally["auth_failed"] += 1
+    if settlement.dead_lettered:
+        tally["dead_lettered"] += len(settlement.dead_lettered)
+    retried = len(settlement.left)
     if retried:
-        tally.add("retried", retried)
+        tally["retried"] += retried
 
 
 def _log_failure(
-    records: list[Record],
-    outcomes: list[Outcome],
-    answer: BackendAnswer | None,
-    token: str | None,
-    left: set[str],
-    not_dead_lettered: set[str],
+    records: Sequence[Record],
+    outcomes: list[dict[str, Outcome]],
+    verdicts: Sequence[settle.Verdict],
+    settlement: settle.Settlement,
 ) -> None:
-    """One line per failed batch: status and reasons, never the token."""
-    reasons = sorted({o.reason for o in outcomes if o.action is not Action.DELETE})
-    errors = sorted({redact(o.error, token) for o in outcomes if o.error})
+    """One line per batch not fully delivered: statuses and reasons (sinks redact their secrets)."""
+    failed = [o for by_sink in outcomes for o in by_sink.values() if not o.taken]
     logger(SERVICE).warning(
         "forward batch not fully delivered",
         extra={
-            "status": answer.status if answer else None,
-            "transport_error": answer.error if answer else None,
-            "reasons": reasons,
-            "errors": errors[:3],
+            "statuses": sorted({o.status for o in failed if o.status is not None}),
+            "reasons": sorted({reason for v in verdicts for reason in v.reasons}),
+            "errors": sorted({o.error for o in failed if o.error})[:3],
             "batch_size": len(records),
-            "left_for_retry": len(left),
-            "dlq_send_failed": len(not_dead_lettered),
-            "message_ids": sorted(left) or [r.message_id for r in records],
+            "left_for_retry": len(settlement.left),
+            "dlq_send_failed": len(settlement.dlq_send_failed),
+            "message_ids": sorted(settlement.left) or [r.message_id for r in records],
         },
     )

@@ -1,9 +1,13 @@
-"""What the forwarder decides, without doing any I/O (CONTRACT §6).
+"""From what the destinations said to what happens to each queue message (CONTRACT §6, §11).
 
-Read the SQS records, build the one backend request per batch, and turn the
-backend's answer into an action per message: delete it, dead-letter it, or
-leave it on the queue for a later retry. The I/O lives in chalicelib.forward.sinks.lookout
-(HTTP) and chalicelib.runtime.sqs_batch (SQS); chalicelib.forward.handler wires them.
+Written once for every sink. The no-loss rules:
+- a message is deleted only when every destination it was sent to took it;
+- a message a destination refused for good is deleted only once its dead-letter copy
+  exists (with the reasons as message attributes); if that copy fails it is retried;
+- anything else stays on the queue, hidden for an exponential backoff with jitter;
+- the caller raises when anything is left, so Lambda deletes nothing itself.
+
+`verdict` and `plan` are pure; `execute` does the SQS calls.
 """
 
 from __future__ import annotations
@@ -12,19 +16,18 @@ import base64
 import json
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from chalicelib.contract.envelope import decode_payload, dumps
+from chalicelib.forward.records import Record
+from chalicelib.forward.sinks.base import Outcome, OutcomeKind, Reason
+from chalicelib.runtime import sqs_batch
 
-# A whole batch the backend refuses for good (CONTRACT §6): retrying cannot help.
-PERMANENT_STATUSES = frozenset({400, 404, 413, 422})
-AUTH_STATUSES = frozenset({401, 403})
 # Message attributes the forwarder adds on the dead-letter queue; redrive strips them again.
 DLQ_ATTRIBUTE_PREFIX = "dlq_"
-MAX_ERROR_TEXT = 256
+MALFORMED_ERROR = "not a queue message"
 # SQS refuses a visibility timeout above 12 hours.
 MAX_VISIBILITY_SECONDS = 12 * 3600
 
@@ -36,166 +39,100 @@ class Action(Enum):
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """What happens to one message, and why (the why goes to logs, metrics and DLQ attributes)."""
+class Verdict:
+    """What happens to one message, and the destinations' outcomes that decided it."""
 
     action: Action
-    reason: str
-    status: int | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class Record:
-    """One SQS record of the Lambda event; `message` is None when the body is unusable."""
-
-    message_id: str
-    receipt_handle: str
-    body: str
-    receive_count: int
-    attributes: dict[str, dict[str, Any]]
-    message: dict[str, Any] | None
-    source_queue: str | None = None
+    refusals: dict[str, Outcome] = field(default_factory=dict)  # destination → refused for good
+    retries: dict[str, Outcome] = field(default_factory=dict)  # destination → try again later
 
     @property
-    def event_id(self) -> str | None:
-        return self.message.get("event_id") if self.message else None
+    def reasons(self) -> list[str]:
+        if self.action is Action.DEAD_LETTER and not self.refusals:
+            return [Reason.MALFORMED.value]
+        return [o.label for o in (*self.refusals.values(), *self.retries.values())]
 
 
 @dataclass(frozen=True)
-class BackendAnswer:
-    """The backend's HTTP answer, or `error` ("timeout", "connection") when there was none."""
-
-    status: int | None
-    body: bytes = b""
-    retry_after: str | None = None
-    error: str | None = None
+class RetryPolicy:
+    base_seconds: int
+    max_seconds: int
 
 
-@dataclass
-class Tally:
-    """Per-invocation counts; the handler turns them into metrics."""
+@dataclass(frozen=True)
+class Step:
+    """The SQS work for one message: its action, its backoff, its dead-letter copy if any."""
 
-    counts: dict[str, int] = field(default_factory=dict)
+    record: Record
+    verdict: Verdict
+    visibility: int  # used for a retry, and for a dead-letter copy that could not be sent
+    dead_letter: sqs_batch.Outgoing | None = None
 
-    def add(self, name: str, value: int = 1) -> None:
-        self.counts[name] = self.counts.get(name, 0) + value
+
+@dataclass(frozen=True)
+class Settlement:
+    """Message ids by what became of them (the caller logs, counts and raises from it)."""
+
+    dead_lettered: set[str]
+    left: set[str]  # still on the queue: retried, or a delete/dead-letter copy that failed
+    dlq_send_failed: set[str]
 
 
-def parse_records(event: dict[str, Any]) -> list[Record]:
-    """The Lambda SQS event's records; a body that is not a queue message is kept, marked unusable."""
-    records = []
-    for raw in event.get("Records", []):
-        records.append(
-            Record(
-                message_id=raw["messageId"],
-                receipt_handle=raw["receiptHandle"],
-                body=raw["body"],
-                receive_count=int((raw.get("attributes") or {}).get("ApproximateReceiveCount", 1)),
-                attributes=raw.get("messageAttributes") or {},
-                message=_decode_body(raw["body"]),
-                source_queue=queue_name_from_arn(raw.get("eventSourceARN")),
-            )
+def verdict(record: Record, outcomes: Mapping[str, Outcome]) -> Verdict:
+    """One message's fate from each destination's outcome; a poison message is dead-lettered."""
+    if record.envelope is None:
+        return Verdict(Action.DEAD_LETTER)
+    retries = {name: o for name, o in outcomes.items() if o.kind is OutcomeKind.RETRY}
+    refusals = {name: o for name, o in outcomes.items() if o.kind is OutcomeKind.REJECTED}
+    if retries:
+        return Verdict(Action.RETRY, refusals, retries)
+    if refusals:
+        return Verdict(Action.DEAD_LETTER, refusals)
+    return Verdict(Action.DELETE)
+
+
+def plan(
+    records: Sequence[Record],
+    verdicts: Sequence[Verdict],
+    policy: RetryPolicy,
+    rand: Callable[[], float] = random.random,
+) -> list[Step]:
+    steps = []
+    for record, decided in zip(records, verdicts, strict=True):
+        floor = max((o.retry_after or 0.0 for o in decided.retries.values()), default=0.0)
+        seconds = retry_visibility(record.receive_count, floor, policy.base_seconds, policy.max_seconds, rand)
+        outgoing = (
+            sqs_batch.Outgoing(record.body, dead_letter_attributes(record, decided))
+            if decided.action is Action.DEAD_LETTER
+            else None
         )
-    return records
+        steps.append(Step(record, decided, seconds, outgoing))
+    return steps
 
 
-def _decode_body(body: str) -> dict[str, Any] | None:
-    """The queue message with its payload back as JSON, or None for a poison message."""
-    try:
-        message = json.loads(body)
-        if not isinstance(message, dict) or not isinstance(message.get("event_id"), str):
-            return None
-        return decode_payload(message)
-    except (ValueError, TypeError, KeyError, OSError, EOFError):
-        # ValueError covers bad JSON, bad base64 and bad gzip (BadGzipFile is an OSError).
-        return None
-
-
-def queue_name_from_arn(arn: str | None) -> str | None:
-    return arn.rsplit(":", 1)[-1] if arn else None
-
-
-def request_body(records: Sequence[Record]) -> bytes:
-    """`{"events": [...]}` for the usable records, payloads decoded back to JSON."""
-    return dumps({"events": [r.message for r in records if r.message is not None]}).encode()
-
-
-def classify(records: Sequence[Record], answer: BackendAnswer | None) -> list[Outcome]:
-    """One outcome per record, in order. `answer` is None when nothing was posted."""
-    outcomes: list[Outcome | None] = [
-        None if r.message is not None else Outcome(Action.DEAD_LETTER, "malformed", error="not a queue message")
-        for r in records
-    ]
-    if answer is not None:
-        usable = [i for i, o in enumerate(outcomes) if o is None]
-        answered = _classify_answer(answer, [records[i].event_id or "" for i in usable])
-        for i, outcome in zip(usable, answered, strict=True):
-            outcomes[i] = outcome
-    return [o or Outcome(Action.RETRY, "not_sent") for o in outcomes]
-
-
-def _classify_answer(answer: BackendAnswer, event_ids: list[str]) -> list[Outcome]:
-    status = answer.status
-    if status is None:
-        return [Outcome(Action.RETRY, answer.error or "connection")] * len(event_ids)
-    if 200 <= status < 300:
-        results = _results_by_event_id(answer.body)
-        if results is None:
-            return [Outcome(Action.RETRY, "unreadable_answer", status)] * len(event_ids)
-        return [_event_outcome(results.get(event_id), status) for event_id in event_ids]
-    if status in PERMANENT_STATUSES:
-        return [Outcome(Action.DEAD_LETTER, "batch_rejected", status, _error_text(answer.body))] * len(event_ids)
-    reason = "auth_failed" if status in AUTH_STATUSES else f"http_{status}"
-    # 401/403/408/429/5xx are transient by contract; any other unexpected status is too, so
-    # nothing the backend did not clearly take or refuse is ever dropped.
-    return [Outcome(Action.RETRY, reason, status, _error_text(answer.body))] * len(event_ids)
-
-
-def _results_by_event_id(body: bytes) -> dict[str, dict[str, Any]] | None:
-    try:
-        results = json.loads(body)["results"]
-    except (ValueError, TypeError, KeyError):
-        return None
-    if not isinstance(results, list):
-        return None
-    return {r["event_id"]: r for r in results if isinstance(r, dict) and isinstance(r.get("event_id"), str)}
-
-
-def _event_outcome(result: dict[str, Any] | None, status: int) -> Outcome:
-    if result is None:
-        # Not in the results: the backend did not say it took it, so it is not deleted.
-        return Outcome(Action.RETRY, "missing_result", status)
-    verdict = result.get("status")
-    if verdict in ("accepted", "duplicate"):
-        return Outcome(Action.DELETE, verdict, status)
-    if verdict == "rejected":
-        return Outcome(Action.DEAD_LETTER, "rejected", status, _short(str(result.get("error") or "")))
-    return Outcome(Action.RETRY, "unknown_result", status)
-
-
-def _error_text(body: bytes) -> str:
-    """The backend's error for logs and DLQ attributes: its JSON `error`/`message`, else raw text."""
-    text = body.decode("utf-8", "replace")
-    try:
-        parsed = json.loads(text)
-        if isinstance(parsed, dict):
-            text = " ".join(str(parsed[k]) for k in ("error", "message") if parsed.get(k)) or text
-    except ValueError:
-        pass
-    return _short(text)
-
-
-def _short(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 1] + "…"
-
-
-def redact(text: str | None, secret: str | None) -> str | None:
-    """Backend text may echo what it was sent; the token never leaves the forwarder."""
-    if text and secret:
-        return text.replace(secret, "[redacted]")
-    return text
+def execute(steps: Sequence[Step], queue_url: str, dlq_url: str) -> Settlement:
+    """Dead-letter copies first, then delete what is done, then hide what is left for its backoff."""
+    copies = {s.record.message_id: s.dead_letter for s in steps if s.dead_letter is not None}
+    dlq_send_failed = sqs_batch.send_messages(dlq_url, copies) if copies else set()
+    done = {
+        s.record.message_id: s.record.receipt_handle
+        for s in steps
+        if s.verdict.action is Action.DELETE
+        or (s.dead_letter is not None and s.record.message_id not in dlq_send_failed)
+    }
+    not_deleted = sqs_batch.delete_messages(queue_url, done) if done else set()
+    hidden = {
+        s.record.message_id: (s.record.receipt_handle, s.visibility)
+        for s in steps
+        if s.verdict.action is Action.RETRY or s.record.message_id in dlq_send_failed
+    }
+    if hidden:
+        sqs_batch.change_visibility(queue_url, hidden)
+    return Settlement(
+        dead_lettered=copies.keys() - dlq_send_failed,
+        left=hidden.keys() | not_deleted,
+        dlq_send_failed=dlq_send_failed,
+    )
 
 
 def retry_visibility(
@@ -209,7 +146,7 @@ def retry_visibility(
 
     Equal jitter (half fixed, half random) spreads a backlog without ever retrying at
     once. `Retry-After` is a floor. The cap keeps a message retrying every few minutes
-    at most, so a fixed backend is picked up quickly.
+    at most, so a fixed destination is picked up quickly.
     """
     cap = min(max_seconds, MAX_VISIBILITY_SECONDS)
     delay = min(cap, base_seconds * 2 ** max(0, receive_count - 1))
@@ -217,16 +154,34 @@ def retry_visibility(
     return math.ceil(min(cap, max(jittered, retry_after or 0.0)))
 
 
-def dead_letter_attributes(record: Record, outcome: Outcome, secret: str | None) -> dict[str, dict[str, Any]]:
-    """SQS (boto3-style) attributes for the DLQ copy: the original ones plus the reason."""
+def dead_letter_attributes(record: Record, decided: Verdict) -> dict[str, dict[str, Any]]:
+    """SendMessage attributes for the DLQ copy: the original ones plus who refused it and why.
+
+    `dlq_reason`/`dlq_status`/`dlq_error` describe the first refusal; `dlq_sinks` names every
+    refusing destination, and `dlq_refusals` (JSON) details each when there are several.
+    """
     attributes = without_dlq_attributes(boto_attributes(record.attributes))
-    attributes["dlq_reason"] = {"DataType": "String", "StringValue": outcome.reason}
-    if outcome.status is not None:
-        attributes["dlq_status"] = {"DataType": "Number", "StringValue": str(outcome.status)}
-    error = redact(outcome.error, secret)
-    if error:
-        attributes["dlq_error"] = {"DataType": "String", "StringValue": error}
+    if not decided.refusals:
+        attributes["dlq_reason"] = _string(Reason.MALFORMED.value)
+        attributes["dlq_error"] = _string(MALFORMED_ERROR)
+        return attributes
+    first = next(iter(decided.refusals.values()))
+    attributes["dlq_reason"] = _string(first.label)
+    if first.status is not None:
+        attributes["dlq_status"] = {"DataType": "Number", "StringValue": str(first.status)}
+    if first.error:
+        attributes["dlq_error"] = _string(first.error)
+    attributes["dlq_sinks"] = _string(",".join(decided.refusals))
+    if len(decided.refusals) > 1:
+        details = {
+            name: {"reason": o.label, "status": o.status, "error": o.error} for name, o in decided.refusals.items()
+        }
+        attributes["dlq_refusals"] = _string(json.dumps(details, separators=(",", ":")))
     return attributes
+
+
+def _string(value: str) -> dict[str, str]:
+    return {"DataType": "String", "StringValue": value}
 
 
 def boto_attributes(lambda_attributes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -245,5 +200,5 @@ def boto_attributes(lambda_attributes: dict[str, dict[str, Any]]) -> dict[str, d
 
 
 def without_dlq_attributes(attributes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Attributes for a redriven message: the original ones, the dead-letter reason removed."""
+    """Attributes for a redriven message: the original ones, the dead-letter reasons removed."""
     return {name: value for name, value in attributes.items() if not name.startswith(DLQ_ATTRIBUTE_PREFIX)}
