@@ -128,6 +128,78 @@ def estimate(inputs: CostInputs, prices: dict[str, Any]) -> Estimate:
     return result
 
 
+# Multi-region (docs/multi-region.md): a keys item is well under 1 KB, one replicated write unit.
+KEY_ITEM_BYTES = 400
+
+
+@dataclass(frozen=True)
+class RegionsInputs:
+    regions: int  # edge regions, the home region included
+    key_changes_per_month: int = 10_000  # keys the sync writes or deletes (each replicates to every replica)
+    dns_queries_per_event: float = 0.05  # Route 53 queries per event: resolvers cache the answer for its TTL
+
+
+@dataclass
+class MultiRegionExtra:
+    """What more regions add: monthly dollars, and dollars per million events."""
+
+    monthly: dict[str, float] = field(default_factory=dict)
+    per_million_events: dict[str, float] = field(default_factory=dict)
+    dns_if_billed: float = 0.0  # $ per million events were the alias queries billed (a CNAME setup)
+
+
+def multi_region_extra(inputs: RegionsInputs, prices: dict[str, Any]) -> MultiRegionExtra:
+    """The extra cost of `inputs.regions` regions over one: replicated key writes, health checks and
+    alarms per month, Route 53 queries per event. Traffic costs do not grow: each event is still
+    handled once, in one region."""
+    from edgectl.resources import load_template
+
+    if inputs.regions < 1:
+        raise ValueError("regions must be at least 1")
+    mr = prices["multi_region"]
+    replicas = inputs.regions - 1
+    extra = MultiRegionExtra()
+    if replicas == 0:
+        return extra
+    replicated = inputs.key_changes_per_month * replicas
+    transfer = replicated * KEY_ITEM_BYTES / 1e9 * mr["cross_region_transfer_per_gb"]
+    extra.monthly["replicated key writes"] = (
+        replicated * mr["dynamodb_replicated_write_units_per_million"] / MILLION + transfer
+    )
+    # Per region: the HTTPS endpoint check, the 5xx-alarm check and the check combining both.
+    endpoint = mr["health_check_non_aws_endpoint_per_month"] + mr["health_check_optional_feature_per_month"]
+    extra.monthly["Route 53 health checks"] = inputs.regions * (
+        endpoint + 2 * mr["health_check_calculated_or_metric_per_month"]
+    )
+    stack_alarms = sum(r["Type"] == "AWS::CloudWatch::Alarm" for r in load_template()["Resources"].values())
+    extra.monthly["alarms"] = replicas * (stack_alarms + 1) * mr["cloudwatch_alarm_per_month"]  # + replication lag
+    extra.dns_if_billed = inputs.dns_queries_per_event * mr["route53_latency_queries_per_million"]
+    extra.per_million_events["Route 53 latency queries"] = (
+        0.0 if mr["route53_alias_queries_to_aws_free"] else extra.dns_if_billed
+    )
+    return extra
+
+
+def format_multi_region(inputs: RegionsInputs, extra: MultiRegionExtra) -> str:
+    lines = [
+        "",
+        f"multi-region: {inputs.regions} regions ({inputs.regions - 1} replicas), {inputs.key_changes_per_month} key "
+        f"changes a month, {inputs.dns_queries_per_event:g} DNS queries per event (docs/multi-region.md)",
+        f"  {'extra, per month':<28} $",
+    ]
+    lines += [f"  {name:<28} {dollars:>10.4f}" for name, dollars in extra.monthly.items()]
+    lines.append(f"  {'total per month':<28} {sum(extra.monthly.values()):>10.4f}")
+    lines.append(f"  {'extra, per 1M events':<28} $")
+    for name, dollars in extra.per_million_events.items():
+        note = (
+            f"   (alias to API Gateway: free; billed, e.g. as a CNAME: {extra.dns_if_billed:.4f})"
+            if dollars == 0
+            else ""
+        )
+        lines.append(f"  {name:<28} {dollars:>10.4f}{note}")
+    return "\n".join(lines)
+
+
 def load_prices(path: Path = PRICES) -> dict[str, Any]:
     return json.loads(path.read_text())
 
@@ -162,6 +234,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--forwarder-ms", type=float, help="forwarder duration (default: latest bench, else 80)")
     parser.add_argument("--arch", choices=("x86_64", "arm64"), default="x86_64")
     parser.add_argument("--prices", type=Path, default=PRICES, help="prices file (default edgectl/prices.json)")
+    parser.add_argument("--regions", type=int, default=1, help="edge regions, home included: adds what they cost more")
+    parser.add_argument("--key-changes-per-month", type=int, default=10_000, help="with --regions (default 10000)")
+    parser.add_argument("--dns-queries-per-event", type=float, default=0.05, help="with --regions (default 0.05)")
     parser.set_defaults(run=run)
 
 
@@ -192,6 +267,9 @@ def run(args: argparse.Namespace) -> int:
             **durations,
         )
         print(format_estimate(inputs, estimate(inputs, prices)))
+    if args.regions > 1:
+        regions = RegionsInputs(args.regions, args.key_changes_per_month, args.dns_queries_per_event)
+        print(format_multi_region(regions, multi_region_extra(regions, prices)))
     return 0
 
 

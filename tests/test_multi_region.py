@@ -18,6 +18,7 @@ from moto import mock_aws
 
 from edgectl import multi_region
 from edgectl.cli import main
+from edgectl.cmd_cost import MultiRegionExtra, RegionsInputs, load_prices, multi_region_extra
 from edgectl.cmd_status import Status, format_regions
 from edgectl.resources import StackNames, create_resources
 from tests.conftest import reset_container_state
@@ -142,3 +143,23 @@ def test_every_region_has_a_latency_record_guarded_by_its_health_check() -> None
         if index:
             assert resources[f"LatencyRecord{index}"]["Condition"] == f"HasRegion{index}"
             assert resources[f"ReplicationLagAlarm{index}"]["Condition"] == f"HasRegion{index}"
+
+
+def test_the_cost_of_more_regions_by_hand(capsys: pytest.CaptureFixture[str]) -> None:
+    prices = load_prices()
+    extra = multi_region_extra(RegionsInputs(3, key_changes_per_month=100_000, dns_queries_per_event=0.1), prices)
+    # Each key change replicates to 2 replicas: 200k replicated write units, and 200k x 400 B between regions.
+    assert extra.monthly["replicated key writes"] == pytest.approx(200_000 * 0.625 / 1e6 + 0.08 * 0.02)
+    # Per region: an HTTPS check on an execute-api host (0.75 + 2.00), the 5xx-alarm check and the combined one.
+    assert extra.monthly["Route 53 health checks"] == pytest.approx(3 * (0.75 + 2.00 + 0.50 + 0.50))
+    # Each replica region's stack has the 7 alarms of infra/resources.json, plus its replication-lag alarm.
+    assert extra.monthly["alarms"] == pytest.approx(2 * 8 * 0.10)
+    # Alias queries to API Gateway are free; as billed latency queries: 0.1 per event x $0.60 per million.
+    assert extra.per_million_events["Route 53 latency queries"] == 0
+    assert extra.dns_if_billed == pytest.approx(0.06)
+    assert multi_region_extra(RegionsInputs(1), prices) == MultiRegionExtra()
+
+    assert main(["cost", "--front-door", "url", "--edge-ms", "20", "--forwarder-ms", "100", "--regions", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "multi-region: 3 regions (2 replicas)" in out
+    assert f"{11.25 + 1.6 + 10_000 * 2 * (0.625 / 1e6 + 400 / 1e9 * 0.02):.4f}" in out.split("total per month")[1]
