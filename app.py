@@ -6,13 +6,16 @@ import os
 
 from chalice import Chalice, Response
 
-from chalicelib.edge import cors, pipeline
+from chalicelib.edge import cors, front_doors, pipeline
 from chalicelib.runtime.observability import flush, logger, traced
 
 app = Chalice(app_name="lookout-edge")
 # Bodies API Gateway must hand over untouched (base64 in the event). application/json
 # stays text: as a binary type Chalice would base64 every JSON answer (see README).
 app.api.binary_types.extend(["text/plain", "application/x-ndjson", "application/gzip", "application/x-gzip"])
+# The API function's entry point on every front door (CONTRACT §8): REST payload 1.0 goes to `app`
+# as is, HTTP API and function URL payload 2.0 are routed by path and answered in 2.0.
+handler = front_doors.entry_point(app)
 
 INGEST_METHODS = ["POST", "OPTIONS"]
 # Accept every content type at the router: chalicelib answers 415 with the contract's JSON error.

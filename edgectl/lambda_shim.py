@@ -39,34 +39,160 @@ class LambdaContext:
 
 def api_gateway_event(
     path: str,
-    body: bytes,
+    body: bytes | None,
     headers: dict[str, str],
     source_ip: str = "203.0.113.9",
     base64_body: bool = False,
     resource: str | None = None,
+    method: str = "POST",
+    query: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """An API Gateway REST proxy event as Lambda hands it to Chalice (POST to `path`)."""
-    import base64
+    """An API Gateway REST proxy event (payload 1.0) as Lambda hands it to Chalice.
 
+    `resource` is the route template API Gateway matched (`/api/ingest/{signal}`); path
+    parameters are read off `path` by it.
+    """
+    template = resource or path
+    parameters = {
+        part[1:-1]: value
+        for part, value in zip(template.split("/"), path.split("/"), strict=False)
+        if part.startswith("{")
+    }
     return {
-        "resource": resource or path,
+        "resource": template,
         "path": path,
-        "httpMethod": "POST",
+        "httpMethod": method,
         "headers": headers,
         "multiValueHeaders": {k: [v] for k, v in headers.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
-        "pathParameters": None,
+        "queryStringParameters": {k: v[-1] for k, v in query.items()} if query else None,
+        "multiValueQueryStringParameters": query or None,
+        "pathParameters": parameters or None,
         "stageVariables": None,
         "requestContext": {
-            "resourcePath": resource or path,
-            "httpMethod": "POST",
-            "path": path,
-            "identity": {"sourceIp": source_ip},
+            "resourcePath": template,
+            "httpMethod": method,
+            "path": f"/api{path}",
+            "stage": "api",
+            "requestId": str(uuid.uuid4()),
+            "identity": {"sourceIp": source_ip, "userAgent": headers.get("user-agent")},
         },
-        "body": base64.b64encode(body).decode() if base64_body else body.decode(),
-        "isBase64Encoded": base64_body,
+        "body": _encoded_body(body, base64_body),
+        "isBase64Encoded": base64_body and body is not None,
     }
+
+
+# Content types the 2.0 doors hand over as text; anything else, or any Content-Encoding, arrives base64.
+_TEXT_TYPES = ("text/", "application/json", "application/x-ndjson", "application/xml", "application/javascript")
+
+
+def http_api_event(
+    path: str,
+    body: bytes | None,
+    headers: dict[str, str],
+    source_ip: str = "203.0.113.9",
+    method: str = "POST",
+    stage: str = "$default",
+    query: str = "",
+    base64_body: bool | None = None,
+) -> dict[str, Any]:
+    """An API Gateway HTTP API event, payload format 2.0, `$default` route.
+
+    As AWS sends it: header names lowercase, repeated headers comma-joined (pass them
+    joined), cookies taken out of the headers into `cookies`, a named stage in front of
+    `rawPath`, bodies of binary or encoded content base64.
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    cookie = lowered.pop("cookie", None)
+    event = _v2_event(
+        path if stage == "$default" else f"/{stage}{path}", body, lowered, source_ip, method, query, base64_body
+    )
+    event["routeKey"] = event["requestContext"]["routeKey"] = "$default"
+    event["requestContext"].update(
+        apiId="a1b2c3d4e5",
+        domainName="a1b2c3d4e5.execute-api.us-east-1.amazonaws.com",
+        domainPrefix="a1b2c3d4e5",
+        stage=stage,
+    )
+    if cookie:
+        event["cookies"] = [c.strip() for c in cookie.split(";")]
+    return event
+
+
+def function_url_event(
+    path: str,
+    body: bytes | None,
+    headers: dict[str, str],
+    source_ip: str = "203.0.113.9",
+    method: str = "POST",
+    query: str = "",
+    base64_body: bool | None = None,
+) -> dict[str, Any]:
+    """A Lambda function URL event (payload 2.0, auth NONE): routeKey and stage `$default`,
+    the `cookie` header kept beside `cookies`."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    event = _v2_event(path, body, lowered, source_ip, method, query, base64_body)
+    url_id = "abcdefghijklmnopqrstuvwxyz012345"
+    event["routeKey"] = event["requestContext"]["routeKey"] = "$default"
+    event["requestContext"].update(
+        accountId="anonymous",
+        apiId=url_id,
+        domainName=f"{url_id}.lambda-url.{REGION}.on.aws",
+        domainPrefix=url_id,
+        stage="$default",
+    )
+    if "cookie" in lowered:
+        event["cookies"] = [c.strip() for c in lowered["cookie"].split(";")]
+    return event
+
+
+def _v2_event(
+    raw_path: str,
+    body: bytes | None,
+    headers: dict[str, str],
+    source_ip: str,
+    method: str,
+    query: str,
+    base64_body: bool | None,
+) -> dict[str, Any]:
+    from urllib.parse import parse_qs
+
+    if base64_body is None:
+        content_type = headers.get("content-type", "")
+        base64_body = "content-encoding" in headers or not content_type.startswith(_TEXT_TYPES)
+    now = time.time()
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "rawPath": raw_path,
+        "rawQueryString": query,
+        "headers": {"x-forwarded-for": source_ip, "x-forwarded-proto": "https", "x-forwarded-port": "443", **headers},
+        "requestContext": {
+            "accountId": ACCOUNT,
+            "http": {
+                "method": method,
+                "path": raw_path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": headers.get("user-agent", ""),
+            },
+            "requestId": str(uuid.uuid4()),
+            "time": datetime.fromtimestamp(now, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now * 1000),
+        },
+        "isBase64Encoded": bool(base64_body) and body is not None,
+    }
+    if query:
+        event["queryStringParameters"] = {k: ",".join(v) for k, v in parse_qs(query, keep_blank_values=True).items()}
+    if body is not None:
+        event["body"] = _encoded_body(body, bool(base64_body))
+    return event
+
+
+def _encoded_body(body: bytes | None, base64_body: bool) -> str | None:
+    import base64
+
+    if body is None:
+        return None
+    return base64.b64encode(body).decode() if base64_body else body.decode()
 
 
 def sqs_record(message: dict[str, Any], queue_arn: str) -> dict[str, Any]:

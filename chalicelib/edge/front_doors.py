@@ -1,0 +1,214 @@
+"""Front doors (CONTRACT §8): one Lambda entry point for REST (payload 1.0), HTTP API and function URL (2.0).
+
+Chalice's `app` only understands API Gateway REST proxy events: it routes by
+`requestContext.resourcePath`, the route *template* API Gateway matched. HTTP API
+and function URL events (payload format 2.0) carry the concrete `rawPath` instead, so
+they are matched here against the app's own route table, handed to `app` in the 1.0
+shape, and its 1.0 answer is turned into a 2.0 response. Unknown routes get the
+contract's JSON 404 and a malformed event a JSON 400, on every door.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+Event = dict[str, Any]
+LambdaResponse = dict[str, Any]
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+class MalformedEvent(ValueError):
+    """The event is not an HTTP request of any front door this edge knows."""
+
+
+class RouteTable:
+    """Chalice route templates (`/api/ingest/{signal}`) matched against concrete paths.
+
+    As API Gateway does: literal segments win over captures, a capture takes one whole
+    segment, and a trailing slash is ignored.
+    """
+
+    def __init__(self, templates: Iterable[str]):
+        by_length: dict[int, list[tuple[tuple[str, ...], str]]] = {}
+        for template in templates:
+            parts = tuple(template.strip("/").split("/")) if template != "/" else ()
+            by_length.setdefault(len(parts), []).append((parts, template))
+        # Captures ('{...}') sort after literals at each position: the most specific template matches first.
+        self._by_length = {
+            n: sorted(entries, key=lambda e: [(p.startswith("{"), p) for p in e[0]]) for n, entries in by_length.items()
+        }
+
+    def match(self, path: str) -> tuple[str, dict[str, str]] | None:
+        """(template, captured path parameters) for `path`, or None when no route has its shape."""
+        segments = tuple(path.strip("/").split("/")) if path.strip("/") else ()
+        for parts, template in self._by_length.get(len(segments), ()):
+            captured: dict[str, str] = {}
+            for pattern, segment in zip(parts, segments, strict=True):
+                if pattern.startswith("{") and pattern.endswith("}"):
+                    captured[pattern[1:-1]] = unquote(segment)
+                elif pattern != segment:
+                    break
+            else:
+                return template, captured
+        return None
+
+
+def not_found(path: str) -> LambdaResponse:
+    """The contract's JSON 404, as the REST API's gateway response words it."""
+    return _json_response(404, {"error": "not_found", "message": f"no ingest route at {path}"})
+
+
+def bad_event(reason: str) -> LambdaResponse:
+    return _json_response(400, {"error": "invalid_request", "message": f"the request could not be read: {reason}"})
+
+
+def _json_response(status: int, body: dict[str, str]) -> LambdaResponse:
+    return {
+        "statusCode": status,
+        "headers": dict(JSON_HEADERS),
+        "multiValueHeaders": {},
+        "body": json.dumps(body),
+        "isBase64Encoded": False,
+    }
+
+
+def entry_point(app: Any) -> Callable[[Any, Any], LambdaResponse]:
+    """The Lambda handler for every front door: detects the payload version and calls `app`."""
+    routes: dict[str, RouteTable] = {}
+
+    def table() -> RouteTable:
+        # Built on the first request, once every route is registered (blueprints included).
+        if "table" not in routes:
+            routes["table"] = RouteTable(app.routes)
+        return routes["table"]
+
+    def handle(event: Any, context: Any) -> LambdaResponse:
+        if isinstance(event, dict) and event.get("version") == "2.0":
+            try:
+                rest_event = rest_event_from_v2(event)
+            except MalformedEvent as error:
+                return to_v2_response(bad_event(str(error)))
+            return to_v2_response(_call(app, table(), rest_event, context))
+        if isinstance(event, dict) and isinstance(event.get("requestContext"), dict) and "httpMethod" in event:
+            return _call(app, table(), event, context)
+        return bad_event("not an API Gateway or function URL event")
+
+    return handle
+
+
+def _call(app: Any, table: RouteTable, event: Event, context: Any) -> LambdaResponse:
+    """Route a 1.0-shaped event: Chalice's own table when API Gateway already matched the
+    template (REST), else by the concrete path (2.0, or HTTP API's payload 1.0 with `$default`)."""
+    context_ = event["requestContext"]
+    method = context_.get("httpMethod") or event.get("httpMethod")
+    resource = context_.get("resourcePath")
+    if resource not in app.routes:
+        path = event.get("path") or ""
+        found = table.match(path)
+        if found is None:
+            return not_found(path)
+        resource, parameters = found
+        event = {**event, "pathParameters": parameters or None, "resource": resource}
+        event["requestContext"] = {**context_, "resourcePath": resource, "httpMethod": method}
+    if method not in app.routes[resource]:
+        # API Gateway REST answers a method it has no integration for like an unknown path.
+        return not_found(event.get("path") or resource)
+    return app(event, context)
+
+
+def rest_event_from_v2(event: Event) -> Event:
+    """A payload 2.0 event (HTTP API, function URL) in the REST proxy shape Chalice reads."""
+    context = event.get("requestContext")
+    http = context.get("http") if isinstance(context, dict) else None
+    if not isinstance(http, dict) or not isinstance(http.get("method"), str):
+        raise MalformedEvent("payload 2.0 without requestContext.http.method")
+    raw_path = event.get("rawPath", http.get("path"))
+    if not isinstance(raw_path, str) or not raw_path.startswith("/"):
+        raise MalformedEvent("payload 2.0 without an absolute rawPath")
+    headers = event.get("headers") or {}
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise MalformedEvent("headers are not a map of strings")
+    headers = {name.lower(): value for name, value in headers.items()}
+    cookies = event.get("cookies")
+    if cookies and "cookie" not in headers:
+        headers["cookie"] = "; ".join(str(c) for c in cookies)
+    path = _without_stage(raw_path, context.get("stage"))  # still percent-encoded: captures are decoded
+    query = parse_qs(event.get("rawQueryString") or "", keep_blank_values=True)
+    source_ip = http.get("sourceIp")
+    return {
+        "resource": None,
+        "path": path,
+        "httpMethod": http["method"].upper(),
+        "headers": headers,
+        "multiValueHeaders": {name: value.split(",") for name, value in headers.items()},
+        "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
+        "multiValueQueryStringParameters": query or None,
+        "pathParameters": None,
+        "stageVariables": event.get("stageVariables"),
+        "requestContext": {
+            "resourcePath": None,
+            "httpMethod": http["method"].upper(),
+            "path": raw_path,
+            "stage": context.get("stage", "$default"),
+            "requestId": context.get("requestId"),
+            "domainName": context.get("domainName"),
+            "apiId": context.get("apiId"),
+            "identity": {"sourceIp": source_ip, "userAgent": http.get("userAgent")},
+        },
+        "body": _body(event),
+        "isBase64Encoded": False,
+    }
+
+
+def _without_stage(raw_path: str, stage: Any) -> str:
+    """HTTP API puts a named stage in front of the path (`/prod/api/ingest`); `$default` has none."""
+    if isinstance(stage, str) and stage and stage != "$default":
+        prefix = f"/{stage}"
+        if raw_path == prefix:
+            return "/"
+        if raw_path.startswith(prefix + "/"):
+            return raw_path[len(prefix) :]
+    return raw_path
+
+
+def _body(event: Event) -> bytes | None:
+    """The body as bytes, base64 decoded once here (strictly: a broken encoding is a 400)."""
+    body = event.get("body")
+    if body is None:
+        return None
+    if not isinstance(body, str):
+        raise MalformedEvent("body is not a string")
+    if not event.get("isBase64Encoded"):
+        return body.encode("utf-8")
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise MalformedEvent("isBase64Encoded body is not base64") from error
+
+
+def to_v2_response(response: LambdaResponse) -> LambdaResponse:
+    """A payload 1.0 answer as a 2.0 response: multi-value headers comma-joined, Set-Cookie as `cookies`."""
+    headers: dict[str, str] = {}
+    cookies: list[str] = []
+    values: Mapping[str, Any] = response.get("headers") or {}
+    multi: Mapping[str, Any] = response.get("multiValueHeaders") or {}
+    for name, value in [*((n, [v]) for n, v in values.items()), *multi.items()]:
+        if name.lower() == "set-cookie":
+            cookies.extend(str(v) for v in value)
+        else:
+            headers[name] = ",".join([headers[name], *map(str, value)] if name in headers else map(str, value))
+    answer: LambdaResponse = {
+        "statusCode": response["statusCode"],
+        "headers": headers,
+        "body": response.get("body") or "",
+        "isBase64Encoded": bool(response.get("isBase64Encoded")),
+    }
+    if cookies:
+        answer["cookies"] = cookies
+    return answer
