@@ -33,14 +33,19 @@ CHALICE_DIR = ROOT / ".chalice"
 FUNCTIONS = {"api_handler": "APIHandler", "forward_events": "ForwardEvents", "sync_keys": "SyncKeys"}
 # The contract variables the merged template points at its own resources and parameters.
 STACK_ENVIRONMENT = {
-    ENV_NAMES["keys_table"]: {"Ref": "KeysTable"},
+    # The name, not the resource: in a multi-region edge the table is a global table's replica
+    # that this stack does not create (KeysTableReplicated).
+    ENV_NAMES["keys_table"]: {"Ref": "KeysTableName"},
     ENV_NAMES["idempotency_table"]: {"Ref": "IdempotencyTable"},
     ENV_NAMES["queue_url"]: {"Ref": "EventsQueue"},
     ENV_NAMES["dlq_url"]: {"Ref": "DeadLetterQueue"},
     ENV_NAMES["backend_url"]: {"Ref": "BackendUrl"},
     ENV_NAMES["token_param"]: {"Ref": "EdgeTokenParameterName"},
     ENV_NAMES["db_url_param"]: {"Ref": "DbUrlParameterName"},
+    ENV_NAMES["home_region"]: {"Ref": "HomeRegion"},
 }
+# `OnlyIf` options the stack decides with a condition (Tracing is decided when rendering).
+STACK_OPTIONS = {"SecretsKmsKey": "HasSecretsKmsKey", "HomeRegion": "HasHomeRegion"}
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9:]+)\}")
 ACCOUNT = re.compile(r"^\d{12}$")
 REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
@@ -106,15 +111,15 @@ def _sub(value: Any, function: str) -> Any:
 
 
 def cloudformation_policy(statements: list[dict[str, Any]], function: str, tracing: bool) -> dict[str, Any]:
-    """A policy document for `chalice package`: Fn::Sub ARNs, the KMS statement under HasSecretsKmsKey."""
+    """A policy document for `chalice package`: Fn::Sub ARNs, optional statements under their stack condition."""
     rendered: list[Any] = []
     for statement in statements:
         option = statement.get("OnlyIf")
         if option == "Tracing" and not tracing:
             continue
         body = _sub(_allow(statement), function)
-        if option == "SecretsKmsKey":
-            body = {"Fn::If": ["HasSecretsKmsKey", body, {"Ref": "AWS::NoValue"}]}
+        if option in STACK_OPTIONS:
+            body = {"Fn::If": [STACK_OPTIONS[option], body, {"Ref": "AWS::NoValue"}]}
         rendered.append(body)
     return {"Version": "2012-10-17", "Statement": rendered}
 
@@ -192,6 +197,10 @@ def render_stage(
             raise RenderError("give --account and --region (or --cloudformation for chalice package)")
         values = deploy_values(stage_info["environment"], account, region, partition)
         enabled = {"Tracing"} if stage_info["xray"] else set()
+        home_region = stage_info["environment"].get(ENV_NAMES["home_region"])
+        if home_region:
+            enabled.add("HomeRegion")
+            values["HomeRegion"] = home_region
         if kms_key_arn:
             enabled.add("SecretsKmsKey")
             values["SecretsKmsKeyArn"] = kms_key_arn

@@ -77,13 +77,14 @@ def test_the_forwarder_reports_batch_item_failures_from_the_stacks_queue(templat
 
 def test_functions_read_resource_names_from_the_stack_not_from_hard_coded_urls(template: dict[str, Any]) -> None:
     expected = {
-        "LOOKOUT_EDGE_KEYS_TABLE": {"Ref": "KeysTable"},
+        "LOOKOUT_EDGE_KEYS_TABLE": {"Ref": "KeysTableName"},  # the table or, multi-region, its replica
         "LOOKOUT_EDGE_IDEMPOTENCY_TABLE": {"Ref": "IdempotencyTable"},
         "LOOKOUT_EDGE_QUEUE_URL": {"Ref": "EventsQueue"},
         "LOOKOUT_EDGE_DLQ_URL": {"Ref": "DeadLetterQueue"},
         "LOOKOUT_INGEST_EDGE_BACKEND_URL": {"Ref": "BackendUrl"},
         "LOOKOUT_INGEST_EDGE_TOKEN_PARAM": {"Ref": "EdgeTokenParameterName"},
         "LOOKOUT_DB_URL_PARAM": {"Ref": "DbUrlParameterName"},
+        "LOOKOUT_EDGE_HOME_REGION": {"Ref": "HomeRegion"},
     }
     for name in ("APIHandler", "ForwardEvents", "SyncKeys"):
         variables = template["Resources"][name]["Properties"]["Environment"]["Variables"]

@@ -153,11 +153,12 @@ def test_cloudformation_policies_take_every_arn_from_the_stack(chalice_dir: Path
         assert set(re.findall(r"\$\{([A-Za-z0-9:]+)\}", text)) <= known
         statements = policy(chalice_dir, "prod", function)["Statement"]
         conditional = [s for s in statements if "Fn::If" in s]
-        assert [s["Fn::If"][0] for s in conditional] == ([] if function == "api_handler" else ["HasSecretsKmsKey"])
+        expected = ["HasHomeRegion"] if function == "api_handler" else ["HasSecretsKmsKey"]
+        assert [s["Fn::If"][0] for s in conditional] == expected
         for statement in statements:
             body = statement["Fn::If"][1] if "Fn::If" in statement else statement
             assert all("*" not in action for action in body["Action"])
-    assert set(template["Conditions"]) >= {"HasSecretsKmsKey"}
+    assert set(template["Conditions"]) >= {"HasSecretsKmsKey", "HasHomeRegion"}
 
 
 def test_every_placeholder_in_the_policy_source_has_a_value() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -19,10 +20,13 @@ from moto import mock_aws
 from edgectl import multi_region
 from edgectl.cli import main
 from edgectl.cmd_cost import MultiRegionExtra, RegionsInputs, load_prices, multi_region_extra
+from edgectl.cmd_render_policies import CHALICE_DIR, render_stage
 from edgectl.cmd_status import Status, format_regions
 from edgectl.resources import StackNames, create_resources
 from tests.conftest import reset_container_state
 from tests.test_deploy import cfn_lint
+from tests.test_iam import ACCOUNT, grants, policy
+from tests.test_iam import REGION as IAM_REGION
 
 HOME, FAR = "us-east-1", "eu-west-1"
 
@@ -163,3 +167,21 @@ def test_the_cost_of_more_regions_by_hand(capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr().out
     assert "multi-region: 3 regions (2 replicas)" in out
     assert f"{11.25 + 1.6 + 10_000 * 2 * (0.625 / 1e6 + 400 / 1e9 * 0.02):.4f}" in out.split("total per month")[1]
+
+
+def test_a_multi_region_stage_may_read_keys_from_the_home_region_only(tmp_path: Path) -> None:
+    chalice_dir = tmp_path / ".chalice"
+    chalice_dir.mkdir()
+    config = json.loads((CHALICE_DIR / "config.json").read_text())
+    render_stage_into = chalice_dir / "config.json"
+    render_stage_into.write_text(json.dumps(config))
+    render_stage(chalice_dir, "prod", account=ACCOUNT, region=IAM_REGION)
+    single = grants(policy(chalice_dir, "prod", "api_handler"))["dynamodb:GetItem"]
+
+    config["stages"]["prod"].setdefault("environment_variables", {})["LOOKOUT_EDGE_HOME_REGION"] = HOME
+    render_stage_into.write_text(json.dumps(config))
+    render_stage(chalice_dir, "prod", account=ACCOUNT, region=IAM_REGION)
+    multi = grants(policy(chalice_dir, "prod", "api_handler"))["dynamodb:GetItem"]
+    assert multi - single == {f"arn:aws:dynamodb:{HOME}:{ACCOUNT}:table/lookout-edge-keys"}
+    sync = grants(policy(chalice_dir, "prod", "sync_keys"))
+    assert all(HOME not in arn for arns in sync.values() for arn in arns)  # the sync writes only its own region

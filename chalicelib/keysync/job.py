@@ -115,6 +115,10 @@ def run(
     dynamodb = client("dynamodb")
     started = time.monotonic()
     result = SyncResult()
+    if conf.home_region and conf.home_region != dynamodb.meta.region_name:
+        # A multi-region edge: the table here is a replica of the home region's (docs/multi-region.md).
+        logger(SERVICE).info("key sync skipped: not the home region", extra={"home_region": conf.home_region})
+        return result
     try:
         existing = scan_content_hashes(conf.keys_table, dynamodb)
     except Exception as exc:
