@@ -4,6 +4,10 @@ One stack, deployed once in the home region: the keys table as a DynamoDB global
 a replica in every region, a replication-lag alarm per replica, and for every region a Route 53
 health check and a latency record for the one hostname (docs/multi-region.md).
 
+Deployed twice (docs/multi-region.md, rollout): first with the regions only, which makes the
+table and its replicas the regional edge stacks read; then, once every region's stack has its
+custom domain, with the regional domain names, which adds the health checks and the records.
+
 CloudFormation cannot loop over a list parameter where a list of objects is needed (the
 table's `Replicas`), so the template has a fixed number of region slots, each under a
 condition that its region was given. Writing those slots by hand would be copy-paste;
@@ -49,6 +53,15 @@ def _has_region(index: int) -> str:
     return f"HasRegion{index}"
 
 
+def _dns_in(index: int) -> str:
+    """The slot's health checks and record exist once the regional domains are given (phase 2)."""
+    return "HasRecords" if index == 0 else f"DnsIn{index}"
+
+
+def _error_alarm_in(index: int) -> str:
+    return f"ErrorAlarmIn{index}"
+
+
 def _alarm_actions() -> dict[str, Any]:
     return {"Fn::If": ["HasAlarmTopic", [_ref("AlarmTopicArn")], NO_VALUE]}
 
@@ -69,21 +82,30 @@ def _parameters() -> dict[str, Any]:
         "KeysTableName": {**keys_table, "Description": "the same name every region's edge stack is given"},
         "DomainName": {
             "Type": "String",
+            "Default": "",
             "Description": "the one edge hostname, e.g. edge.example.com; every region's stack has a custom "
             "domain of this name with its own regional certificate (its CertificateArn parameter)",
         },
-        "HostedZoneId": {"Type": "AWS::Route53::HostedZone::Id", "Description": "the public zone of DomainName"},
+        "HostedZoneId": {
+            "Type": "String",
+            "Default": "",
+            "AllowedPattern": "^(Z[A-Z0-9]+)?$",
+            "Description": "the Route 53 public hosted zone of DomainName",
+        },
         "RegionalDomainNames": {
             "Type": "CommaDelimitedList",
+            "Default": "",
             "Description": "each region's EdgeDomainTarget output (d-....execute-api.REGION.amazonaws.com), "
-            "home first, then in ReplicaRegions order",
+            "home first, then in ReplicaRegions order; empty (the first deployment): the table only, no DNS",
         },
         "RegionalHostedZoneIds": {
             "Type": "CommaDelimitedList",
+            "Default": "",
             "Description": "each region's EdgeDomainHostedZoneId output, in the same order",
         },
         "HealthCheckHosts": {
             "Type": "CommaDelimitedList",
+            "Default": "",
             "Description": "each region's API host without the custom domain (ID.execute-api.REGION.amazonaws.com; "
             "the custom domain answers only to DomainName), in the same order",
         },
@@ -113,11 +135,14 @@ def _conditions() -> dict[str, Any]:
     conditions: dict[str, Any] = {
         "HasAlarmTopic": {"Fn::Not": [{"Fn::Equals": [_ref("AlarmTopicArn"), ""]}]},
         "HasErrorAlarms": {"Fn::Not": [{"Fn::Equals": [{"Fn::Join": [",", _ref("EdgeErrorsAlarmNames")]}, ""]}]},
+        "HasRecords": {"Fn::Not": [{"Fn::Equals": [{"Fn::Join": [",", _ref("RegionalDomainNames")]}, ""]}]},
     }
-    for index in range(1, MAX_REPLICAS + 1):
-        conditions[_has_region(index)] = {"Fn::Not": [{"Fn::Equals": [_region(index), ""]}]}
-        conditions[f"HasErrorAlarm{index}"] = {
-            "Fn::And": [{"Condition": "HasErrorAlarms"}, {"Condition": _has_region(index)}]
+    for index in range(MAX_REPLICAS + 1):
+        if index:
+            conditions[_has_region(index)] = {"Fn::Not": [{"Fn::Equals": [_region(index), ""]}]}
+            conditions[_dns_in(index)] = {"Fn::And": [{"Condition": "HasRecords"}, {"Condition": _has_region(index)}]}
+        conditions[_error_alarm_in(index)] = {
+            "Fn::And": [{"Condition": "HasErrorAlarms"}, {"Condition": _dns_in(index)}]
         }
     return conditions
 
@@ -148,7 +173,7 @@ def _keys_table() -> dict[str, Any]:
 
 def _region_resources(index: int) -> dict[str, Any]:
     """One region's health checks and latency record (and, for a replica, its lag alarm)."""
-    condition = {} if index == 0 else {"Condition": _has_region(index)}
+    condition = {"Condition": _dns_in(index)}
     region = _region(index)
     name = {"Fn::Sub": ["${DomainName} in ${Region}", {"Region": region}]}
     endpoint_check = {
@@ -167,7 +192,7 @@ def _region_resources(index: int) -> dict[str, Any]:
             "HealthCheckTags": [{"Key": "Name", "Value": name}],
         },
     }
-    alarm_condition = "HasErrorAlarms" if index == 0 else f"HasErrorAlarm{index}"
+    alarm_condition = _error_alarm_in(index)
     alarm_check = {
         "Type": "AWS::Route53::HealthCheck",
         "Condition": alarm_condition,
@@ -222,7 +247,7 @@ def _region_resources(index: int) -> dict[str, Any]:
     if index:
         resources[f"ReplicationLagAlarm{index}"] = {
             "Type": "AWS::CloudWatch::Alarm",
-            **condition,
+            "Condition": _has_region(index),
             "Properties": {
                 "AlarmDescription": {
                     "Fn::Sub": [

@@ -132,7 +132,8 @@ def test_the_global_table_has_the_home_replica_and_one_per_given_region() -> Non
 
 
 def test_every_region_has_a_latency_record_guarded_by_its_health_check() -> None:
-    resources = multi_region.global_template()["Resources"]
+    template = multi_region.global_template()
+    resources, conditions = template["Resources"], template["Conditions"]
     for index in range(multi_region.MAX_REPLICAS + 1):
         record = resources[f"LatencyRecord{index}"]["Properties"]
         assert record["Region"] == record["SetIdentifier"]
@@ -144,9 +145,14 @@ def test_every_region_has_a_latency_record_guarded_by_its_health_check() -> None
         assert children["Type"] == "CALCULATED" and children["HealthThreshold"] == len(children["ChildHealthChecks"])
         endpoint = resources[f"EndpointHealth{index}"]["Properties"]["HealthCheckConfig"]
         assert endpoint["Type"] == "HTTPS" and endpoint["ResourcePath"] == {"Ref": "HealthCheckPath"}
+        # DNS comes with the second deployment (regional domains given), and only for given regions.
+        dns = "HasRecords" if index == 0 else f"DnsIn{index}"
+        assert (
+            resources[f"LatencyRecord{index}"]["Condition"] == resources[f"EndpointHealth{index}"]["Condition"] == dns
+        )
         if index:
-            assert resources[f"LatencyRecord{index}"]["Condition"] == f"HasRegion{index}"
             assert resources[f"ReplicationLagAlarm{index}"]["Condition"] == f"HasRegion{index}"
+            assert {"Condition": f"HasRegion{index}"} in conditions[dns]["Fn::And"]
 
 
 def test_the_cost_of_more_regions_by_hand(capsys: pytest.CaptureFixture[str]) -> None:
