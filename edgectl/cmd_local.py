@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from edgectl.lambda_shim import LambdaContext, poll_once, scheduled_event
@@ -25,6 +26,13 @@ def register(subparsers: Any) -> None:
         help="local only: take the client IP (sourceIp) from this request header, to try allowlists",
     )
     edge.set_defaults(run=serve_edge)
+
+    aws = subparsers.add_parser("serve-aws", help="moto server that keeps its state in a file (local stack)")
+    aws.add_argument("--host", default="127.0.0.1")
+    aws.add_argument("--port", type=int, default=4566)
+    aws.add_argument("--state", type=Path, help="pickle file: loaded at start, saved after changes and at stop")
+    aws.add_argument("--snapshot-every", type=float, default=2.0, help="seconds between snapshots after a change")
+    aws.set_defaults(run=serve_aws)
 
     poller = subparsers.add_parser("poll-forwarder", help="feed the queue to the forwarder handler (local stack)")
     poller.add_argument("--wait", type=int, default=2, help="long-poll seconds")
@@ -61,6 +69,12 @@ def serve_edge(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
     return 0
+
+
+def serve_aws(args: argparse.Namespace) -> int:
+    from edgectl.local_aws import serve
+
+    return serve(args.host, args.port, args.state, args.snapshot_every)
 
 
 def poll_forwarder(args: argparse.Namespace) -> int:

@@ -52,14 +52,26 @@ class StackOptions:
     demo_key: str | None = None
     receiver_projects: dict[str, str] = field(default_factory=dict)  # API key → project, for /api/config
     source_ip_header: str | None = None  # local only: the edge takes the client IP from this header
+    aws_state: Path | None = None  # moto's queues and tables kept in this file across restarts; None → memory
+    supervise: bool = True  # restart a piece that exits, with backoff, instead of leaving the stack half up
     extra_env: dict[str, str] = field(default_factory=dict)
+
+
+# Restart backoff of a piece that keeps exiting: 0.5 s, 1 s, 2 s ... up to 30 s; a piece that
+# ran for STEADY_SECONDS before it exited starts over at the first step.
+FIRST_BACKOFF, MAX_BACKOFF, STEADY_SECONDS = 0.5, 30.0, 30.0
 
 
 @dataclass
 class Piece:
     name: str
+    command: list[str]
     process: subprocess.Popen
     pump: threading.Thread
+    started: float = field(default_factory=time.monotonic)
+    backoff: float = FIRST_BACKOFF
+    restart_at: float | None = None  # when the supervisor brings it back; None while it runs
+    held: bool = False  # stopped on purpose (`stop_piece`): the supervisor leaves it down
 
 
 class DevStack:
@@ -73,6 +85,9 @@ class DevStack:
         self.names: StackNames | None = None
         self.demo_key: str | None = None
         self._write_lock = threading.Lock()
+        self._pieces_lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
     # -- addresses ----------------------------------------------------------------------------
     @property
@@ -135,22 +150,39 @@ class DevStack:
         except BaseException:
             self.stop()
             raise
+        if opts.supervise:
+            # Lives as long as the stack: pieces it restarts get SIGTERM when it ends (_die_with_parent).
+            self._supervisor = threading.Thread(target=self._supervise, name="devstack-supervisor", daemon=True)
+            self._supervisor.start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop every piece (SIGTERM, then SIGKILL) and the embedded AWS; leaves nothing running."""
-        for piece in self.pieces:
+        """Stop every piece (SIGTERM, then SIGKILL), the embedded AWS last so that it saves
+        what the others left in it; leaves nothing running."""
+        self._stopping.set()
+        with self._pieces_lock:
+            pieces = list(self.pieces)
+        others = [piece for piece in pieces if piece.name != "aws"]
+        self._terminate(others, timeout)
+        self._terminate([piece for piece in pieces if piece.name == "aws"], timeout)
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=5)
+        with self._pieces_lock:
+            self.pieces.clear()
+
+    @staticmethod
+    def _terminate(pieces: list[Piece], timeout: float) -> None:
+        for piece in pieces:
             if piece.process.poll() is None:
                 piece.process.terminate()
         deadline = time.monotonic() + timeout
-        for piece in self.pieces:
+        for piece in pieces:
             try:
                 piece.process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 piece.process.kill()
                 piece.process.wait()
             piece.pump.join(timeout=2)
-        self.pieces.clear()
 
     def __enter__(self) -> DevStack:
         return self.start()
@@ -159,21 +191,69 @@ class DevStack:
         self.stop()
 
     def dead_pieces(self) -> list[str]:
-        return [p.name for p in self.pieces if p.process.poll() is not None]
+        with self._pieces_lock:
+            return [p.name for p in self.pieces if p.process.poll() is not None]
+
+    def piece(self, name: str) -> Piece:
+        with self._pieces_lock:
+            return next(p for p in self.pieces if p.name == name)
 
     def restart(self, name: str) -> None:
         """Kill one piece and start it again (the reliability tests use this on the forwarder)."""
-        piece = next(p for p in self.pieces if p.name == name)
-        piece.process.kill()
-        piece.process.wait()
-        self.pieces.remove(piece)
-        self._spawn(name, piece.process.args[1:], module=None)
+        with self._pieces_lock:
+            piece = self.piece(name)
+            piece.process.kill()
+            piece.process.wait()
+            self._respawn(piece)
+
+    def stop_piece(self, name: str) -> None:
+        """Stop one piece and keep it down (the supervisor leaves it) until `start_piece`."""
+        with self._pieces_lock:
+            piece = self.piece(name)
+            piece.held = True
+            self._terminate([piece], 10.0)
+
+    def start_piece(self, name: str) -> None:
+        with self._pieces_lock:
+            piece = self.piece(name)
+            piece.held = False
+            if piece.process.poll() is not None:
+                self._respawn(piece)
+
+    def _supervise(self) -> None:
+        """Bring back a piece that exited, alone, after its backoff; the rest of the stack runs on."""
+        while not self._stopping.wait(0.2):
+            now = time.monotonic()
+            with self._pieces_lock:
+                for piece in self.pieces:
+                    if self._stopping.is_set() or piece.held or piece.process.poll() is None:
+                        continue
+                    if piece.restart_at is None:
+                        if now - piece.started >= STEADY_SECONDS:
+                            piece.backoff = FIRST_BACKOFF
+                        piece.restart_at = now + piece.backoff
+                        self._say(
+                            piece.name,
+                            f"exited with code {piece.process.returncode}; restarting in {piece.backoff:g}s",
+                        )
+                        piece.backoff = min(MAX_BACKOFF, piece.backoff * 2)
+                    elif now >= piece.restart_at:
+                        self._respawn(piece)
+
+    def _respawn(self, piece: Piece) -> None:
+        """Start `piece`'s command again in place (same name, same slot in `pieces`)."""
+        piece.pump.join(timeout=2)
+        fresh = self._launch(piece.name, piece.command)
+        piece.process, piece.pump, piece.started, piece.restart_at = fresh.process, fresh.pump, fresh.started, None
 
     # -- pieces -------------------------------------------------------------------------------
     def _start_aws(self) -> None:
-        """moto server in a process of its own: its state is this stack's alone."""
-        address = ["-H", self.options.host, "-p", str(self.options.aws_port)]
-        self._spawn("aws", ["-m", "moto.server", *address], module=None)
+        """moto server in a process of its own: its state is this stack's alone (edgectl.local_aws)."""
+        args = ["serve-aws", "--host", self.options.host, "--port", str(self.options.aws_port)]
+        if self.options.aws_state:
+            self.options.aws_state.parent.mkdir(parents=True, exist_ok=True)
+            args += ["--state", str(self.options.aws_state)]
+        self._spawn("aws", args)
         wait_for_http(f"{self.aws_url}/moto-api/", 30, self._check_alive)
         self._say("aws", f"moto server on {self.aws_url}")
 
@@ -204,11 +284,16 @@ class DevStack:
             args += ["--projects-file", str(projects_file)]
         self._spawn("receiver", args)
 
-    def _spawn(self, name: str, args: list[str], module: str | None = "edgectl") -> None:
-        command = [sys.executable, "-m", module, *args] if module else [sys.executable, *args]
+    def _spawn(self, name: str, args: list[str]) -> None:
+        piece = self._launch(name, [sys.executable, "-m", "edgectl", *args])
+        with self._pieces_lock:
+            self.pieces.append(piece)
+
+    def _launch(self, name: str, command: list[str]) -> Piece:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             command,
             preexec_fn=_die_with_parent,
+            process_group=0,  # Ctrl-C reaches the stack only; it stops the pieces in order
             cwd=ROOT,
             env=self.environment(),
             stdout=subprocess.PIPE,
@@ -219,7 +304,7 @@ class DevStack:
         )
         pump = threading.Thread(target=self._pump, args=(name, process), daemon=True)
         pump.start()
-        self.pieces.append(Piece(name, process, pump))
+        return Piece(name, command, process, pump)
 
     def _pump(self, name: str, process: subprocess.Popen) -> None:
         assert process.stdout is not None
@@ -263,6 +348,12 @@ class DevStack:
                 f"  Verify     .venv/bin/python -m edgectl verify --url {self.edge_url} --key {key} --backend-check",
                 f"  AWS        moto on {self.aws_url} (export AWS_ENDPOINT_URL={self.aws_url} to look around)",
                 f"  Keys       {source}",
+                *(
+                    [f"  State      queues and tables kept in {self.options.aws_state} (delete it to start empty)"]
+                    if self.options.aws_state
+                    else []
+                ),
+                "  Restarts   a piece that exits is restarted alone, with backoff",
                 "  Stop       Ctrl-C",
                 "",
             ]

@@ -207,3 +207,77 @@ def _alive(pid: int) -> bool:
             return stat.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+# -- a stack that keeps what it accepted ------------------------------------------------------------
+FAST_RETRY = {"LOOKOUT_EDGE_RETRY_BASE_SECONDS": "1", "LOOKOUT_EDGE_RETRY_MAX_SECONDS": "1"}
+
+
+def _stack_options(state_dir: Path, **extra: object) -> StackOptions:
+    return StackOptions(
+        edge_port=free_port(),
+        receiver_port=free_port(),
+        aws_port=free_port(),
+        state_dir=state_dir,
+        demo_key="lk_demo",
+        extra_env=FAST_RETRY,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def _accept(stack: DevStack, n: int) -> list[str]:
+    ids = []
+    for i in range(n):
+        status, answer, _ = send(
+            f"{stack.edge_url}/api/ingest",
+            json.dumps({"message": f"kept {i}"}).encode(),
+            {"X-Api-Key": "lk_demo", "Content-Type": "application/json"},
+        )
+        assert status == 202
+        ids.append(answer["event_id"])
+    return ids
+
+
+def _wait_stored(state_dir: Path, ids: list[str], timeout: float = 60.0) -> None:
+    from edgectl.receiver_store import SQLiteStore
+
+    store = SQLiteStore(str(state_dir / "receiver.sqlite3"))
+    try:
+        deadline = time.monotonic() + timeout
+        while missing := [event_id for event_id in ids if store.event(event_id) is None]:
+            assert time.monotonic() < deadline, f"{len(missing)} of {len(ids)} accepted events never arrived"
+            time.sleep(0.3)
+        stats = store.stats()
+        assert (stats["events"], stats["duplicates"]) == (len(ids), 0)
+    finally:
+        store.close()
+
+
+def test_a_crashed_piece_is_restarted_alone_and_events_still_arrive(tmp_path):
+    stack = DevStack(_stack_options(tmp_path), out=open(tmp_path / "log", "w")).start()  # noqa: SIM115
+    try:
+        others = {p.name: p.process.pid for p in stack.pieces if p.name != "receiver"}
+        stack.piece("receiver").process.kill()
+        ids = _accept(stack, 5)  # the edge and the queue carry on while the receiver is gone
+        _wait_stored(tmp_path, ids)
+        assert stack.piece("receiver").process.poll() is None
+        assert {p.name: p.process.pid for p in stack.pieces if p.name != "receiver"} == others
+        assert "receiver | exited with code -9; restarting in 0.5s" in (tmp_path / "log").read_text()
+    finally:
+        stack.stop()
+
+
+def test_accepted_undelivered_events_survive_a_restart_of_the_stack(tmp_path):
+    state = tmp_path / "aws-state.pickle"
+    first = DevStack(_stack_options(tmp_path, aws_state=state), out=open(tmp_path / "log", "w")).start()  # noqa: SIM115
+    try:
+        first.stop_piece("receiver")
+        ids = _accept(first, 8)
+    finally:
+        first.stop()
+    assert state.exists()
+    second = DevStack(_stack_options(tmp_path, aws_state=state), out=open(tmp_path / "log2", "w")).start()  # noqa: SIM115
+    try:
+        _wait_stored(tmp_path, ids)
+    finally:
+        second.stop()

@@ -1,0 +1,148 @@
+"""The local stack's AWS: moto server whose queues and tables survive a restart.
+
+moto keeps everything in memory, so a stopped `make dev` used to drop every accepted
+event still waiting for the receiver. Here moto's backends are pickled to a state file
+(`--state`) every few seconds after a change and when the process is told to stop
+(SIGTERM), and loaded again at start. A snapshot is taken while no request is in
+flight (`RequestGate`), so it never holds half of a BatchWriteItem or a message that
+was both sent and not yet stored. A crash loses at most the last `--snapshot-every`
+seconds; a clean stop loses nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copyreg
+import os
+import pickle
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+# The services the stack uses (edgectl.resources creates their tables and queues).
+SERVICES = ("sqs", "dynamodb", "ssm")
+# X-Amz-Target actions that leave nothing worth a snapshot (ReceiveMessage only moves
+# a message's visibility: after a crash it is simply visible sooner).
+_READ_ONLY_PREFIXES = ("Get", "Describe", "List", "Query", "Scan", "BatchGet", "Receive")
+
+
+def _lock_reducers() -> None:
+    """Locks cannot be pickled; a restored backend gets fresh, unlocked ones."""
+    copyreg.pickle(type(threading.Lock()), lambda _: (threading.Lock, ()))
+    copyreg.pickle(type(threading.RLock()), lambda _: (threading.RLock, ()))
+
+
+def snapshot(services: Iterable[str] = SERVICES) -> bytes:
+    """moto's state for `services` as bytes: {service: {account: {region: backend}}}."""
+    from moto.backends import get_backend
+
+    _lock_reducers()
+    state = {
+        service: {account: dict(regions.items()) for account, regions in get_backend(service).items()}
+        for service in services
+    }
+    return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def restore(data: bytes) -> None:
+    """Put a `snapshot` back into this process's moto backends."""
+    from moto.backends import get_backend
+
+    state = pickle.loads(data)  # noqa: S301 - our own file, written by `snapshot` under .dev/
+    for service, accounts in state.items():
+        live = get_backend(service)
+        for account, regions in accounts.items():
+            for region, backend in regions.items():
+                if service == "sqs":
+                    release_in_flight(backend)
+                live[account][region] = backend
+
+
+def release_in_flight(sqs_backend: Any) -> None:
+    """Make every message visible again: the consumers that held them died with the old stack
+    (a forwarder stopped between ReceiveMessage and its answer would otherwise leave its batch
+    hidden for the queue's whole visibility timeout, 6 minutes)."""
+    for queue in sqs_backend.queues.values():
+        for message in queue._messages:
+            message.visible_at = 0.0
+
+
+def save(path: Path, data: bytes) -> None:
+    """Write atomically: a crash mid-write leaves the previous snapshot whole."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+class RequestGate:
+    """WSGI middleware that can hold new requests and wait for the running ones to end.
+
+    Also notes whether a request may have changed anything since the last `quiet()`.
+    """
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]):
+        self._app = app
+        self._condition = threading.Condition()
+        self._running = 0
+        self._paused = False
+        self.dirty = False
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        action = target.rpartition(".")[2]
+        with self._condition:
+            while self._paused:
+                self._condition.wait()
+            self._running += 1
+            if not action.startswith(_READ_ONLY_PREFIXES):
+                self.dirty = True
+        try:
+            return [b"".join(self._app(environ, start_response))]
+        finally:
+            with self._condition:
+                self._running -= 1
+                self._condition.notify_all()
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[None]:
+        """No request runs inside this block (new ones wait; long polls are let finish)."""
+        with self._condition:
+            self._paused = True
+            while self._running:
+                self._condition.wait()
+            self.dirty = False
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._paused = False
+                self._condition.notify_all()
+
+
+def serve(host: str, port: int, state: Path | None, snapshot_every: float) -> int:
+    """Serve moto until SIGTERM/SIGINT; with `state`, load it first and keep it current."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    if state is not None and state.exists():
+        restore(state.read_bytes())
+        print(f"restored queues and tables from {state}", flush=True)
+    gate = RequestGate(DomainDispatcherApplication(create_backend_app))
+    server = make_server(host, port, gate, threaded=True, request_handler=MotoRequestHandler)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print(f"moto server on http://{host}:{port}" + (f", state in {state}" if state else ""), flush=True)
+    while not stopping.wait(snapshot_every):
+        if state is not None and gate.dirty:
+            with gate.quiet():
+                save(state, snapshot())
+    with gate.quiet():  # and stays quiet: nothing may change after the last snapshot
+        if state is not None:
+            save(state, snapshot())
+            print(f"state saved to {state}", flush=True)
+        server.shutdown()
+    return 0
