@@ -135,9 +135,9 @@ def enqueue(queue_url: str, messages: list[dict[str, Any]]) -> list[str]:
     return bodies
 
 
-def sqs_event(queue_url: str, max_messages: int = 10) -> dict[str, Any]:
+def sqs_event(queue_url: str, max_messages: int = 10, region: str = REGION) -> dict[str, Any]:
     """Receive a batch and shape it exactly like Lambda's SQS event."""
-    sqs = boto3.client("sqs", region_name=REGION)
+    sqs = boto3.client("sqs", region_name=region)
     arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     received = sqs.receive_message(
         QueueUrl=queue_url, MaxNumberOfMessages=max_messages, AttributeNames=["All"], MessageAttributeNames=["All"]
@@ -162,7 +162,7 @@ def sqs_event(queue_url: str, max_messages: int = 10) -> dict[str, Any]:
                 "md5OfBody": m["MD5OfBody"],
                 "eventSource": "aws:sqs",
                 "eventSourceARN": arn,
-                "awsRegion": REGION,
+                "awsRegion": region,
             }
         )
     return {"Records": records}

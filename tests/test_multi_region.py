@@ -191,3 +191,60 @@ def test_a_multi_region_stage_may_read_keys_from_the_home_region_only(tmp_path: 
     assert multi - single == {f"arn:aws:dynamodb:{HOME}:{ACCOUNT}:table/lookout-edge-keys"}
     sync = grants(policy(chalice_dir, "prod", "sync_keys"))
     assert all(HOME not in arn for arns in sync.values() for arn in arns)  # the sync writes only its own region
+
+
+def test_the_sync_writes_the_home_table_and_does_nothing_in_another_region(regions: Regions, lookout_db: Any) -> None:
+    from chalicelib.keysync import job
+
+    lookout_db.insert_key(key_id=1, project_id=101, organization_id=11)
+    lookout_db.insert_key(key_id=2, project_id=102, organization_id=11)
+    table = regions.stacks[HOME].keys_table
+    for region in (HOME, FAR):
+        regions.enter(region)
+        result = job.run(db_url=lookout_db.url)
+        assert result.ok, result.error
+        assert result.written == (2 if region == HOME else 0)
+    assert regions.dynamodb(HOME).scan(TableName=table)["Count"] == 2
+    assert regions.dynamodb(FAR).scan(TableName=table)["Count"] == 0  # the far replica is replication's job
+    assert regions.replicate() == 2
+
+
+def test_each_region_accepts_into_its_own_queue_and_both_forwarders_deliver(regions: Regions) -> None:
+    from fake_lookout import FakeLookout, sqs_event
+
+    from app import forward_events
+    from tests.conftest import chalice_client, key_item
+
+    regions.dynamodb(HOME).put_item(TableName=regions.stacks[HOME].keys_table, Item=key_item("raw-key", "101", "11"))
+    regions.replicate()
+    accepted = {}
+    for region in (HOME, FAR):
+        regions.enter(region)
+        with chalice_client() as client:
+            answer = client.http.post(
+                "/api/ingest",
+                headers={"X-Api-Key": "raw-key", "Content-Type": "application/json"},
+                body=json.dumps({"message": f"from {region}"}),
+            )
+        assert answer.status_code == 202, answer.body
+        accepted[region] = json.loads(answer.body)["event_id"]
+
+    lookout = FakeLookout().start()
+    try:
+        for region in (HOME, FAR):
+            stack = regions.enter(region)
+            regions.monkeypatch.setenv("LOOKOUT_INGEST_EDGE_BACKEND_URL", lookout.url)
+            regions.monkeypatch.setenv("LOOKOUT_INGEST_EDGE_TOKEN", "edge-token")
+            event = sqs_event(stack.queue_url, region=region)
+            assert [json.loads(r["body"])["event_id"] for r in event["Records"]] == [accepted[region]]
+            assert forward_events(event, None) == {"batchItemFailures": []}
+            assert (
+                regions.sqs(region).get_queue_attributes(
+                    QueueUrl=stack.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+                )["Attributes"]["ApproximateNumberOfMessages"]
+                == "0"
+            )
+    finally:
+        lookout.stop()
+    delivered = [(e["event_id"], e["payload"]["message"]) for seen in lookout.requests for e in seen.body["events"]]
+    assert delivered == [(accepted[HOME], f"from {HOME}"), (accepted[FAR], f"from {FAR}")]
