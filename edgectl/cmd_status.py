@@ -171,7 +171,7 @@ def format_regions(found: dict[str, Status | str], now: float, home: str | None 
     ]
     lines += [f"{region}: cannot read: {reason}" for region, reason in found.items() if isinstance(reason, str)]
     if any(s.dlq_visible for s in readable.values()):
-        lines.append("dead letters: inspect and redrive in that region (AWS_DEFAULT_REGION=... python -m edgectl dlq ...)")
+        lines.append("dead letters: inspect and redrive in that region: AWS_DEFAULT_REGION=... python -m edgectl dlq")
     if any(s.oldest_age_seconds is None for s in readable.values()):
         lines.append("oldest unknown: no CloudWatch data for that queue yet (local stacks have none)")
     return "\n".join(lines)
