@@ -94,6 +94,7 @@ def test_rejected_event_alone_goes_to_dlq_with_reason(aws: StackNames, lookout: 
         "dlq_status": "207",
         "dlq_error": "bad shape",
         "dlq_sinks": "lookout",
+        "dlq_refusals": '{"lookout":{"reason":"rejected","status":207,"error":"bad shape"}}',
     }
 
 

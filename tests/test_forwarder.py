@@ -22,7 +22,8 @@ from chalicelib.forward.settle import (
     without_dlq_attributes,
 )
 from chalicelib.forward.sinks.base import OutcomeKind, Reason, delivered, duplicate, rejected, retry
-from chalicelib.forward.sinks.lookout import BackendAnswer, classify, request_body
+from chalicelib.forward.sinks.http import HttpAnswer
+from chalicelib.forward.sinks.lookout import classify, request_body
 from chalicelib.runtime.http import parse_retry_after
 
 
@@ -41,9 +42,9 @@ def records_for(*messages: dict | str, receive_count: int = 1) -> list:
     return parse_records({"Records": raw})
 
 
-def answer(status: int, body: object = b"", retry_after: str | None = None) -> BackendAnswer:
+def answer(status: int, body: object = b"", retry_after: str | None = None) -> HttpAnswer:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return BackendAnswer(status, data, retry_after)
+    return HttpAnswer(status, data, retry_after)
 
 
 def test_records_keep_what_the_handler_needs() -> None:
@@ -119,7 +120,7 @@ def test_retry_after_of_the_answer_is_kept_with_each_outcome() -> None:
 
 @pytest.mark.parametrize(("error", "reason"), [("timeout", Reason.TIMEOUT), ("connection", Reason.CONNECTION)])
 def test_no_answer_retries(error: str, reason: Reason) -> None:
-    assert classify(BackendAnswer(None, error=error), ["e1", "e2"]) == [retry(reason)] * 2
+    assert classify(HttpAnswer(None, error=error), ["e1", "e2"]) == [retry(reason)] * 2
 
 
 def test_unusable_messages_are_dead_lettered_whatever_the_destinations_say() -> None:
@@ -136,10 +137,56 @@ def test_unusable_messages_are_dead_lettered_whatever_the_destinations_say() -> 
 def test_verdict_deletes_only_when_every_destination_took_it() -> None:
     (record,) = records_for(queue_message())
     assert verdict(record, {"lookout": delivered(200), "loki": duplicate(204)}).action is Action.DELETE
-    assert verdict(record, {}).action is Action.DELETE  # meant for no destination
-    assert verdict(record, {"lookout": delivered(200), "loki": retry(Reason.TIMEOUT)}).action is Action.RETRY
+    assert verdict(record, {"lookout": retry(Reason.TIMEOUT), "loki": retry(Reason.CONNECTION)}).action is Action.RETRY
     refused = verdict(record, {"lookout": delivered(200), "loki": rejected(Reason.BATCH_REJECTED, 400)})
-    assert (refused.action, list(refused.refusals)) == (Action.DEAD_LETTER, ["loki"])
+    assert (refused.action, list(refused.refusals), refused.delivered_to) == (
+        Action.DEAD_LETTER,
+        ["loki"],
+        frozenset({"lookout"}),
+    )
+
+
+def test_progress_is_requeued_when_some_took_it_and_others_must_try_again() -> None:
+    (record,) = records_for(queue_message())
+    decided = verdict(
+        record, {"lookout": delivered(200), "loki": retry(Reason.TIMEOUT), "tsdb": rejected(Reason.REJECTED)}
+    )
+    assert (decided.action, decided.delivered_to, list(decided.refusals)) == (
+        Action.REQUEUE,
+        frozenset({"lookout"}),
+        ["tsdb"],
+    )
+    (step,) = plan([record], [decided], RetryPolicy(10, 900), rand=lambda: 0.0)
+    assert step.copy is not None and step.copy.body == record.body and step.copy.delay_seconds == 5
+    # The copy, received again, is sent only to loki; its refusal by tsdb is kept for the DLQ.
+    (again,) = parse_records(
+        {"Records": [{**raw_record(record), "messageAttributes": lambda_shape(step.copy.attributes)}]}
+    )
+    assert again.delivered_to == {"lookout"} and list(again.refusals) == ["tsdb"]
+    final = verdict(again, {"loki": delivered(204)})
+    assert (final.action, final.delivered_to) == (Action.DEAD_LETTER, {"lookout", "loki"})
+    attributes = dead_letter_attributes(again, final)
+    assert attributes["delivered_to"]["StringValue"] == "loki,lookout"  # sorted
+    assert attributes["dlq_sinks"]["StringValue"] == "tsdb"
+    # A redrive strips dlq_*: only tsdb is still to take it.
+    (redriven,) = parse_records(
+        {"Records": [{**raw_record(again), "messageAttributes": lambda_shape(without_dlq_attributes(attributes))}]}
+    )
+    assert redriven.delivered_to == {"lookout", "loki"} and redriven.refusals == {}
+
+
+def test_a_message_no_destination_takes_is_dead_lettered_not_dropped() -> None:
+    (record,) = records_for(queue_message())
+    decided = verdict(record, {}, meant=False)
+    assert (decided.action, decided.reasons) == (Action.DEAD_LETTER, ["no_destination"])
+
+
+def raw_record(record) -> dict:
+    return {"messageId": record.message_id, "receiptHandle": record.receipt_handle, "body": record.body}
+
+
+def lambda_shape(attributes: dict) -> dict:
+    return {k: {"stringValue": v["StringValue"], "dataType": v["DataType"]} for k, v in attributes.items()}
 
 
 def test_backoff_grows_exponentially_within_jitter_and_cap() -> None:
@@ -159,7 +206,7 @@ def test_plan_uses_the_longest_retry_after_of_the_destinations() -> None:
     (record,) = records_for(queue_message())
     decided = verdict(record, {"a": retry(Reason.HTTP_STATUS, 429, after=30.0), "b": retry(Reason.TIMEOUT)})
     (step,) = plan([record], [decided], RetryPolicy(1, 900), rand=lambda: 0.0)
-    assert (step.visibility, step.dead_letter) == (30, None)
+    assert (step.visibility, step.copy) == (30, None)
 
 
 def test_retry_after_header_forms() -> None:
@@ -181,6 +228,10 @@ def test_dead_letter_attributes_keep_originals_and_name_the_refusing_destination
         "dlq_status": {"DataType": "Number", "StringValue": "200"},
         "dlq_error": {"DataType": "String", "StringValue": "not allowed here"},
         "dlq_sinks": {"DataType": "String", "StringValue": "lookout"},
+        "dlq_refusals": {
+            "DataType": "String",
+            "StringValue": '{"lookout":{"reason":"rejected","status":200,"error":"not allowed here"}}',
+        },
     }
     assert without_dlq_attributes(attributes) == {"signal": {"DataType": "String", "StringValue": "error"}}
 

@@ -1,4 +1,4 @@
-"""One forwarder invocation: SQS records → sinks → settlement plan → SQS calls (CONTRACT §6).
+"""One forwarder invocation: SQS records → sinks → settlement plan → SQS calls (CONTRACT §6, §11).
 
 Partial batch failure, and why the handler settles messages itself
 -------------------------------------------------------------------
@@ -7,12 +7,14 @@ Lambda deletes the WHOLE batch when the handler returns, whatever it returns. So
 handler never relies on Lambda to delete anything:
 
 1. it deletes (DeleteMessageBatch) exactly the messages every destination took and
-   those it has safely copied to the dead-letter queue;
+   those it has safely copied to the dead-letter queue (or re-queued with their progress);
 2. it hides each message left for retry for a backoff period (ChangeMessageVisibility);
 3. if any message is left on the queue, it RAISES, so Lambda deletes nothing.
 
 With `ReportBatchItemFailures` on, raising marks the whole batch failed, which is the
 same thing: the only messages still on the queue are the ones left for retry.
+
+Destinations are called concurrently, so a batch costs about the slowest one's round trip.
 """
 
 from __future__ import annotations
@@ -20,16 +22,25 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from typing import Any
 
 from chalicelib.forward import settle
 from chalicelib.forward.records import Record, parse_records
+from chalicelib.forward.sinks import registry
 from chalicelib.forward.sinks.base import Outcome, OutcomeKind, Reason, Sink
-from chalicelib.forward.sinks.lookout import LookoutSink
 from chalicelib.runtime.config import ConfigError, settings
-from chalicelib.runtime.observability import count, flush, logger
+from chalicelib.runtime.observability import NAMESPACE, count, flush, logger
 
 SERVICE = "forwarder"
+# Lookout's counts keep the names of the forwarder's first release (alarms, dashboards, cost).
+LOOKOUT_METRICS = {
+    "forwarded": "delivered",
+    "duplicate": "duplicate",
+    "rejected": "rejected",
+    "backend_latency": "latency",
+}
 
 
 class BatchIncomplete(RuntimeError):
@@ -39,35 +50,35 @@ class BatchIncomplete(RuntimeError):
 def forward(event: dict[str, Any]) -> dict[str, Any]:
     """Deliver one SQS batch; raises BatchIncomplete when any message must be retried."""
     tally: Counter[str] = Counter()
+    per_sink: dict[str, Counter[str]] = {}
     try:
-        return _forward(event, tally)
+        return _forward(event, tally, per_sink)
     finally:
         for name, value in tally.items():
             count(name, value, SERVICE, unit="Milliseconds" if name.endswith("latency") else "Count")
         flush(SERVICE)
+        _flush_sink_metrics(per_sink)
 
 
-def sinks() -> list[Sink]:
-    """The destinations of this container."""
-    return [LookoutSink()]
-
-
-def _forward(event: dict[str, Any], tally: Counter[str]) -> dict[str, Any]:
+def _forward(event: dict[str, Any], tally: Counter[str], per_sink: dict[str, Counter[str]]) -> dict[str, Any]:
     config = settings()
     queue_url, dlq_url = config.require("queue_url"), config.require("dlq_url")
-    config.require("backend_url")
+    destinations = registry.sinks(config)
     records = parse_records(event)
     if not records:
         return {"batchItemFailures": []}
     _check_source_queue(records, queue_url)
     logger(SERVICE).set_correlation_id(records[0].message_id)
 
-    outcomes = deliver(records, sinks(), tally)
-    verdicts = [settle.verdict(r, o) for r, o in zip(records, outcomes, strict=True)]
+    outcomes = deliver(records, destinations, per_sink)
+    verdicts = [
+        settle.verdict(r, o, meant=any(_wants(s, r.signal) for s in destinations))
+        for r, o in zip(records, outcomes, strict=True)
+    ]
     policy = settle.RetryPolicy(config.retry_base_seconds, config.retry_max_seconds)
     settlement = settle.execute(settle.plan(records, verdicts, policy), queue_url, dlq_url)
 
-    _tally(tally, outcomes, settlement)
+    _tally(tally, per_sink, settlement)
     if settlement.left or any(v.action is not settle.Action.DELETE for v in verdicts):
         _log_failure(records, outcomes, verdicts, settlement)
     if settlement.left:
@@ -76,19 +87,53 @@ def _forward(event: dict[str, Any], tally: Counter[str]) -> dict[str, Any]:
     return {"batchItemFailures": []}
 
 
-def deliver(records: Sequence[Record], destinations: Sequence[Sink], tally: Counter[str]) -> list[dict[str, Outcome]]:
-    """Each usable record's outcome at each destination meant for its signal."""
-    outcomes: list[dict[str, Outcome]] = [{} for _ in records]
+def deliver(
+    records: Sequence[Record], destinations: Sequence[Sink], per_sink: dict[str, Counter[str]]
+) -> list[dict[str, Outcome]]:
+    """Each usable record's outcome at each destination still to take it, all destinations at once."""
+    work = []
     for sink in destinations:
-        meant = [i for i, r in enumerate(records) if r.envelope is not None and _wants(sink, r.signal)]
-        if not meant:
-            continue
-        started = time.perf_counter()
-        answered = sink.deliver([records[i].envelope for i in meant])  # type: ignore[misc]
-        tally["backend_latency"] += round((time.perf_counter() - started) * 1000)
-        for i, outcome in zip(meant, answered, strict=True):
+        pending = [
+            i
+            for i, r in enumerate(records)
+            if r.envelope is not None
+            and _wants(sink, r.signal)
+            and sink.name not in r.delivered_to
+            and sink.name not in r.refusals
+        ]
+        if pending:
+            work.append((sink, pending))
+    outcomes: list[dict[str, Outcome]] = [{} for _ in records]
+    if len(work) == 1:
+        answers = [_timed(*work[0], records)]
+    else:
+        answers = list(_executor().map(lambda job: _timed(*job, records), work))
+    for (sink, pending), (answered, elapsed_ms) in zip(work, answers, strict=True):
+        per_sink[sink.name] = Counter({"latency": round(elapsed_ms)})
+        for i, outcome in zip(pending, answered, strict=True):
             outcomes[i][sink.name] = outcome
+            per_sink[sink.name][_metric_name(outcome)] += 1
+            if outcome.reason in (Reason.REJECTED, Reason.AUTH_FAILED):
+                per_sink[sink.name][outcome.reason.value] += 1
     return outcomes
+
+
+def _timed(sink: Sink, pending: list[int], records: Sequence[Record]) -> tuple[list[Outcome], float]:
+    started = time.perf_counter()
+    answered = sink.deliver([records[i].envelope for i in pending])  # type: ignore[misc]
+    return answered, (time.perf_counter() - started) * 1000
+
+
+def _metric_name(outcome: Outcome) -> str:
+    if outcome.kind is OutcomeKind.REJECTED:
+        return "refused"
+    return "retried" if outcome.kind is OutcomeKind.RETRY else outcome.kind.value
+
+
+@cache
+def _executor() -> ThreadPoolExecutor:
+    """One pool per container: sinks wait on the network, so threads are enough."""
+    return ThreadPoolExecutor(max_workers=8, thread_name_prefix="sink")
 
 
 def _wants(sink: Sink, signal: str | None) -> bool:
@@ -105,22 +150,36 @@ def _check_source_queue(records: list[Record], queue_url: str) -> None:
             )
 
 
-def _tally(tally: Counter[str], outcomes: list[dict[str, Outcome]], settlement: settle.Settlement) -> None:
-    for by_sink in outcomes:
-        for outcome in by_sink.values():
-            if outcome.kind is OutcomeKind.DELIVERED:
-                tally["forwarded"] += 1
-            elif outcome.kind is OutcomeKind.DUPLICATE:
-                tally["duplicate"] += 1
-            elif outcome.reason is Reason.REJECTED:
-                tally["rejected"] += 1
-    if any(o.reason is Reason.AUTH_FAILED for by_sink in outcomes for o in by_sink.values()):
-        tally["auth_failed"] += 1
-    if settlement.dead_lettered:
-        tally["dead_lettered"] += len(settlement.dead_lettered)
-    retried = len(settlement.left)
-    if retried:
-        tally["retried"] += retried
+def _tally(tally: Counter[str], per_sink: dict[str, Counter[str]], settlement: settle.Settlement) -> None:
+    """Message-level counts, plus Lookout's under the names its alarms and dashboards know."""
+    lookout = per_sink.get(registry.LOOKOUT, Counter())
+    for legacy, name in LOOKOUT_METRICS.items():
+        if name in lookout:
+            tally[legacy] += lookout[name]
+    if lookout["auth_failed"]:
+        tally["auth_failed"] += 1  # per batch: the token is wrong or unset
+    for name, value in (
+        ("dead_lettered", len(settlement.dead_lettered)),
+        ("requeued", len(settlement.requeued)),
+        ("retried", len(settlement.left)),
+    ):
+        if value:
+            tally[name] += value
+
+
+def _flush_sink_metrics(per_sink: dict[str, Counter[str]]) -> None:
+    """One EMF line per sink beside Lookout, with a `sink` dimension (alarm on `refused`/`retried`)."""
+    others = {name: counts for name, counts in per_sink.items() if name != registry.LOOKOUT}
+    if not others:
+        return
+    from aws_lambda_powertools.metrics import EphemeralMetrics
+
+    for name, counts in others.items():
+        metrics = EphemeralMetrics(namespace=NAMESPACE, service=f"lookout-edge-{SERVICE}")
+        metrics.add_dimension(name="sink", value=name)
+        for metric, value in counts.items():
+            metrics.add_metric(name=metric, unit="Milliseconds" if metric == "latency" else "Count", value=value)
+        metrics.flush_metrics()
 
 
 def _log_failure(
@@ -130,16 +189,17 @@ def _log_failure(
     settlement: settle.Settlement,
 ) -> None:
     """One line per batch not fully delivered: statuses and reasons (sinks redact their secrets)."""
-    failed = [o for by_sink in outcomes for o in by_sink.values() if not o.taken]
+    failed = {(name, o) for by_sink in outcomes for name, o in by_sink.items() if not o.taken}
     logger(SERVICE).warning(
         "forward batch not fully delivered",
         extra={
-            "statuses": sorted({o.status for o in failed if o.status is not None}),
+            "statuses": sorted({o.status for _, o in failed if o.status is not None}),
             "reasons": sorted({reason for v in verdicts for reason in v.reasons}),
-            "errors": sorted({o.error for o in failed if o.error})[:3],
+            "sinks": sorted({name for name, _ in failed}),
+            "errors": sorted({o.error for _, o in failed if o.error})[:3],
             "batch_size": len(records),
             "left_for_retry": len(settlement.left),
-            "dlq_send_failed": len(settlement.dlq_send_failed),
+            "copy_failed": len(settlement.copy_failed),
             "message_ids": sorted(settlement.left) or [r.message_id for r in records],
         },
     )

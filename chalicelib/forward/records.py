@@ -7,11 +7,18 @@ costs ~22 ms of every cold start for the six fields read here.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.contract.envelope import decode_payload
-from chalicelib.forward.sinks.base import Envelope
+from chalicelib.forward.sinks.base import Envelope, Outcome, OutcomeKind, Reason
+
+# Progress of a message across destinations, carried as message attributes (CONTRACT §11):
+# the destinations that took it (kept through a DLQ redrive, so they are not sent it again),
+# and those that refused it for good (a `dlq_` attribute: a redrive strips it, so they are).
+DELIVERED_TO = "delivered_to"
+REFUSALS = "dlq_refusals"
+REFUSAL_REASONS = frozenset({Reason.REJECTED.value, Reason.BATCH_REJECTED.value})
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,8 @@ class Record:
     attributes: dict[str, dict[str, Any]]  # Lambda's shape: {"stringValue", "dataType"}
     envelope: Envelope | None
     source_queue: str | None = None
+    delivered_to: frozenset[str] = frozenset()
+    refusals: dict[str, Outcome] = field(default_factory=dict)
 
     @property
     def event_id(self) -> str | None:
@@ -46,9 +55,42 @@ def parse_records(event: dict[str, Any]) -> list[Record]:
             attributes=raw.get("messageAttributes") or {},
             envelope=decode_envelope(raw["body"]),
             source_queue=queue_name_from_arn(raw.get("eventSourceARN")),
+            delivered_to=_delivered_to(raw.get("messageAttributes") or {}),
+            refusals=_refusals(raw.get("messageAttributes") or {}),
         )
         for raw in event.get("Records", [])
     ]
+
+
+def _string_attribute(attributes: dict[str, dict[str, Any]], name: str) -> str:
+    value = attributes.get(name) or {}
+    return str(value.get("stringValue", value.get("StringValue")) or "")
+
+
+def _delivered_to(attributes: dict[str, dict[str, Any]]) -> frozenset[str]:
+    return frozenset(name for name in _string_attribute(attributes, DELIVERED_TO).split(",") if name)
+
+
+def _refusals(attributes: dict[str, dict[str, Any]]) -> dict[str, Outcome]:
+    """Refusals recorded on an earlier try; unreadable ones are ignored (the destination gets it again)."""
+    try:
+        recorded = json.loads(_string_attribute(attributes, REFUSALS) or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(recorded, dict):
+        return {}
+    refusals = {}
+    for name, detail in recorded.items():
+        if isinstance(detail, dict):
+            reason = detail.get("reason")
+            refusals[name] = Outcome(
+                OutcomeKind.REJECTED,
+                Reason(reason) if reason in REFUSAL_REASONS else Reason.REJECTED,
+                detail.get("status") if isinstance(detail.get("status"), int) else None,
+                detail.get("error") if isinstance(detail.get("error"), str) else None,
+            )
+    return refusals
+
 
 
 def decode_envelope(body: str) -> Envelope | None:

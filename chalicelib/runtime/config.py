@@ -27,6 +27,12 @@ class Settings:
     db_url: str | None = None
     db_url_param: str | None = None
     keys_query: str | None = None
+    # Forwarder destinations beside Lookout (CONTRACT §11) and log shipping (§12).
+    sinks: str | None = None
+    sinks_param: str | None = None
+    lookout_signals: str | None = None
+    tail_api_key: str | None = None
+    tail_api_key_param: str | None = None
     # Internal knobs (not part of the contract; sane defaults for operators).
     key_cache_ttl: float = 60.0
     key_negative_ttl: float = 10.0
@@ -64,6 +70,11 @@ ENV_NAMES = {
     "db_url": "LOOKOUT_DB_URL",
     "db_url_param": "LOOKOUT_DB_URL_PARAM",
     "keys_query": "LOOKOUT_EDGE_KEYS_QUERY",
+    "sinks": "LOOKOUT_EDGE_SINKS",
+    "sinks_param": "LOOKOUT_EDGE_SINKS_PARAM",
+    "lookout_signals": "LOOKOUT_EDGE_LOOKOUT_SIGNALS",
+    "tail_api_key": "LOOKOUT_EDGE_TAIL_API_KEY",
+    "tail_api_key_param": "LOOKOUT_EDGE_TAIL_API_KEY_PARAM",
     "key_cache_ttl": "LOOKOUT_EDGE_KEY_CACHE_TTL",
     "key_negative_ttl": "LOOKOUT_EDGE_KEY_NEGATIVE_TTL",
     "key_stale_ttl": "LOOKOUT_EDGE_KEY_STALE_TTL",

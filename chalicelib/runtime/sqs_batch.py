@@ -20,10 +20,11 @@ BATCH = 10
 
 @dataclass(frozen=True)
 class Outgoing:
-    """A message to send: the exact body and its (boto3-style) attributes."""
+    """A message to send: the exact body, its (boto3-style) attributes, an optional delay (≤ 900 s)."""
 
     body: str
     attributes: Mapping[str, Any]
+    delay_seconds: int = 0
 
 
 def _chunks(keys: list[str]) -> Iterator[list[str]]:
@@ -68,7 +69,11 @@ def change_visibility(queue_url: str, timeouts: Mapping[str, tuple[str, int]]) -
 def send_messages(queue_url: str, messages: Mapping[str, Outgoing]) -> set[str]:
     """Send bodies unchanged with their attributes (to the DLQ, or back to the queue)."""
     entries = {
-        key: {"MessageBody": m.body, **({"MessageAttributes": dict(m.attributes)} if m.attributes else {})}
+        key: {
+            "MessageBody": m.body,
+            **({"MessageAttributes": dict(m.attributes)} if m.attributes else {}),
+            **({"DelaySeconds": m.delay_seconds} if m.delay_seconds else {}),
+        }
         for key, m in messages.items()
     }
     return _batch_call("send_message_batch", queue_url, entries)

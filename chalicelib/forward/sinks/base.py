@@ -33,6 +33,7 @@ class Reason(Enum):
     REJECTED = "rejected"  # the destination refused this event
     BATCH_REJECTED = "batch_rejected"  # the destination refused the whole request
     MALFORMED = "malformed"  # the queue message is not one: never sent anywhere
+    NO_DESTINATION = "no_destination"  # no configured destination takes its signal
     # Left on the queue for a later try.
     TIMEOUT = "timeout"
     CONNECTION = "connection"
@@ -42,7 +43,6 @@ class Reason(Enum):
     UNREADABLE_ANSWER = "unreadable_answer"
     MISSING_RESULT = "missing_result"
     UNKNOWN_RESULT = "unknown_result"
-    NOT_SENT = "not_sent"
 
 
 @dataclass(frozen=True)

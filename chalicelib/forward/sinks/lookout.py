@@ -13,21 +13,19 @@ large on its own is dead-lettered, not the nine beside it.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.contract.envelope import dumps
-from chalicelib.forward.sinks.base import (
-    Envelope,
-    Outcome,
-    Reason,
-    delivered,
-    duplicate,
-    rejected,
-    retry,
-    short,
+from chalicelib.forward.sinks.base import Envelope, Outcome, Reason, delivered, duplicate, rejected, retry
+from chalicelib.forward.sinks.http import (
+    AUTH_STATUSES,
+    HttpAnswer,
+    error_text,
+    post,
+    split_when_too_large,
+    transient_outcome,
+    transport_outcome,
 )
 from chalicelib.runtime import http, ssm
 from chalicelib.runtime.config import ConfigError, settings
@@ -36,19 +34,7 @@ from chalicelib.runtime.observability import logger
 INGEST_PATH = "/api/ingest/edge"
 # A whole request Lookout refuses for good (CONTRACT §6): retrying it cannot help.
 PERMANENT_STATUSES = frozenset({400, 404, 413, 422})
-AUTH_STATUSES = frozenset({401, 403})
-TOO_LARGE = 413
 _refresh_token = False
-
-
-@dataclass(frozen=True)
-class BackendAnswer:
-    """Lookout's HTTP answer, or `error` ("timeout", "connection") when there was none."""
-
-    status: int | None
-    body: bytes = b""
-    retry_after: str | None = None
-    error: str | None = None
 
 
 class TokenUnavailable(RuntimeError):
@@ -68,15 +54,12 @@ class LookoutSink:
         except TokenUnavailable as exc:
             logger("forwarder").error("edge token unavailable", extra={"reason": str(exc)})
             return [retry(Reason.TOKEN_UNAVAILABLE)] * len(envelopes)
-        return self._post(envelopes, token)
 
-    def _post(self, envelopes: Sequence[Envelope], token: str) -> list[Outcome]:
-        answer, _ = post_events(request_body(envelopes), token)
-        if answer.status == TOO_LARGE and len(envelopes) > 1:
-            half = len(envelopes) // 2
-            return self._post(envelopes[:half], token) + self._post(envelopes[half:], token)
-        outcomes = classify(answer, [e["event_id"] for e in envelopes])
-        return [_redacted(outcome, token) for outcome in outcomes]
+        def send(batch: Sequence[Envelope]) -> tuple[HttpAnswer, list[Outcome]]:
+            answer, _ = post_events(request_body(batch), token)
+            return answer, [_redacted(o, token) for o in classify(answer, [e["event_id"] for e in batch])]
+
+        return split_when_too_large(envelopes, send)
 
 
 def request_body(envelopes: Sequence[Envelope]) -> bytes:
@@ -84,24 +67,21 @@ def request_body(envelopes: Sequence[Envelope]) -> bytes:
     return dumps({"events": list(envelopes)}).encode()
 
 
-def classify(answer: BackendAnswer, event_ids: Sequence[str]) -> list[Outcome]:
+def classify(answer: HttpAnswer, event_ids: Sequence[str]) -> list[Outcome]:
     """One outcome per event id, in order, from Lookout's answer to the request that held them."""
     status = answer.status
     if status is None:
-        reason = Reason.TIMEOUT if answer.error == "timeout" else Reason.CONNECTION
-        return [retry(reason)] * len(event_ids)
+        return [transport_outcome(answer)] * len(event_ids)
     if 200 <= status < 300:
         results = _results_by_event_id(answer.body)
         if results is None:
             return [retry(Reason.UNREADABLE_ANSWER, status)] * len(event_ids)
         return [_event_outcome(results.get(event_id), status) for event_id in event_ids]
     if status in PERMANENT_STATUSES:
-        return [rejected(Reason.BATCH_REJECTED, status, _error_text(answer.body))] * len(event_ids)
+        return [rejected(Reason.BATCH_REJECTED, status, error_text(answer.body))] * len(event_ids)
     # 401/403/408/429/5xx are transient by contract; any other unexpected status is too, so
     # nothing Lookout did not clearly take or refuse is ever dropped.
-    reason = Reason.AUTH_FAILED if status in AUTH_STATUSES else Reason.HTTP_STATUS
-    after = http.parse_retry_after(answer.retry_after)
-    return [retry(reason, status, _error_text(answer.body), after)] * len(event_ids)
+    return [transient_outcome(answer)] * len(event_ids)
 
 
 def _results_by_event_id(body: bytes) -> dict[str, dict[str, Any]] | None:
@@ -126,18 +106,6 @@ def _event_outcome(result: dict[str, Any] | None, status: int) -> Outcome:
     if verdict == "rejected":
         return rejected(Reason.REJECTED, status, str(result.get("error") or ""))
     return retry(Reason.UNKNOWN_RESULT, status)
-
-
-def _error_text(body: bytes) -> str:
-    """Lookout's error for logs and DLQ attributes: its JSON `error`/`message`, else raw text."""
-    text = body.decode("utf-8", "replace")
-    try:
-        parsed = json.loads(text)
-        if isinstance(parsed, dict):
-            text = " ".join(str(parsed[k]) for k in ("error", "message") if parsed.get(k)) or text
-    except ValueError:
-        pass
-    return short(text)
 
 
 def redact(text: str | None, secret: str | None) -> str | None:
@@ -169,26 +137,11 @@ def edge_token() -> str:
     return token
 
 
-def post_events(body: bytes, token: str) -> tuple[BackendAnswer, float]:
+def post_events(body: bytes, token: str) -> tuple[HttpAnswer, float]:
     """POST the batch; the answer (or the transport error) and the time it took, in ms."""
     global _refresh_token
-    config = settings()
-    url = config.require("backend_url") + INGEST_PATH
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    pool = http.pool(config.forward_connect_timeout, config.forward_read_timeout)
-    import urllib3
-
-    started = time.perf_counter()
-    try:
-        response = pool.request("POST", url, body=body, headers=headers, redirect=False, retries=False)
-        answer = BackendAnswer(response.status, response.data, response.headers.get("Retry-After"))
-    except urllib3.exceptions.NewConnectionError:  # refused, DNS: checked first, it subclasses a timeout
-        answer = BackendAnswer(None, error="connection")
-    except urllib3.exceptions.TimeoutError:
-        answer = BackendAnswer(None, error="timeout")
-    except (urllib3.exceptions.HTTPError, OSError):
-        answer = BackendAnswer(None, error="connection")
-    elapsed_ms = (time.perf_counter() - started) * 1000
+    url = settings().require("backend_url") + INGEST_PATH
+    answer, elapsed_ms = post(url, body, {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     if answer.status in AUTH_STATUSES:
         # The token may have been rotated: read SSM again on the next batch instead of in 5 minutes.
         _refresh_token = True

@@ -1,0 +1,182 @@
+"""The InfluxDB sink: metrics as line protocol (CONTRACT §11).
+
+v2 (default): `POST {url}/api/v2/write?org=&bucket=&precision=ns` with `Authorization: Token`.
+v1 (`"version": 1`): `POST {url}/write?db=&precision=ns` (optional `rp`, `username`/`password`
+as Basic auth). VictoriaMetrics accepts both.
+
+Mapping (docs/sinks.md):
+- `metric` (`{"entries": [...]}`): one point per entry. Measurement: the entry's `name`
+  (else `metric`, `kind`, else `lookout_metric`). Tags: `project_id`, `signal`, and the
+  entry's own `tags` object (scalars). Fields: every other scalar of the entry (numbers
+  as floats, booleans, strings); `count=1` when there is none. Time: the entry's own
+  (`timestamp`, `time`, `at`, ... in s/ms/µs/ns or ISO 8601), else the edge's
+  `received_at` plus the entry's index in ns, so entries of one batch never overwrite each other.
+- `otlp_metrics` (`resourceMetrics`): one point per data point. Measurement: the metric
+  name. Tags: `project_id`, `signal`, `service_name`, the data point's attributes. Fields:
+  `value` (gauge, sum), `count`/`sum`/`min`/`max` (histograms, summaries). Time: `timeUnixNano`.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import urlencode
+
+from chalicelib.forward.sinks.base import Envelope, Outcome
+from chalicelib.forward.sinks.http import HttpAnswer, post, split_when_too_large, whole_request_outcome
+from chalicelib.forward.sinks.mapping import (
+    entries,
+    label_value,
+    otlp_attributes,
+    otlp_resources,
+    received_ns,
+    record_time_ns,
+    unix_nano,
+)
+from chalicelib.forward.sinks.registry import SinkSpec
+
+SUPPORTED_SIGNALS = frozenset({"metric", "otlp_metrics"})
+OPTIONS = frozenset({"version", "org", "bucket", "token", "db", "rp", "username", "password"})
+NAME_KEYS = ("name", "metric", "kind")
+RESERVED_KEYS = frozenset({*NAME_KEYS, "tags", "timestamp", "time", "datetime", "at", "ts"})
+DEFAULT_MEASUREMENT = "lookout_metric"
+Point = tuple[str, dict[str, str], dict[str, Any], int]
+
+
+class InfluxSink:
+    def __init__(self, name: str, signals: frozenset[str], write_url: str, headers: dict[str, str]) -> None:
+        self.name = name
+        self.signals = signals
+        self.write_url = write_url
+        self.headers = headers
+
+    def deliver(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
+        def send(batch: Sequence[Envelope]) -> tuple[HttpAnswer, list[Outcome]]:
+            body = "".join(line + "\n" for envelope in batch for line in lines(envelope)).encode()
+            if not body:  # nothing to write (a batch of empty entries): taken as it is
+                answer = HttpAnswer(204)
+            else:
+                answer, _ = post(self.write_url, body, self.headers)
+            return answer, [whole_request_outcome(answer)] * len(batch)
+
+        return split_when_too_large(envelopes, send)
+
+
+def build(spec: SinkSpec) -> InfluxSink:
+    version = spec.options.get("version", 2)
+    headers = {"Content-Type": "text/plain; charset=utf-8"}
+    if version == 2:
+        query = {"org": spec.text("org", required=True), "bucket": spec.text("bucket", required=True)}
+        token = spec.text("token")
+        if token:
+            headers["Authorization"] = f"Token {token}"
+        path = "/api/v2/write"
+    elif version == 1:
+        query = {"db": spec.text("db", required=True)}
+        if spec.text("rp"):
+            query["rp"] = spec.text("rp")
+        username, password = spec.text("username"), spec.text("password")
+        if username or password:
+            if not (username and password):
+                raise spec.error('"username" and "password" go together')
+            headers["Authorization"] = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+        path = "/write"
+    else:
+        raise spec.error(f'"version" must be 1 or 2, got {version!r}')
+    url = f"{spec.url}{path}?{urlencode({**query, 'precision': 'ns'})}"
+    return InfluxSink(spec.name, spec.signals, url, headers)
+
+
+def lines(envelope: Envelope) -> Iterator[str]:
+    """The event's points as line protocol lines."""
+    points = otlp_points(envelope) if envelope.get("signal") == "otlp_metrics" else entry_points(envelope)
+    for measurement, tags, fields, timestamp in points:
+        line = line_protocol(measurement, tags, fields, timestamp)
+        if line:
+            yield line
+
+
+def entry_points(envelope: Envelope) -> Iterator[Point]:
+    base = _base_tags(envelope)
+    received = received_ns(envelope)
+    for index, entry in enumerate(entries(envelope)):
+        measurement = next((str(entry[k]) for k in NAME_KEYS if label_value(entry.get(k))), DEFAULT_MEASUREMENT)
+        tags = dict(base)
+        own_tags = entry.get("tags")
+        if isinstance(own_tags, dict):
+            tags.update({str(k): v for k, v in own_tags.items() if label_value(v)})
+        # JSON numbers all as floats: `1` then `1.5` must not be a field type conflict.
+        fields = {k: _float_if_number(v) for k, v in entry.items() if k not in RESERVED_KEYS}
+        yield measurement, tags, fields or {"count": 1.0}, record_time_ns(entry, received + index)
+
+
+def otlp_points(envelope: Envelope) -> Iterator[Point]:
+    base = _base_tags(envelope)
+    received = received_ns(envelope)
+    payload = envelope.get("payload")
+    for resource, metric in otlp_resources(payload, "resourceMetrics", "scopeMetrics", "metrics"):
+        name = label_value(metric.get("name")) or DEFAULT_MEASUREMENT
+        tags = {**base, **({"service_name": resource["service.name"]} if "service.name" in resource else {})}
+        for kind in ("gauge", "sum", "histogram", "exponentialHistogram", "summary"):
+            for index, point in enumerate((metric.get(kind) or {}).get("dataPoints") or []):
+                if not isinstance(point, dict):
+                    continue
+                timestamp = unix_nano(point.get("timeUnixNano")) or received + index
+                point_tags = {**tags, **otlp_attributes(point.get("attributes"))}
+                yield name, point_tags, _otlp_fields(point), timestamp
+
+
+def _float_if_number(value: Any) -> Any:
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _otlp_fields(point: dict[str, Any]) -> dict[str, Any]:
+    if "asDouble" in point:
+        return {"value": float(point["asDouble"])}
+    if "asInt" in point:
+        return {"value": int(point["asInt"])}
+    return {k: float(point[k]) for k in ("count", "sum", "min", "max") if isinstance(point.get(k), (int, float, str))}
+
+
+def _base_tags(envelope: Envelope) -> dict[str, Any]:
+    return {"project_id": envelope.get("project_id"), "signal": envelope.get("signal")}
+
+
+def line_protocol(measurement: str, tags: dict[str, Any], fields: dict[str, Any], timestamp: int) -> str | None:
+    """One escaped line; None when no field is writable (a point needs at least one)."""
+    field_text = ",".join(
+        f"{_key(k)}={value}" for k, v in sorted(fields.items()) if (value := _field_value(v)) is not None
+    )
+    if not field_text:
+        return None
+    tag_text = "".join(
+        f",{_key(k)}={_key(value)}" for k, v in sorted(tags.items()) if (value := label_value(v)) and k
+    )
+    name = _escape(" ".join(measurement.split()).lstrip("#"), ", ") or DEFAULT_MEASUREMENT  # "#" starts a comment
+    return f"{name}{tag_text} {field_text} {timestamp}"
+
+
+def _field_value(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value}i" if abs(value) < 2**63 else None
+    if isinstance(value, float):
+        return repr(value) if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, str):
+        text = " ".join(value.splitlines())
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return None
+
+
+def _key(text: Any) -> str:
+    """A tag key, tag value or field key: one line, `,` `=` and space escaped, no trailing backslash."""
+    return _escape(" ".join(str(text).split()), ",= ").rstrip("\\")
+
+
+def _escape(text: str, special: str) -> str:
+    text = text.replace("\\", "\\\\") if "\\" in text else text
+    for char in special:
+        text = text.replace(char, "\\" + char)
+    return text

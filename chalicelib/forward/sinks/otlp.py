@@ -1,0 +1,58 @@
+"""The OTLP sink: OTLP/HTTP JSON to `{url}/v1/traces|logs|metrics`, as received (CONTRACT §11).
+
+The edge already holds OTLP JSON export requests (`otlp`: `resourceSpans`, `otlp_logs`:
+`resourceLogs`, `otlp_metrics`: `resourceMetrics`). The events of a batch are merged into
+one export request per signal; a `partial_success` in the answer is the collector
+dropping what it could not use, which a retry would not change: the events are taken.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from chalicelib.forward.sinks.base import Envelope, Outcome, Reason, rejected
+from chalicelib.forward.sinks.http import HttpAnswer, post, split_when_too_large, whole_request_outcome
+from chalicelib.forward.sinks.registry import SinkSpec
+
+# signal → (path, the export request's list)
+ROUTES = {
+    "otlp": ("/v1/traces", "resourceSpans"),
+    "otlp_logs": ("/v1/logs", "resourceLogs"),
+    "otlp_metrics": ("/v1/metrics", "resourceMetrics"),
+}
+SUPPORTED_SIGNALS = frozenset(ROUTES)
+OPTIONS = frozenset({"headers"})
+
+
+class OtlpSink:
+    def __init__(self, name: str, signals: frozenset[str], url: str, headers: dict[str, str]) -> None:
+        self.name = name
+        self.signals = signals
+        self.url = url
+        self.headers = headers
+
+    def deliver(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
+        outcomes: list[Outcome | None] = [None] * len(envelopes)
+        for signal, (path, key) in ROUTES.items():
+            positions = [i for i, e in enumerate(envelopes) if e.get("signal") == signal]
+            if not positions:
+                continue
+
+            def send(batch: Sequence[Envelope], path: str = path, key: str = key) -> tuple[HttpAnswer, list[Outcome]]:
+                resources = [r for e in batch for r in ((e.get("payload") or {}).get(key) or [])]
+                body = json.dumps({key: resources}, separators=(",", ":")).encode()
+                answer, _ = post(self.url + path, body, self.headers)
+                return answer, [whole_request_outcome(answer)] * len(batch)
+
+            answered = split_when_too_large([envelopes[i] for i in positions], send)
+            for i, outcome in zip(positions, answered, strict=True):
+                outcomes[i] = outcome
+        return [o or rejected(Reason.BATCH_REJECTED, error="not an OTLP signal") for o in outcomes]
+
+
+def build(spec: SinkSpec) -> OtlpSink:
+    extra = spec.options.get("headers") or {}
+    if not isinstance(extra, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
+        raise spec.error('"headers" must be an object of header names to strings')
+    return OtlpSink(spec.name, spec.signals, spec.url, {**extra, "Content-Type": "application/json"})

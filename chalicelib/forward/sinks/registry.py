@@ -1,0 +1,170 @@
+"""Which destinations this container delivers to (CONTRACT §11), read and checked once.
+
+`LOOKOUT_EDGE_SINKS` (or the SSM SecureString named by `LOOKOUT_EDGE_SINKS_PARAM`) lists
+the sinks beside Lookout; `LOOKOUT_EDGE_LOOKOUT_SIGNALS` narrows Lookout (comma list, or
+`none`). A bad configuration raises ConfigError naming the entry and the fix: the
+forwarder then delivers nothing and drops nothing (every message stays queued), instead
+of quietly sending a signal nowhere.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.contract.signals import NAMED_SIGNALS
+from chalicelib.forward.sinks.base import Sink
+from chalicelib.forward.sinks.lookout import LookoutSink
+from chalicelib.runtime import ssm
+from chalicelib.runtime.config import ConfigError, Settings
+
+LOOKOUT = "lookout"
+SIGNALS = frozenset(NAMED_SIGNALS | {"error", "otlp", "otlp_logs", "otlp_metrics"})
+# type → module with SUPPORTED_SIGNALS (None: all), OPTIONS (allowed keys) and build(spec).
+SINK_MODULES = {
+    "loki": "chalicelib.forward.sinks.loki",
+    "influx": "chalicelib.forward.sinks.influx",
+    "otlp": "chalicelib.forward.sinks.otlp",
+}
+COMMON_KEYS = frozenset({"name", "type", "url", "signals"})
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+SOURCE = "LOOKOUT_EDGE_SINKS"
+_cache: dict[str, list[Sink]] = {}
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    """One checked entry of the sinks list; each sink type reads its own options from it."""
+
+    name: str
+    type: str
+    url: str
+    signals: frozenset[str]
+    options: Mapping[str, Any]
+
+    def error(self, text: str) -> ConfigError:
+        return ConfigError(f"{SOURCE}: sink {self.name!r} ({self.type}): {text}")
+
+    def text(self, key: str, required: bool = False, default: str | None = None) -> str | None:
+        value = self.options.get(key)
+        if value is None:
+            if required:
+                raise self.error(f'"{key}" is required')
+            return default
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(f'"{key}" must be a non-empty string')
+        return value.strip()
+
+
+def sinks(config: Settings) -> list[Sink]:
+    """Lookout (unless narrowed to none) and the configured sinks; built once per configuration."""
+    text = _sinks_text(config)
+    key = f"{config.lookout_signals}\n{config.backend_url}\n{text}"
+    if key not in _cache:
+        _cache.clear()
+        _cache[key] = build(text, config.lookout_signals, config.backend_url)
+    return _cache[key]
+
+
+def _sinks_text(config: Settings) -> str | None:
+    if config.sinks:
+        return config.sinks
+    if not config.sinks_param:
+        return None
+    try:
+        return ssm.secure_parameter(config.sinks_param, config.token_cache_seconds)
+    except ssm.ParameterUnavailable as exc:
+        raise ConfigError(f"LOOKOUT_EDGE_SINKS_PARAM: {exc}") from None
+
+
+def build(text: str | None, lookout_signals: str | None, backend_url: str | None) -> list[Sink]:
+    """Every destination, checked: names unique, signals known and supported, no signal sent nowhere."""
+    destinations: list[Sink] = []
+    narrowed = _lookout_signals(lookout_signals)
+    if narrowed is None or narrowed:
+        if not backend_url:
+            raise ConfigError(
+                "LOOKOUT_INGEST_EDGE_BACKEND_URL is not set (or set LOOKOUT_EDGE_LOOKOUT_SIGNALS=none "
+                "to deliver to the configured sinks only)"
+            )
+        destinations.append(LookoutSink(LOOKOUT, narrowed))
+    for spec in parse(text):
+        module = importlib.import_module(SINK_MODULES[spec.type])
+        unknown = sorted(set(spec.options) - module.OPTIONS)
+        if unknown:
+            raise spec.error(f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(module.OPTIONS))}")
+        supported = module.SUPPORTED_SIGNALS
+        if supported is not None and not spec.signals <= supported:
+            refused = ", ".join(sorted(spec.signals - supported))
+            raise spec.error(f"cannot take signal(s) {refused}; it maps {', '.join(sorted(supported))}")
+        destinations.append(module.build(spec))
+    covered = set().union(*(SIGNALS if d.signals is None else d.signals for d in destinations))
+    if SIGNALS - covered:
+        raise ConfigError(
+            f"signal(s) {', '.join(sorted(SIGNALS - covered))} have no destination: add them to "
+            "LOOKOUT_EDGE_LOOKOUT_SIGNALS or to a sink of LOOKOUT_EDGE_SINKS"
+        )
+    return destinations
+
+
+def parse(text: str | None) -> list[SinkSpec]:
+    """The sinks list as checked specs (no I/O); ConfigError says which entry is wrong and how."""
+    if not text or not text.strip():
+        return []
+    try:
+        entries = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{SOURCE} is not valid JSON: {exc}") from None
+    if not isinstance(entries, list):
+        raise ConfigError(f"{SOURCE} must be a JSON array of sinks")
+    specs: list[SinkSpec] = []
+    for index, entry in enumerate(entries):
+        spec = _spec(index, entry)
+        if spec.name == LOOKOUT or spec.name in {s.name for s in specs}:
+            raise ConfigError(f"{SOURCE}: entry {index}: the name {spec.name!r} is already taken")
+        specs.append(spec)
+    return specs
+
+
+def _spec(index: int, entry: Any) -> SinkSpec:
+    where = f"{SOURCE}: entry {index}"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where} must be a JSON object")
+    name = entry.get("name")
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ConfigError(f'{where}: "name" must match {NAME_PATTERN.pattern} (it names metrics and DLQ reasons)')
+    kind = entry.get("type")
+    if kind not in SINK_MODULES:
+        raise ConfigError(f'{where} ({name}): "type" must be one of {", ".join(SINK_MODULES)}, got {kind!r}')
+    url = entry.get("url")
+    if not isinstance(url, str) or not re.fullmatch(r"https?://[^/\s]+(/\S*)?", url):
+        raise ConfigError(f'{where} ({name}): "url" must be an http(s) URL')
+    signals = entry.get("signals")
+    if not isinstance(signals, list) or not signals or not all(isinstance(s, str) for s in signals):
+        raise ConfigError(f'{where} ({name}): "signals" must be a non-empty list of signal names')
+    unknown = sorted(set(signals) - SIGNALS)
+    if unknown:
+        raise ConfigError(f"{where} ({name}): unknown signal(s) {', '.join(unknown)}")
+    options = {k: v for k, v in entry.items() if k not in COMMON_KEYS}
+    return SinkSpec(name, kind, url.rstrip("/"), frozenset(signals), options)
+
+
+def _lookout_signals(value: str | None) -> frozenset[str] | None:
+    """None: every signal; empty: Lookout is not a destination."""
+    if value is None or not value.strip():
+        return None
+    if value.strip().lower() == "none":
+        return frozenset()
+    names = frozenset(s.strip() for s in value.split(",") if s.strip())
+    unknown = sorted(names - SIGNALS)
+    if unknown:
+        raise ConfigError(f"LOOKOUT_EDGE_LOOKOUT_SIGNALS: unknown signal(s) {', '.join(unknown)}")
+    return names
+
+
+def reset() -> None:
+    _cache.clear()

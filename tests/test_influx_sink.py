@@ -1,0 +1,196 @@
+"""The influx sink: line protocol mapping and escaping, and real writes to VictoriaMetrics
+(v2 and v1 paths) and InfluxDB 1.x, read back through their query APIs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from fake_lookout import FakeLookout, enqueue, queue_counts, queue_message, sqs_event
+from real_servers import InfluxDB1, VictoriaMetrics
+
+from chalicelib.forward.sinks import lookout as lookout_sink
+from chalicelib.forward.sinks import registry
+from chalicelib.forward.sinks.influx import line_protocol, lines
+from chalicelib.runtime.config import settings
+from edgectl.resources import StackNames
+
+RECEIVED_NS = 1_795_341_600_123_000_000  # 2026-11-22T10:00:00.123Z, the fixtures' received_at
+
+
+def metric_message(entries: list, **fields) -> dict:
+    return queue_message({"entries": entries}, signal="metric", path="/api/ingest/metric", **fields)
+
+
+def test_escaping_follows_the_line_protocol() -> None:
+    line = line_protocol(
+        "http requests,total",
+        {"project_id": "42", "route name": "GET /a=b,c", "empty": "", "multi\nline": "x"},
+        {"value": 1.5, "n": 3, "ok": True, "note": 'say "hi"\\ now\nthen'},
+        7,
+    )
+    assert line == (
+        r"http\ requests\,total,multi\ line=x,project_id=42,route\ name=GET\ /a\=b\,c"
+        r' n=3i,note="say \"hi\"\\ now then",ok=true,value=1.5 7'
+    )
+    assert line_protocol("m", {}, {"nested": {"a": 1}, "nan": float("nan")}, 1) is None  # no writable field
+    assert line_protocol("#comment", {}, {"v": 1.0}, 1) == "comment v=1.0 1"
+
+
+def test_metric_entries_become_points_with_their_own_or_distinct_times() -> None:
+    message = metric_message(
+        [
+            {"name": "orders", "value": 3, "tags": {"region": "eu"}, "at": 1764000000},
+            {"name": "orders", "value": 4},
+            {"name": "orders", "value": 5},
+            {"kind": "counter", "n": 1, "tags": []},
+            {"unit": "ms"},
+        ]
+    )
+    assert list(lines(message)) == [
+        "orders,project_id=42,region=eu,signal=metric value=3.0 1764000000000000000",
+        f"orders,project_id=42,signal=metric value=4.0 {RECEIVED_NS + 1}",
+        f"orders,project_id=42,signal=metric value=5.0 {RECEIVED_NS + 2}",
+        f"counter,project_id=42,signal=metric n=1.0 {RECEIVED_NS + 3}",
+        f'lookout_metric,project_id=42,signal=metric unit="ms" {RECEIVED_NS + 4}',
+    ]
+
+
+def test_otlp_metric_data_points_become_points() -> None:
+    payload = {
+        "resourceMetrics": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "api"}}]},
+                "scopeMetrics": [
+                    {
+                        "metrics": [
+                            {
+                                "name": "http.server.duration",
+                                "histogram": {
+                                    "dataPoints": [
+                                        {
+                                            "timeUnixNano": "1764000000000000001",
+                                            "count": "3",
+                                            "sum": 12.5,
+                                            "attributes": [{"key": "route", "value": {"stringValue": "/a"}}],
+                                        }
+                                    ]
+                                },
+                            },
+                            {"name": "queue.depth", "gauge": {"dataPoints": [{"asInt": "7", "timeUnixNano": "5"}]}},
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
+    message = queue_message(payload, signal="otlp_metrics", path="/v1/metrics")
+    assert list(lines(message)) == [
+        "http.server.duration,project_id=42,route=/a,service_name=api,signal=otlp_metrics count=3.0,sum=12.5 "
+        "1764000000000000001",
+        "queue.depth,project_id=42,service_name=api,signal=otlp_metrics value=7i 5",
+    ]
+
+
+@pytest.fixture
+def lookout(aws: StackNames, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLookout]:
+    fake = FakeLookout().start()
+    monkeypatch.setenv("LOOKOUT_INGEST_EDGE_BACKEND_URL", fake.url)
+    monkeypatch.setenv("LOOKOUT_INGEST_EDGE_TOKEN", "tok")
+    lookout_sink.reset()
+    registry.reset()
+    yield fake
+    fake.stop()
+    registry.reset()
+
+
+def use_sinks(monkeypatch: pytest.MonkeyPatch, *sinks: dict) -> None:
+    monkeypatch.setenv("LOOKOUT_EDGE_SINKS", json.dumps(list(sinks)))
+    settings.cache_clear()
+
+
+def forward(event: dict) -> dict:
+    from app import forward_events
+
+    return forward_events(event, None)
+
+
+@pytest.fixture(scope="module")
+def victoria() -> Iterator[VictoriaMetrics]:
+    server = VictoriaMetrics()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("version", [2, 1])
+def test_metrics_land_in_victoriametrics(
+    aws: StackNames, lookout: FakeLookout, victoria: VictoriaMetrics, monkeypatch: pytest.MonkeyPatch, version: int
+) -> None:
+    where = {"org": "ops", "bucket": "lookout"} if version == 2 else {"version": 1, "db": "lookout"}
+    use_sinks(monkeypatch, {"name": "vm", "type": "influx", "url": victoria.url, "signals": ["metric"], **where})
+    project = f"vm{version}"
+    message = metric_message([{"name": "checkout", "value": 2.5, "tags": {"step": "pay"}}], project_id=project)
+    enqueue(aws.queue_url, [message])
+
+    assert forward(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
+
+    (series,) = victoria.export(f'{{project_id="{project}"}}')
+    assert series["metric"]["__name__"] == "checkout_value"
+    assert {k: series["metric"][k] for k in ("project_id", "signal", "step")} == {
+        "project_id": project,
+        "signal": "metric",
+        "step": "pay",
+    }
+    assert series["values"] == [2.5] and series["timestamps"] == [RECEIVED_NS // 1_000_000]
+    assert queue_counts(aws.queue_url) == (0, 0)
+
+
+def test_metrics_land_in_influxdb_1(aws: StackNames, lookout: FakeLookout, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = InfluxDB1("lookout")
+    try:
+        use_sinks(
+            monkeypatch,
+            {
+                "name": "influx",
+                "type": "influx",
+                "url": server.url,
+                "signals": ["metric"],
+                "version": 1,
+                "db": "lookout",
+            },
+        )
+        entries = [{"name": "latency ms", "value": v, "route": "GET /a,b"} for v in (10, 20)]
+        enqueue(aws.queue_url, [metric_message(entries)])
+
+        assert forward(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
+
+        rows = server.select("latency ms")
+        assert [(r["time"], r["value"], r["route"], r["project_id"]) for r in rows] == [
+            (RECEIVED_NS, 10.0, "GET /a,b", "42"),
+            (RECEIVED_NS + 1, 20.0, "GET /a,b", "42"),
+        ]
+    finally:
+        server.stop()
+
+
+def test_a_line_the_server_refuses_dead_letters_the_event_only_at_that_sink(
+    aws: StackNames, lookout: FakeLookout, victoria: VictoriaMetrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_sinks(
+        monkeypatch,
+        {
+            "name": "vm",
+            "type": "influx",
+            "url": victoria.url + "/nowhere",
+            "signals": ["metric"],
+            "org": "o",
+            "bucket": "b",
+        },
+    )
+    enqueue(aws.queue_url, [metric_message([{"name": "m", "value": 1}])])
+
+    assert forward(sqs_event(aws.queue_url)) == {"batchItemFailures": []}  # a 4xx is for good
+
+    assert len(lookout.requests) == 1
+    assert queue_counts(aws.dlq_url) == (1, 0)

@@ -1,0 +1,149 @@
+"""LOOKOUT_EDGE_SINKS / _PARAM and LOOKOUT_EDGE_LOOKOUT_SIGNALS: checked at start, with errors that say what to fix."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+
+from chalicelib.forward.sinks import registry
+from chalicelib.forward.sinks.influx import InfluxSink
+from chalicelib.forward.sinks.loki import LokiSink
+from chalicelib.forward.sinks.lookout import LookoutSink
+from chalicelib.forward.sinks.otlp import OtlpSink
+from chalicelib.runtime.config import ConfigError, load_settings
+from tests.conftest import REGION
+
+BACKEND = "http://lookout.internal"
+CONTRACT_EXAMPLE = [
+    {
+        "name": "loki",
+        "type": "loki",
+        "url": "http://loki:3100",
+        "signals": ["log", "otlp_logs"],
+        "tenant": "lookout",
+        "token": None,
+    },
+    {
+        "name": "metrics",
+        "type": "influx",
+        "url": "http://influx:8086",
+        "signals": ["metric", "otlp_metrics"],
+        "org": "ops",
+        "bucket": "lookout",
+        "token": "influx-token",
+    },
+    {"name": "tempo", "type": "otlp", "url": "http://tempo:4318", "signals": ["otlp"]},
+]
+
+
+def build(sinks: object, lookout_signals: str | None = None, backend: str | None = BACKEND) -> list:
+    return registry.build(json.dumps(sinks) if sinks is not None else None, lookout_signals, backend)
+
+
+def test_the_contract_example_builds_lookout_and_three_sinks() -> None:
+    lookout, loki, influx, otlp = build(CONTRACT_EXAMPLE)
+    assert isinstance(lookout, LookoutSink) and lookout.signals is None
+    assert isinstance(loki, LokiSink) and loki.push_url == "http://loki:3100/loki/api/v1/push"
+    assert loki.headers["X-Scope-OrgID"] == "lookout" and "Authorization" not in loki.headers
+    assert isinstance(influx, InfluxSink)
+    assert influx.write_url == "http://influx:8086/api/v2/write?org=ops&bucket=lookout&precision=ns"
+    assert influx.headers["Authorization"] == "Token influx-token"
+    assert isinstance(otlp, OtlpSink) and otlp.signals == {"otlp"}
+
+
+def test_influx_v1_writes_to_the_database() -> None:
+    sink = build(
+        [
+            {
+                "name": "vm",
+                "type": "influx",
+                "url": "http://vm:8428/",
+                "signals": ["metric"],
+                "version": 1,
+                "db": "lookout",
+            }
+        ]
+    )[1]
+    assert sink.write_url == "http://vm:8428/write?db=lookout&precision=ns"
+
+
+def test_no_sinks_means_lookout_alone() -> None:
+    (lookout,) = build(None)
+    assert lookout.name == "lookout"
+
+
+@pytest.mark.parametrize(
+    ("sinks", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ({"name": "x"}, "must be a JSON array"),
+        (["loki"], "entry 0 must be a JSON object"),
+        ([{"name": "Loki!", "type": "loki", "url": "http://l", "signals": ["log"]}], '"name" must match'),
+        (
+            [{"name": "l", "type": "elastic", "url": "http://l", "signals": ["log"]}],
+            '"type" must be one of loki, influx, otlp',
+        ),
+        ([{"name": "l", "type": "loki", "url": "loki:3100", "signals": ["log"]}], '"url" must be an http(s) URL'),
+        ([{"name": "l", "type": "loki", "url": "http://l", "signals": []}], '"signals" must be a non-empty list'),
+        ([{"name": "l", "type": "loki", "url": "http://l", "signals": ["logs"]}], "unknown signal(s) logs"),
+        ([{"name": "lookout", "type": "loki", "url": "http://l", "signals": ["log"]}], "'lookout' is already taken"),
+        (
+            [{"name": "l", "type": "loki", "url": "http://l", "signals": ["log"]}] * 2,
+            "entry 1: the name 'l' is already taken",
+        ),
+        (
+            [{"name": "l", "type": "loki", "url": "http://l", "signals": ["log"], "tennant": "x"}],
+            "unknown key(s) tennant",
+        ),
+        (
+            [{"name": "m", "type": "influx", "url": "http://i", "signals": ["rum"], "org": "o", "bucket": "b"}],
+            "cannot take signal(s) rum",
+        ),
+        (
+            [{"name": "m", "type": "influx", "url": "http://i", "signals": ["metric"], "org": "o"}],
+            '"bucket" is required',
+        ),
+        (
+            [{"name": "m", "type": "influx", "url": "http://i", "signals": ["metric"], "version": 3}],
+            '"version" must be 1 or 2',
+        ),
+        ([{"name": "m", "type": "influx", "url": "http://i", "signals": ["metric"], "version": 1}], '"db" is required'),
+        ([{"name": "t", "type": "otlp", "url": "http://t", "signals": ["log"]}], "cannot take signal(s) log"),
+        (
+            [{"name": "t", "type": "otlp", "url": "http://t", "signals": ["otlp"], "headers": ["x"]}],
+            '"headers" must be an object',
+        ),
+    ],
+)
+def test_a_bad_sinks_list_fails_loudly_with_the_fix(sinks: object, message: str) -> None:
+    text = sinks if isinstance(sinks, str) else json.dumps(sinks)
+    with pytest.raises(ConfigError, match="LOOKOUT_EDGE_SINKS") as raised:
+        registry.build(text, None, BACKEND)
+    assert message in str(raised.value)
+
+
+def test_lookout_can_be_narrowed_but_no_signal_may_go_nowhere() -> None:
+    loki_all = {"name": "loki", "type": "loki", "url": "http://l", "signals": sorted(registry.SIGNALS)}
+    (loki,) = build([loki_all], "none", backend=None)  # Lookout off: no backend URL needed
+    assert loki.name == "loki"
+    lookout, _ = build([loki_all], "error, metric ,log", backend=BACKEND)
+    assert lookout.signals == {"error", "metric", "log"}
+    with pytest.raises(ConfigError, match=r"signal\(s\) .*rum.* have no destination"):
+        build([{**loki_all, "signals": ["log"]}], "error,metric")
+    with pytest.raises(ConfigError, match="LOOKOUT_EDGE_LOOKOUT_SIGNALS: unknown signal"):
+        build(None, "errors")
+    with pytest.raises(ConfigError, match="LOOKOUT_INGEST_EDGE_BACKEND_URL is not set"):
+        build(None, None, backend=None)
+
+
+def test_sinks_from_an_ssm_secure_string(aws) -> None:
+    boto3.client("ssm", region_name=REGION).put_parameter(
+        Name="/lookout/sinks", Value=json.dumps(CONTRACT_EXAMPLE), Type="SecureString"
+    )
+    config = load_settings({"LOOKOUT_EDGE_SINKS_PARAM": "/lookout/sinks", "LOOKOUT_INGEST_EDGE_BACKEND_URL": BACKEND})
+    assert [s.name for s in registry.sinks(config)] == ["lookout", "loki", "metrics", "tempo"]
+    missing = load_settings({"LOOKOUT_EDGE_SINKS_PARAM": "/lookout/absent", "LOOKOUT_INGEST_EDGE_BACKEND_URL": BACKEND})
+    with pytest.raises(ConfigError, match="LOOKOUT_EDGE_SINKS_PARAM: cannot read SSM parameter /lookout/absent"):
+        registry.sinks(missing)
