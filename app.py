@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import os
 
-from chalice import Chalice, Response
+from chalice import Response
 
-from chalicelib.edge import cors, front_doors, pipeline
+from chalicelib.edge import cors, pipeline
+from chalicelib.edge.front_doors import FrontDoorApp
 from chalicelib.runtime.observability import flush, logger, traced
 
-app = Chalice(app_name="lookout-edge")
-# Bodies API Gateway must hand over untouched (base64 in the event). application/json
-# stays text: as a binary type Chalice would base64 every JSON answer (see README).
-app.api.binary_types.extend(["text/plain", "application/x-ndjson", "application/gzip", "application/x-gzip"])
-# The API function's entry point on every front door (CONTRACT §8): REST payload 1.0 goes to `app`
-# as is, HTTP API and function URL payload 2.0 are routed by path and answered in 2.0.
-handler = front_doors.entry_point(app)
+# Its own entry point on every front door (CONTRACT §8): REST payload 1.0, HTTP API and function URL 2.0.
+app = FrontDoorApp(app_name="lookout-edge")
+# Every request body is binary to the REST API, so API Gateway hands it over base64 and untouched
+# (gzip sent as application/json included). JSON answers still leave as text: see FrontDoorApp.
+app.api.binary_types = ["*/*"]
 
 INGEST_METHODS = ["POST", "OPTIONS"]
 # Accept every content type at the router: chalicelib answers 415 with the contract's JSON error.

@@ -146,3 +146,10 @@ def test_unmatched_paths_answer_the_contracts_json_404(template: dict[str, Any])
     assert (properties["ResponseType"], properties["StatusCode"]) == ("MISSING_AUTHENTICATION_TOKEN", "404")
     body = json.loads(properties["ResponseTemplates"]["application/json"])
     assert set(body) == {"error", "message"} and body["error"] == "not_found"
+
+
+def test_the_rest_api_hands_every_body_over_untouched(template: dict[str, Any]) -> None:
+    """Every media type binary: a gzip body arrives base64 and whole whatever its Content-Type
+    (JSON answers stay text: chalicelib.edge.front_doors.FrontDoorApp, tests/test_front_doors.py)."""
+    swagger = template["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
+    assert swagger["x-amazon-apigateway-binary-media-types"] == ["*/*"]

@@ -1,14 +1,16 @@
 """CONTRACT §8: the same edge behind each front door — REST (payload 1.0), HTTP API and function URL (2.0).
 
 Every test in the parametrized suite runs once per door: the request is turned into the event that
-door hands the Lambda (edgectl.lambda_shim, shaped as AWS documents them) and given to `app.handler`,
-the function the templates name; the door's answer is read back the way that door reads it.
+door hands the Lambda (edgectl.lambda_shim, shaped as AWS documents them) and given to `app.app`,
+the API function's handler on every deploy path; the door's answer is read back the way that door reads it.
 """
 
 from __future__ import annotations
 
 import base64
+import gzip
 import json
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +66,7 @@ class DoorClient:
             event = http_api_event(path, body, headers, source_ip=source_ip, method=method, stage=stage)
         else:
             event = function_url_event(path, body, headers, source_ip=source_ip, method=method)
-        raw = self.app_module.handler(event, LambdaContext("api_handler", 10, 512))
+        raw = self.app_module.app(event, LambdaContext("api_handler", 10, 512))
         return self._read(raw)
 
     def post(self, path: str, body: Any, **headers: str) -> Answer:
@@ -260,6 +262,37 @@ def test_a_beacon_with_cookies_is_accepted_and_cookies_are_not_queued(door, put_
     assert "s3cr3t" not in json.dumps(message)
 
 
+COMPRESS = {"gzip": gzip.compress, "deflate": zlib.compress}
+
+
+@pytest.mark.parametrize("encoding", sorted(COMPRESS))
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain", "application/x-ndjson", None])
+def test_compressed_bodies_arrive_whole_whatever_their_content_type(door, put_key, aws, encoding, content_type):
+    """On REST only because every media type is binary to the API (app.api.binary_types is what
+    `chalice deploy`/`package` give it): otherwise API Gateway reads gzip as UTF-8 text and mangles it."""
+    put_key(KEY)
+    raw = COMPRESS[encoding](json.dumps({"message": "squeezed", "pad": "x" * 300}).encode())
+    headers = {"content-encoding": encoding, "x-api-key": KEY} | (
+        {"content-type": content_type} if content_type else {}
+    )
+    answer = door.request("POST", "/api/ingest", raw, headers)
+    assert answer.status_code == 202, answer.body
+    assert drain_queue(aws.queue_url)[0]["payload"] == {"message": "squeezed", "pad": "x" * 300}
+
+
+@pytest.mark.parametrize("accept", ["application/json", "*/*", "text/html, */*;q=0.1", None])
+def test_json_answers_are_text_whatever_the_accept_header(door, put_key, aws, accept):
+    """A base64 answer is decoded by API Gateway REST only for some Accept values; text passes
+    through for all of them, the Go OpenTelemetry Collector's missing Accept included."""
+    put_key(KEY)
+    for body, status in ((b'{"message": "m"}', 202), (b"{broken", 400)):
+        headers = {**JSON, "x-api-key": KEY} | ({"accept": accept} if accept else {})
+        answer = door.request("POST", "/api/ingest", body, headers)
+        assert answer.status_code == status
+        assert answer.raw["isBase64Encoded"] is False
+        assert json.loads(answer.raw["body"])
+
+
 def test_health(door):
     answer = door.request("GET", "/health", None, {})
     assert (answer.status_code, answer.json_body) == (200, {"status": "ok"})
@@ -297,7 +330,7 @@ def test_http_api_named_stage_prefix_is_not_part_of_the_route(put_key, aws):
 def test_a_malformed_event_is_json_400_never_a_traceback(event):
     import app as app_module
 
-    raw = app_module.handler(event, LambdaContext("api_handler"))
+    raw = app_module.app(event, LambdaContext("api_handler"))
     assert raw["statusCode"] == 400
     body = json.loads(raw["body"])
     assert set(body) == {"error", "message"} and body["error"] == "invalid_request"

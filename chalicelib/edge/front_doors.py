@@ -1,9 +1,9 @@
-"""Front doors (CONTRACT §8): one Lambda entry point for REST (payload 1.0), HTTP API and function URL (2.0).
+"""Front doors (CONTRACT §8): REST (payload 1.0), HTTP API and function URL (2.0) into one `app`.
 
 Chalice's `app` only understands API Gateway REST proxy events: it routes by
 `requestContext.resourcePath`, the route *template* API Gateway matched. HTTP API
 and function URL events (payload format 2.0) carry the concrete `rawPath` instead, so
-they are matched here against the app's own route table, handed to `app` in the 1.0
+they are matched here against the app's own route table, handed to Chalice in the 1.0
 shape, and its 1.0 answer is turned into a 2.0 response. Unknown routes get the
 contract's JSON 404 and a malformed event a JSON 400, on every door.
 """
@@ -13,14 +13,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, unquote
+
+from chalice import Chalice
 
 Event = dict[str, Any]
 LambdaResponse = dict[str, Any]
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+# Answers with these types are text on the wire (see FrontDoorApp).
+TEXT_MEDIA_TYPES = ("application/json", "text/")
 
 
 class MalformedEvent(ValueError):
@@ -78,48 +82,70 @@ def _json_response(status: int, body: dict[str, str]) -> LambdaResponse:
     }
 
 
-def entry_point(app: Any) -> Callable[[Any, Any], LambdaResponse]:
-    """The Lambda handler for every front door: detects the payload version and calls `app`."""
-    routes: dict[str, RouteTable] = {}
+class FrontDoorApp(Chalice):
+    """A Chalice app that is its own Lambda entry point on every front door.
 
-    def table() -> RouteTable:
-        # Built on the first request, once every route is registered (blueprints included).
-        if "table" not in routes:
-            routes["table"] = RouteTable(app.routes)
-        return routes["table"]
+    `app.app` is the API function's handler on every deploy path (`chalice deploy` cannot
+    name another), so the payload version is told apart here: 1.0 goes to Chalice as is,
+    2.0 is routed by path and answered in 2.0. Every answer with a textual Content-Type
+    leaves as text (`isBase64Encoded: false`) even though every media type is binary to the
+    REST API (so gzip bodies arrive intact whatever their Content-Type): API Gateway passes
+    text through whatever the client's Accept, and decodes base64 only for some.
+    """
 
-    def handle(event: Any, context: Any) -> LambdaResponse:
+    _route_table: RouteTable | None = None
+
+    def __call__(self, event: Any, context: Any) -> LambdaResponse:
         if isinstance(event, dict) and event.get("version") == "2.0":
             try:
                 rest_event = rest_event_from_v2(event)
             except MalformedEvent as error:
                 return to_v2_response(bad_event(str(error)))
-            return to_v2_response(_call(app, table(), rest_event, context))
-        if isinstance(event, dict) and isinstance(event.get("requestContext"), dict) and "httpMethod" in event:
-            return _call(app, table(), event, context)
+            return to_v2_response(self._serve(rest_event, context))
+        request_context = event.get("requestContext") if isinstance(event, dict) else None
+        if isinstance(request_context, dict) and "httpMethod" in request_context:
+            return self._serve(event, context)
         return bad_event("not an API Gateway or function URL event")
 
-    return handle
+    def _serve(self, event: Event, context: Any) -> LambdaResponse:
+        """Route a 1.0-shaped event: by the template API Gateway matched (REST), else by the
+        concrete path (2.0, or HTTP API's payload 1.0 on a `$default` route)."""
+        request_context = event["requestContext"]
+        method = request_context["httpMethod"]
+        resource = request_context.get("resourcePath")
+        if resource not in self.routes:
+            if self._route_table is None:  # built once every route (blueprints too) is registered
+                self._route_table = RouteTable(self.routes)
+            path = event.get("path") or ""
+            found = self._route_table.match(path)
+            if found is None:
+                return not_found(path)
+            resource, parameters = found
+            event = {**event, "resource": resource, "pathParameters": parameters or None}
+            event["requestContext"] = {**request_context, "resourcePath": resource}
+        if method not in self.routes[resource]:
+            # API Gateway REST answers a method it has no integration for like an unknown path.
+            return not_found(event.get("path") or resource)
+        return _as_text(super().__call__(_accepting_anything(event), context))
 
 
-def _call(app: Any, table: RouteTable, event: Event, context: Any) -> LambdaResponse:
-    """Route a 1.0-shaped event: Chalice's own table when API Gateway already matched the
-    template (REST), else by the concrete path (2.0, or HTTP API's payload 1.0 with `$default`)."""
-    context_ = event["requestContext"]
-    method = context_.get("httpMethod") or event.get("httpMethod")
-    resource = context_.get("resourcePath")
-    if resource not in app.routes:
-        path = event.get("path") or ""
-        found = table.match(path)
-        if found is None:
-            return not_found(path)
-        resource, parameters = found
-        event = {**event, "pathParameters": parameters or None, "resource": resource}
-        event["requestContext"] = {**context_, "resourcePath": resource, "httpMethod": method}
-    if method not in app.routes[resource]:
-        # API Gateway REST answers a method it has no integration for like an unknown path.
-        return not_found(event.get("path") or resource)
-    return app(event, context)
+def _accepting_anything(event: Event) -> Event:
+    """No Accept header means any answer will do (RFC 9110 §12.5.1). Chalice would refuse a
+    request without one whose answer type is binary, and to the REST API every type is."""
+    headers = event.get("headers") or {}
+    if any(name.lower() == "accept" for name in headers):
+        return event
+    return {**event, "headers": {**headers, "accept": "*/*"}}
+
+
+def _as_text(response: LambdaResponse) -> LambdaResponse:
+    """Chalice base64-encodes every answer whose type is a binary media type; JSON and text go back to text."""
+    if not response.get("isBase64Encoded"):
+        return response
+    content_type = next((v for k, v in (response.get("headers") or {}).items() if k.lower() == "content-type"), "")
+    if not content_type.lower().startswith(TEXT_MEDIA_TYPES):
+        return response
+    return {**response, "body": base64.b64decode(response["body"]).decode("utf-8"), "isBase64Encoded": False}
 
 
 def rest_event_from_v2(event: Event) -> Event:
