@@ -141,7 +141,9 @@ def sync_keys(event) -> dict:
 
     try:
         with traced("sync", keysync_job.SERVICE):
-            result = keysync_job.run()
+            # The Lambda context's clock: a first load of many keys stops in time and resumes next run.
+            remaining = getattr(event.context, "get_remaining_time_in_millis", None)
+            result = keysync_job.run(remaining_ms=remaining)
     finally:
         flush(keysync_job.SERVICE)
     if not result.ok:

@@ -189,7 +189,7 @@ def test_planner_refuses_the_same_key_twice():
 
 
 def test_planner_keeps_items_of_unusable_rows():
-    planner = SyncPlanner({hash_key("kept"): "x", hash_key("gone"): "y"})
+    planner = SyncPlanner({hash_key("kept"): "ab" * 32, hash_key("gone"): "cd" * 32})
     planner.keep(hash_key("kept"))
     planner.keep(hash_key("never-stored"))
     assert planner.stale_keys() == [hash_key("gone")]
@@ -220,6 +220,7 @@ def test_summary_names_every_count():
     result.delete_verdict = DeleteVerdict.ALLOWED
     assert result.summary() == {
         "ok": True,
+        "complete": True,
         "scanned": 5,
         "written": 2,
         "unchanged": 2,

@@ -408,7 +408,7 @@ def test_five_thousand_keys(aws, source, batch_writes):
 
 def test_scan_reads_only_hash_and_content_hash(aws, put_key):
     put_key("legacy", billing_ok=False)  # an item written before the sync existed
-    assert scan_content_hashes(aws.keys_table, client("dynamodb")) == {hash_key("legacy"): ""}
+    assert dict(scan_content_hashes(aws.keys_table, client("dynamodb")).items()) == {hash_key("legacy"): ""}
 
 
 def test_edge_accepts_a_key_after_one_scheduled_sync_and_refuses_it_once_revoked(aws, source, http):
@@ -430,3 +430,85 @@ def test_edge_accepts_a_key_after_one_scheduled_sync_and_refuses_it_once_revoked
     pipeline.reset()
     assert post_error(http, raw) == 401
     assert post_error(http, other) == 202
+
+
+# -- a first load bigger than one run ------------------------------------------------------------
+class Countdown:
+    """A Lambda context's remaining time that drops by `step_ms` each time it is read."""
+
+    def __init__(self, start_ms: int, step_ms: int):
+        self.left, self.step = start_ms, step_ms
+
+    def __call__(self) -> int:
+        self.left -= self.step
+        return max(0, self.left)
+
+
+def test_a_run_out_of_time_stops_writes_nothing_stale_away_and_the_next_run_finishes(aws, source):
+    source.execute("INSERT INTO organizations (id) VALUES (1)")
+    source.execute("INSERT INTO projects (id, organization_id) VALUES (1, 1)")
+    source.executemany(INSERT_KEYS, [(i, 1, f"key-{i}") for i in range(1, 501)])
+    assert run().written == 500
+    source.execute("UPDATE project_api_keys SET revoked_at = NOW() WHERE id <= 20")  # stale now
+    source.executemany(INSERT_KEYS, [(i, 1, f"key-{i}") for i in range(501, 1501)])  # 1,000 new
+
+    # 100 s at the start, a margin of 10 s; each read of the clock (every 25 rows) costs 2 s: ~45 reads.
+    partial = run(remaining_ms=Countdown(100_000, 2_000))
+    assert (partial.ok, partial.complete, partial.deleted) == (True, False, 0)
+    assert partial.delete_verdict is DeleteVerdict.DEFERRED
+    assert 0 < partial.written < 1000
+    assert len(table_items(aws)) == 500 + partial.written  # what it wrote stays; nothing deleted
+
+    rest = run(remaining_ms=Countdown(10**9, 1))
+    assert (rest.complete, rest.written, rest.deleted) == (True, 1000 - partial.written, 20)
+    assert set(table_items(aws)) == {hash_key(f"key-{i}") for i in range(21, 1501)}
+    assert run().written == 0
+
+
+def test_the_scheduled_handler_passes_its_lambda_clock(aws, source, monkeypatch):
+    from chalicelib.keysync import job
+
+    seen = {}
+    real_run = job.run
+
+    def spy(**kwargs):
+        seen.update(kwargs)
+        return real_run(**kwargs)
+
+    monkeypatch.setattr(job, "run", spy)
+    with chalice_client() as test_client:
+        assert invoke_schedule(test_client)["complete"] is True
+    assert seen["remaining_ms"]() > 0
+
+
+def test_batches_are_written_concurrently(aws):
+    import threading
+
+    class SlowDynamoDB:
+        """Counts how many BatchWriteItem calls overlap."""
+
+        def __init__(self, real):
+            self._real, self._lock = real, threading.Lock()
+            self.running = self.most = 0
+
+        def batch_write_item(self, RequestItems):
+            with self._lock:
+                self.running += 1
+                self.most = max(self.most, self.running)
+            time.sleep(0.05)
+            try:
+                return self._real.batch_write_item(RequestItems=RequestItems)
+            finally:
+                with self._lock:
+                    self.running -= 1
+
+    slow = SlowDynamoDB(client("dynamodb"))
+    writer = BatchWriter(aws.keys_table, slow, workers=4)
+    try:
+        for i in range(400):
+            writer.put({"key_hash": {"S": f"{i:064x}"}, "project_id": {"S": "1"}})
+        writer.flush()
+    finally:
+        writer.close()
+    assert slow.most == 4
+    assert len(table_items(aws)) == 400

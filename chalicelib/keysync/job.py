@@ -4,12 +4,22 @@ The scheduled Lambda (`app.sync_keys`) and `python -m edgectl sync-keys` both ca
 `run`. Order matters for safety: the table is scanned first, then rows stream from
 MySQL and only new or changed items are written as they pass; deletes come last,
 and only when the source finished cleanly (see `keysync.judge_deletes`).
+
+A first load of a million keys does not fit one 300 s Lambda run. A run that is
+given the time it has left (`remaining_ms`, the Lambda context's) stops writing
+before the timeout, deletes nothing, and reports itself incomplete; the next run
+carries on. The table is the cursor: what a run wrote, the next run's scan finds
+unchanged and skips, so no separate position can go stale against a custom key
+query (which need not have a stable order). Writes go out from WRITE_WORKERS
+threads at once; memory is ~41 bytes per stored key (StoredHashes).
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from chalicelib.keysync.plan import (
@@ -21,11 +31,14 @@ from chalicelib.keysync.plan import (
     item_from_row,
     judge_deletes,
 )
+from chalicelib.keysync.stored_hashes import StoredHashes
 from chalicelib.runtime.config import ConfigError, settings
 from chalicelib.runtime.observability import count, logger
 
 SERVICE = "sync"
 BATCH_LIMIT = 25  # BatchWriteItem's maximum
+WRITE_WORKERS = 8  # concurrent BatchWriteItem calls
+STOP_MARGIN_SECONDS = 30.0  # a run stops writing this long before its Lambda timeout (at most)
 PROGRESS_EVERY = 10_000  # rows between progress callbacks
 REFUSAL_HINTS = {
     DeleteVerdict.REFUSED_NO_ROWS: "the key query returned no rows: check the database and LOOKOUT_EDGE_KEYS_QUERY",
@@ -37,25 +50,26 @@ class WriteFailed(RuntimeError):
     """DynamoDB kept items unprocessed after every retry."""
 
 
-def scan_content_hashes(table: str, dynamodb: Any) -> dict[str, str]:
-    """key_hash → stored content hash for every item (empty when an item has none, so it is
-    rewritten). Only the two attributes travel."""
-    existing: dict[str, str] = {}
+def scan_content_hashes(table: str, dynamodb: Any) -> StoredHashes:
+    """Every item's key_hash and content hash (none: it is rewritten), compactly. Only the
+    two attributes travel, and each page is folded in and dropped as it arrives."""
     paginator = dynamodb.get_paginator("scan")
     pages = paginator.paginate(
         TableName=table,
         ProjectionExpression="key_hash, content_hash",
         PaginationConfig={"PageSize": 5000},
     )
-    for page in pages:
-        for item in page.get("Items", []):
-            existing[item["key_hash"]["S"]] = item.get("content_hash", {}).get("S", "")
-    return existing
+    return StoredHashes(
+        (item["key_hash"]["S"], item.get("content_hash", {}).get("S", ""))
+        for page in pages
+        for item in page.get("Items", [])
+    )
 
 
 class BatchWriter:
-    """Puts and deletes in BatchWriteItem calls of 25; UnprocessedItems are retried with
-    exponential backoff, and what DynamoDB still refuses raises WriteFailed."""
+    """Puts and deletes in BatchWriteItem calls of 25, up to `workers` calls at once;
+    UnprocessedItems are retried with exponential backoff, and what DynamoDB still refuses
+    raises WriteFailed (from the next put, delete or flush). Call `close()` when done."""
 
     def __init__(
         self,
@@ -65,6 +79,7 @@ class BatchWriter:
         base_delay: float = 0.05,
         max_delay: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
+        workers: int = 1,
     ):
         self._table = table
         self._dynamodb = dynamodb
@@ -73,6 +88,9 @@ class BatchWriter:
         self._max_delay = max_delay
         self._sleep = sleep
         self._pending: list[dict[str, Any]] = []
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keysync-write")
+        self._in_flight: deque[Future] = deque()
+        self._max_in_flight = 2 * workers  # bounded: the rows stream no faster than they are written
         self.calls = 0
 
     def put(self, item: dict[str, Any]) -> None:
@@ -84,11 +102,25 @@ class BatchWriter:
     def _add(self, request: dict[str, Any]) -> None:
         self._pending.append(request)
         if len(self._pending) >= BATCH_LIMIT:
-            self.flush()
+            self._submit()
+
+    def _submit(self) -> None:
+        requests, self._pending = self._pending, []
+        if requests:
+            while len(self._in_flight) >= self._max_in_flight:
+                self._in_flight.popleft().result()
+            self._in_flight.append(self._executor.submit(self._send, requests))
 
     def flush(self) -> None:
-        """Send what is pending (nothing is sent when nothing is pending)."""
-        requests, self._pending = self._pending, []
+        """Send what is pending and wait for every call (nothing is sent when nothing is pending)."""
+        self._submit()
+        while self._in_flight:
+            self._in_flight.popleft().result()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    def _send(self, requests: list[dict[str, Any]]) -> None:
         for attempt in range(1, self._max_attempts + 1):
             if not requests:
                 return
@@ -105,9 +137,11 @@ def run(
     db_url: str | None = None,
     allow_mass_delete: bool = False,
     progress: Callable[[SyncResult], None] | None = None,
+    remaining_ms: Callable[[], int] | None = None,
 ) -> SyncResult:
     """Sync once from the settings' database (or `db_url`); never raises: failures are in
-    `result.error`, logged, and counted as `sync_failed`."""
+    `result.error`, logged, and counted as `sync_failed`. With `remaining_ms` (the Lambda
+    context's `get_remaining_time_in_millis`), stop in time and leave the rest to the next run."""
     from chalicelib.keysync import source_mysql
     from chalicelib.runtime.aws import client
 
@@ -124,13 +158,28 @@ def run(
     except Exception as exc:
         result.error = f"cannot scan keys table {conf.keys_table}: {type(exc).__name__}: {exc}"
         return _finish(result, started)
-    writer = BatchWriter(conf.keys_table, dynamodb)
+    writer = BatchWriter(conf.keys_table, dynamodb, workers=WRITE_WORKERS)
     connection = None
+    out_of_time = None
+    if remaining_ms is not None:
+        # A tenth of the run's time for a short timeout (tests, a CLI run given a small budget).
+        margin_ms = min(STOP_MARGIN_SECONDS * 1000, remaining_ms() / 10)
+        out_of_time = lambda: remaining_ms() < margin_ms  # noqa: E731
     try:
         url = source_mysql.db_url(conf, db_url)
         connection = source_mysql.connect(url)
         rows = source_mysql.stream_rows(connection, conf.keys_query or source_mysql.DEFAULT_KEYS_QUERY)
-        sync_rows(rows, existing, writer, result, conf.mass_delete_share, allow_mass_delete, int(time.time()), progress)
+        sync_rows(
+            rows,
+            existing,
+            writer,
+            result,
+            conf.mass_delete_share,
+            allow_mass_delete,
+            int(time.time()),
+            progress,
+            out_of_time,
+        )
     except Exception as exc:
         known = (source_mysql.SourceUnavailable, WriteFailed, ConfigError)
         result.error = str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}"
@@ -142,6 +191,7 @@ def run(
         except Exception as flush_exc:
             result.error += f"; pending writes lost: {type(flush_exc).__name__}"
     finally:
+        writer.close()
         if connection is not None:
             connection.close()
     return _finish(result, started)
@@ -149,19 +199,26 @@ def run(
 
 def sync_rows(
     rows: Iterable[Mapping[str, Any]],
-    existing: dict[str, str],
+    existing: StoredHashes | Mapping[str, str],
     writer: BatchWriter,
     result: SyncResult,
     max_share: float,
     allow_mass_delete: bool,
     synced_at: int,
     progress: Callable[[SyncResult], None] | None = None,
+    out_of_time: Callable[[], bool] | None = None,
 ) -> None:
     """Write new and changed items as rows stream past, then delete what the verdict allows.
-    An exception from `rows` (the source failed) propagates before any delete."""
+    An exception from `rows` (the source failed) propagates before any delete. When
+    `out_of_time` says so, stop after what was written: no deletes, `result.complete` false."""
     planner = SyncPlanner(existing)
     result.table_size = planner.table_size
     for row in rows:
+        if out_of_time is not None and result.scanned % BATCH_LIMIT == 0 and out_of_time():
+            writer.flush()
+            result.complete = False
+            result.delete_verdict = DeleteVerdict.DEFERRED
+            return
         result.scanned += 1
         try:
             item = item_from_row(row, synced_at)
@@ -212,6 +269,8 @@ def _finish(result: SyncResult, started: float) -> SyncResult:
         logger(SERVICE).error(
             "key sync refused to delete stale keys", extra={**summary, "hint": REFUSAL_HINTS[result.delete_verdict]}
         )
+    elif not result.complete:
+        logger(SERVICE).warning("key sync stopped before its timeout; the next run carries on", extra=summary)
     else:
         logger(SERVICE).info("key sync finished", extra=summary)
     return result

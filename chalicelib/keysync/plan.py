@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 from chalicelib.edge.keys import hash_key
+from chalicelib.keysync.stored_hashes import StoredHashes, fingerprint
 
 # Columns the key query must return (CONTRACT §7).
 REQUIRED_COLUMNS = (
@@ -136,38 +137,28 @@ class DuplicateKey(ValueError):
     """The source listed the same key twice; the later row is skipped."""
 
 
-@dataclass
 class SyncPlanner:
-    """The diff between the table (key_hash → content hash) and the rows streamed past it.
+    """The diff between the table (its key hashes and content hashes) and the rows streamed
+    past it, in StoredHashes' compact form: memory stays ~41 bytes per key."""
 
-    Seen hashes are marked in place instead of copied, so memory stays one entry
-    per key whatever the size of the source.
-    """
-
-    existing: dict[str, str]
-    table_size: int = field(init=False)
-    _SEEN = "seen"  # never a hex digest, nor "" (an item stored without content hash)
-
-    def __post_init__(self) -> None:
-        self.table_size = len(self.existing)
+    def __init__(self, existing: StoredHashes | Mapping[str, str]):
+        self.existing = existing if isinstance(existing, StoredHashes) else StoredHashes(existing.items())
+        self.table_size = self.existing.size
 
     def needs_write(self, item: Mapping[str, Any]) -> bool:
         """True when the table lacks this item or holds other content for its key."""
-        key_hash = item["key_hash"]["S"]
-        stored = self.existing.get(key_hash)
-        if stored == self._SEEN:
+        stored, seen, content = self.existing.mark_seen(item["key_hash"]["S"])
+        if seen:
             raise DuplicateKey("the same API key appears in two rows")
-        self.existing[key_hash] = self._SEEN
-        return stored != item[CONTENT_HASH]["S"]
+        return not stored or content != fingerprint(item[CONTENT_HASH]["S"])
 
     def keep(self, key_hash: str) -> None:
         """Leave whatever the table holds for this key as it is (its row was unusable)."""
-        if key_hash in self.existing:
-            self.existing[key_hash] = self._SEEN
+        self.existing.mark_seen(key_hash, add=False)
 
     def stale_keys(self) -> list[str]:
         """Key hashes the table holds that no row mentioned: revoked or gone."""
-        return [key_hash for key_hash, stored in self.existing.items() if stored != self._SEEN]
+        return list(self.existing.unseen())
 
 
 class DeleteVerdict(Enum):
@@ -178,6 +169,7 @@ class DeleteVerdict(Enum):
     REFUSED_SOURCE_FAILED = "refused_source_failed"
     REFUSED_NO_ROWS = "refused_no_rows"
     REFUSED_MASS_DELETE = "refused_mass_delete"
+    DEFERRED = "deferred"  # the run stopped before its timeout: not every row was read
 
     @property
     def refused(self) -> bool:
@@ -214,6 +206,7 @@ class SyncResult:
     delete_verdict: DeleteVerdict = DeleteVerdict.NOTHING_TO_DELETE
     error: str | None = None
     duration: float = 0.0
+    complete: bool = True  # false: the run stopped in time and the next one carries on
 
     @property
     def ok(self) -> bool:
@@ -222,6 +215,7 @@ class SyncResult:
     def summary(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "complete": self.complete,
             "scanned": self.scanned,
             "written": self.written,
             "unchanged": self.unchanged,
