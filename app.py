@@ -107,7 +107,7 @@ def ingest_unknown_nested(signal: str, rest: str) -> Response:
     return _ingest(f"/api/ingest/{signal}/{rest}")
 
 
-# --- Forwarder: SQS → Lookout backend (chalicelib/forward_handler.py, docs/forwarder.md) ---
+# --- Forwarder: SQS → Lookout and the sinks (chalicelib/forward/, docs/forwarder.md, docs/sinks.md) ---
 # Chalice reads decorator arguments when it packages the app, so the queue name and the
 # concurrency come from the deploying shell's environment, not the function's.
 EDGE_QUEUE_NAME = os.environ.get("LOOKOUT_EDGE_QUEUE_NAME", "lookout-edge-events")
@@ -127,6 +127,17 @@ def forward_events(event) -> dict:
 
     with traced("forward", forward_handler.SERVICE):
         return forward_handler.forward(event.to_dict())
+
+
+# --- Log shipping: CloudWatch Logs subscription → log events (chalicelib/ship_logs, CONTRACT §12) ---
+@app.lambda_function(name="ship_logs")
+def ship_logs(event, context) -> dict:
+    """Queue each DATA_MESSAGE as a `log` event of the tail key's project; raises when the
+    queue refuses one, so Lambda retries the invocation (same event ids, no duplicates)."""
+    from chalicelib.ship_logs import handler as ship_handler
+
+    with traced("ship_logs", ship_handler.SERVICE):
+        return ship_handler.ship(event)
 
 
 # --- Key sync: Lookout MySQL → keys table (chalicelib/keysync_job.py, docs/key-sync.md) ---

@@ -30,7 +30,12 @@ MERGE_TEMPLATE = ROOT / "infra" / "merge-template.json"
 CHALICE_DIR = ROOT / ".chalice"
 
 # Chalice function name -> logical id in the template `chalice package` generates.
-FUNCTIONS = {"api_handler": "APIHandler", "forward_events": "ForwardEvents", "sync_keys": "SyncKeys"}
+FUNCTIONS = {
+    "api_handler": "APIHandler",
+    "forward_events": "ForwardEvents",
+    "sync_keys": "SyncKeys",
+    "ship_logs": "ShipLogs",
+}
 # The contract variables the merged template points at its own resources and parameters.
 STACK_ENVIRONMENT = {
     # The name, not the resource: in a multi-region edge the table is a global table's replica
@@ -42,6 +47,7 @@ STACK_ENVIRONMENT = {
     ENV_NAMES["backend_url"]: {"Ref": "BackendUrl"},
     ENV_NAMES["token_param"]: {"Ref": "EdgeTokenParameterName"},
     ENV_NAMES["db_url_param"]: {"Ref": "DbUrlParameterName"},
+    ENV_NAMES["tail_api_key_param"]: {"Ref": "TailApiKeyParameterName"},
     ENV_NAMES["home_region"]: {"Ref": "HomeRegion"},
 }
 # `OnlyIf` options the stack decides with a condition (Tracing is decided when rendering).
@@ -167,6 +173,7 @@ def deploy_values(environment: dict[str, str], account: str, region: str, partit
         "DeadLetterQueueName": _queue_name(environment.get(ENV_NAMES["dlq_url"]), ENV_NAMES["dlq_url"]),
         "EdgeTokenParameterName": _parameter_name(environment, ENV_NAMES["token_param"]),
         "DbUrlParameterName": _parameter_name(environment, ENV_NAMES["db_url_param"]),
+        "TailApiKeyParameterName": _parameter_name(environment, ENV_NAMES["tail_api_key_param"]),
     }
 
 

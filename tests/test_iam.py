@@ -54,6 +54,11 @@ EXPECTED = {
         )
     }
     | {"ssm:GetParameter": {ARN.format("ssm", "parameter/lookout-edge/{stage}/db-url")}},
+    "ship_logs": {
+        "dynamodb:GetItem": {ARN.format("dynamodb", "table/lookout-edge-keys")},
+        "sqs:SendMessage": {ARN.format("sqs", "lookout-edge-events")},
+        "ssm:GetParameter": {ARN.format("ssm", "parameter/lookout-edge/{stage}/tail-api-key")},
+    },
 }
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 

@@ -70,3 +70,16 @@ def decode_payload(message: dict[str, Any]) -> dict[str, Any]:
         return message
     payload = json.loads(gzip.decompress(base64.b64decode(message["payload"])))
     return dict(message, payload_encoding="json", payload=payload)
+
+
+def stable_ulids(seed: str, time_ms: int, count: int) -> list[str]:
+    """ULIDs that a retry of the same input gets again: `time_ms`, 64 bits of the seed's hash
+    and the position (≤ 65,535) as randomness. The backend stores an event id once, so a
+    retried delivery (Lambda's retry of a failed invocation) is not stored twice."""
+    import hashlib
+
+    from ulid import ULID
+
+    digest = int.from_bytes(hashlib.sha256(seed.encode("utf-8", "surrogatepass")).digest()[:8], "big")
+    base = (time_ms & (2**48 - 1)) << 80 | digest << 16
+    return [str(ULID.from_int(base | position)) for position in range(count)]
