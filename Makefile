@@ -4,9 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install dev dev-seed test lint bench soak clean
+.PHONY: install dev dev-seed test lint package bench soak clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-tracing.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "pip>=23,<26.3"  # chalice packages with pip and needs <26.3
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
@@ -26,6 +26,12 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
+
+# The deployable artifact (docs/deploy.md): dist/$(STAGE)/sam.json and a byte-compiled arm64
+# deployment.zip without boto3/botocore; prints its size (fails over 3 MB).
+STAGE ?= prod
+package: $(STAMP)
+	$(PY) -m edgectl package --stage $(STAGE)
 
 # Hot paths as ratios against the bare minimum, on moto server and MariaDB (docs/performance.md).
 # ~10 minutes; sizes from BENCH_KEYS, BENCH_EDGE_N, BENCH_LOAD_SECONDS, ... Needs wrk (apt).

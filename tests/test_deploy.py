@@ -153,3 +153,10 @@ def test_the_rest_api_hands_every_body_over_untouched(template: dict[str, Any]) 
     (JSON answers stay text: chalicelib.edge.front_doors.FrontDoorApp, tests/test_front_doors.py)."""
     swagger = template["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
     assert swagger["x-amazon-apigateway-binary-media-types"] == ["*/*"]
+
+
+def test_every_function_runs_on_graviton(template: dict[str, Any]) -> None:
+    """`lambda_architecture: arm64` in .chalice/config.json: the same for `chalice deploy`."""
+    functions = [r for r in template["Resources"].values() if r["Type"] == "AWS::Serverless::Function"]
+    assert len(functions) >= 3
+    assert {tuple(f["Properties"]["Architectures"]) for f in functions} == {("arm64",)}
