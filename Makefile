@@ -39,10 +39,11 @@ bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) -m bench
 
-# Full-size reliability run (docs/reliability.md): 20,000 events through a faulty network, then
-# 10,000 fuzzed requests. Loopback only; stops by itself (the soak gives up after 19 minutes).
+# Full-size reliability run (docs/reliability.md): 50,000 events (NDJSON batches, idempotent retries)
+# through a faulty network, then 10,000 fuzzed requests. Loopback only; stops by itself (the soak
+# gives up after 45 minutes).
 soak: $(STAMP)
-	$(PY) -m tests.soak --events 20000
+	$(PY) -m tests.soak --events 50000
 	FUZZ_EXAMPLES=10000 $(PY) -m pytest tests/test_fuzz.py -q --timeout 1800
 
 clean:

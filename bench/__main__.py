@@ -113,8 +113,18 @@ def table(results: dict[str, Any]) -> str:
             )
         elif name == "keysync":
             for label, key in (("first", "first"), ("no change", "unchanged"), ("1 % changed", "one_percent_changed")):
+                if key not in section:
+                    continue
                 step = section[key]
                 row(f"4 key sync {section['keys']} keys: {label}", f"{step['seconds']:.1f} s, {step['written']} writes")
+            first, million = section["first"], section["first"]["million"]
+            row("  first load: runs, peak RSS", f"{first['runs']} x 300 s, {first['peak_mb']:.0f} MB")
+            row(
+                "4 key sync 1,000,000 keys: first load" + ("" if million["measured"] else " (extrapolated)"),
+                f"{million['seconds']:.0f} s, {million['runs']} x 300 s",
+                f"{million['peak_mb']:.0f} MB",
+                "peak RSS",
+            )
     return "\n".join(lines)
 
 

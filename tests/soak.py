@@ -7,7 +7,7 @@ mid-run, opens a wrong-token window, then checks every accepted event_id against
 receiver's database and the dead-letter queue, redrives the DLQ with the real
 `dlq redrive` command, and checks again.
 
-    python -m tests.soak --events 20000      # what `make soak` runs
+    python -m tests.soak --events 50000      # what `make soak` runs
     tests/test_soak.py                       # the same at a few hundred events, in `make test`
 
 Time is compressed, not the rules: the forwarder's read timeout and retry backoff are
@@ -73,6 +73,8 @@ class SoakReport:
     lost: int = 0
     duplicated: int = 0
     duplicate_deliveries: int = 0
+    replays: int = 0  # requests sent again with the same Idempotency-Key
+    replay_mismatches: int = 0  # a replay's 202 named other event ids than the first 202: a double accept
     dead_lettered: int = 0
     dlq_reasons: Counter[str] = field(default_factory=Counter)
     dlq_also_stored: int = 0
@@ -92,6 +94,7 @@ class SoakReport:
             self.timed_out is None
             and self.lost == 0
             and self.duplicated == 0
+            and self.replay_mismatches == 0
             and self.lost_after_redrive == 0
             and self.duplicated_after_redrive == 0
             and self.left_in_dlq == 0
@@ -106,6 +109,8 @@ class SoakReport:
             ("lost", self.lost),
             ("duplicated (rows per event_id > 1)", self.duplicated),
             ("duplicate deliveries absorbed (times_seen - 1)", self.duplicate_deliveries),
+            ("idempotent retries (same Idempotency-Key)", self.replays),
+            ("  answered with other event ids", self.replay_mismatches),
             ("dead-lettered (not stored)", self.dead_lettered),
             ("  in DLQ but already stored", self.dlq_also_stored),
             ("redriven", self.redriven),
@@ -134,9 +139,14 @@ class Shot:
     body: bytes
     events: int
 
+    @property
+    def idempotent(self) -> bool:
+        return "Idempotency-Key" in self.headers
+
 
 def make_shot(number: int, key: str, rng: random.Random) -> Shot:
-    """A request as a Lookout SDK would send it: error reports, RUM beacons, logs, NDJSON, jobs, traces."""
+    """A request as a Lookout SDK would send it: error reports, RUM beacons, logs, NDJSON, jobs,
+    traces; a fifth of them with an Idempotency-Key (the client may send those again)."""
     kind = rng.choice(["error", "error", "rum", "log", "ndjson", "job", "otlp", "metric"])
     headers = {"Content-Type": "application/json", "X-Api-Key": key}
     events = 1
@@ -163,7 +173,13 @@ def make_shot(number: int, key: str, rng: random.Random) -> Shot:
     if rng.random() < 0.3:
         body = gzip.compress(body)
         headers["Content-Encoding"] = "gzip"
+    if rng.random() < 0.2:
+        headers["Idempotency-Key"] = f"soak-{uuid.uuid4().hex}"
     return Shot(path, headers, body, events)
+
+
+def event_ids(answer: dict[str, Any]) -> list[str]:
+    return answer.get("event_ids") or [answer["event_id"]]
 
 
 def send(host: str, port: int, shot: Shot) -> tuple[int, dict[str, Any]]:
@@ -218,9 +234,34 @@ class Traffic:
             with self._lock:
                 self.report.attempted += 1
                 if status == 202:
-                    self.report.accepted.update(answer.get("event_ids") or [answer["event_id"]])
+                    self.report.accepted.update(event_ids(answer))
                 else:
                     self.report.refused[status] += 1
+            if shot.idempotent:
+                self._retry(shot, rng, host, port, event_ids(answer) if status == 202 else None)
+
+    def _retry(self, shot: Shot, rng: random.Random, host: str, port: int, first: list[str] | None) -> None:
+        """What a client does with an Idempotency-Key: send again after no answer, a 409 or a 503,
+        and (half the time) after a 202 it did not see (a read timeout). A replay must name the
+        same event ids as the request's first 202; the backend must store them once."""
+        for attempt in range(3):
+            if first is not None and (attempt > 0 or rng.random() < 0.5):
+                return
+            time.sleep(0.1 * (attempt + 1))
+            status, answer = send(host, port, shot)
+            with self._lock:
+                self.report.attempted += 1
+                self.report.replays += 1
+                if status != 202:
+                    self.report.refused[status] += 1
+                    continue
+                ids = event_ids(answer)
+                if first is None:
+                    first = ids
+                    self.report.accepted.update(ids)
+                elif ids != first:
+                    self.report.replay_mismatches += 1
+                    self.report.accepted.update(ids)
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -439,14 +480,14 @@ class Soak:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--rate", type=float, default=60.0, help="events per second at most")
     parser.add_argument("--max-backlog", type=int, default=120, help="clients pause while the queue is deeper")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--pollers", type=int, default=3)
     parser.add_argument("--wrong-token-seconds", type=float, default=60.0)
     parser.add_argument("--restarts", type=int, default=3)
-    parser.add_argument("--time-limit", type=float, default=1140.0, help="stop and fail after this many seconds")
+    parser.add_argument("--time-limit", type=float, default=2700.0, help="stop and fail after this many seconds")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     # `kill PID` stops the run cleanly: the stack's processes and the database go too.

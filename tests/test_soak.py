@@ -25,6 +25,8 @@ def test_every_accepted_event_is_stored_once_or_dead_lettered_then_redriven() ->
     assert report.restarts == 1
     # The promise: nothing lost, nothing stored twice, before and after the redrive.
     assert report.lost == 0 and report.duplicated == 0, report.table()
+    # Idempotent retries happened, and every replay named the first 202's event ids.
+    assert report.replays > 0 and report.replay_mismatches == 0, report.table()
     assert report.stored + report.dead_lettered == len(report.accepted)
     assert report.duplicate_deliveries > 0, "slow answers after commit must have caused redeliveries"
     assert report.stored_after_redrive == len(report.accepted), report.table()
