@@ -89,6 +89,27 @@ def table(results: dict[str, Any]) -> str:
             )
             offenders = ", ".join(f"{o['module']} {o['cumulative_ms']:.0f}" for o in section["import_offenders"][:6])
             lines.append(f"  import offenders (ms): {offenders}")
+            like = section.get("lambda_like")
+            if like:
+                row(
+                    "2 Lambda-like cold start: artifact / boto3",
+                    f"{like['edge_ms_median']:.0f}/{like['bare_ms_median']:.0f} ms",
+                )
+                row(
+                    "  ratio (medians)",
+                    f"{like['ratio']:.3f}",
+                    f"≤{like['target']}",
+                    verdict(like["ratio"], like["target"]),
+                )
+                row(
+                    "  deployment.zip",
+                    f"{like['package_bytes'] / 1024 / 1024:.2f} MB",
+                    "≤3",
+                    verdict(like["package_bytes"] / 1024 / 1024, 3.0),
+                )
+                lines.append("  import time top (ms):")
+                for offender in like["import_offenders"]:
+                    lines.append(f"    {offender['cumulative_ms']:8.1f}  {offender['module']}")
         elif name == "forwarder":
             row("3 forwarder batch of 10 / 50 ms backend", f"{section['batch_ms_median']:.1f} ms")
             row(
