@@ -127,8 +127,13 @@ def serve(host: str, port: int, state: Path | None, snapshot_every: float) -> in
     from werkzeug.serving import make_server
 
     if state is not None and state.exists():
-        restore(state.read_bytes())
-        print(f"restored queues and tables from {state}", flush=True)
+        try:
+            restore(state.read_bytes())
+            print(f"restored queues and tables from {state}", flush=True)
+        except Exception as exc:  # another moto version's pickle, a truncated file: start empty, keep it
+            aside = state.with_name(state.name + ".unreadable")
+            os.replace(state, aside)
+            print(f"cannot restore {state} ({type(exc).__name__}: {exc}); starting empty, kept as {aside}", flush=True)
     gate = RequestGate(DomainDispatcherApplication(create_backend_app))
     server = make_server(host, port, gate, threaded=True, request_handler=MotoRequestHandler)
     stopping = threading.Event()

@@ -1,0 +1,55 @@
+"""The local stack's AWS (edgectl.local_aws): moto state that survives a restart."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import boto3
+from moto import mock_aws
+
+from edgectl.devstack import ROOT, free_port, wait_for_http
+from edgectl.local_aws import restore, snapshot
+from edgectl.resources import create_resources
+from tests.conftest import REGION
+
+
+def test_a_snapshot_brings_back_queued_messages_and_items_with_in_flight_ones_visible():
+    with mock_aws():
+        names = create_resources(boto3.Session(region_name=REGION))
+        sqs, dynamodb = boto3.client("sqs", region_name=REGION), boto3.client("dynamodb", region_name=REGION)
+        sqs.send_message(QueueUrl=names.queue_url, MessageBody="waiting")
+        sqs.send_message(QueueUrl=names.queue_url, MessageBody="in flight")
+        sqs.receive_message(QueueUrl=names.queue_url, MaxNumberOfMessages=1, VisibilityTimeout=3600)
+        dynamodb.put_item(TableName=names.keys_table, Item={"key_hash": {"S": "k"}, "project_id": {"S": "1"}})
+        saved = snapshot()
+    with mock_aws():  # a new, empty moto: what a restarted process starts from
+        restore(saved)
+        sqs, dynamodb = boto3.client("sqs", region_name=REGION), boto3.client("dynamodb", region_name=REGION)
+        got = sqs.receive_message(QueueUrl=names.queue_url, MaxNumberOfMessages=10)["Messages"]
+        assert sorted(m["Body"] for m in got) == ["in flight", "waiting"]
+        assert dynamodb.get_item(TableName=names.keys_table, Key={"key_hash": {"S": "k"}})["Item"]["project_id"] == {
+            "S": "1"
+        }
+
+
+def test_an_unreadable_state_file_is_kept_aside_and_moto_starts_empty(tmp_path):
+    state = tmp_path / "aws-state.pickle"
+    state.write_bytes(b"not a pickle")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "edgectl", "serve-aws", "--port", str(port), "--state", str(state)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/moto-api/", 30)
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0]
+    assert server.returncode == 0, output
+    assert "starting empty" in output
+    assert (tmp_path / "aws-state.pickle.unreadable").read_bytes() == b"not a pickle"
+    assert state.exists()  # the clean stop saved the (empty) state
