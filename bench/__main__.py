@@ -118,6 +118,14 @@ def table(results: dict[str, Any]) -> str:
                 f"≤{section['target']}",
                 verdict(section["ratio"], section["target"]),
             )
+            if "fan_out_ms_median" in section:
+                row("  batch of 10 to Lookout + Loki + Influx", f"{section['fan_out_ms_median']:.1f} ms")
+                row(
+                    "  ÷ the batch to Lookout alone (median)",
+                    f"{section['fan_out_ratio']:.3f}",
+                    f"≤{section['fan_out_target']}",
+                    verdict(section["fan_out_ratio"], section["fan_out_target"]),
+                )
             row(
                 f"  sustained, concurrency {section['concurrency']}",
                 f"{section['sustained_events_per_s']:.0f} ev/s",

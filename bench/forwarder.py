@@ -1,5 +1,7 @@
 """3. Forwarder: one `forward` invocation on a batch of 10 real SQS messages, posting to a local
-backend that answers after 50 ms, ÷ those 50 ms; and events/s with 4 concurrent workers."""
+backend that answers after 50 ms, ÷ those 50 ms; the same batch fanned out to three destinations
+(Lookout, Loki, InfluxDB), each answering after 50 ms, ÷ the batch to Lookout alone; and events/s
+with 4 concurrent workers."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Any
 from bench.stack import HOST, ROOT, Stack, env_int, fresh_queue, median, quiet_stdout, reset_chalicelib, say
 
 TARGET = 1.5
+FAN_OUT_TARGET = 1.3
 BACKEND_DELAY = 0.050
 BATCH = 10
 CONCURRENCY = int(os.environ.get("BENCH_FORWARD_CONCURRENCY") or 4)
@@ -42,8 +45,25 @@ class SlowBackend(BaseHTTPRequestHandler):
         pass
 
 
-def start_backend() -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((HOST, 0), SlowBackend)
+class SlowSink(BaseHTTPRequestHandler):
+    """Loki's push API or InfluxDB's write API: 204 after BACKEND_DELAY."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        time.sleep(BACKEND_DELAY)
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def start_backend(handler: type[BaseHTTPRequestHandler] = SlowBackend) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((HOST, 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
@@ -184,12 +204,14 @@ def run(stack: Stack) -> dict[str, Any]:
                     durations.append(time.perf_counter() - started)
                 if len(event["Records"]) != BATCH:
                     raise RuntimeError(f"received {len(event['Records'])} messages, wanted {BATCH}")
+        fan_out = fan_out_batches(queue_url, queue_arn, template, single)
         say(f"forwarder: {sustained} events in batches of {BATCH}, {CONCURRENCY} worker processes")
         batches = received_batches(queue_url, queue_arn, template, sustained)
         with tempfile.TemporaryDirectory() as workdir:
             forwarded, wall = sustained_rate(batches, Path(workdir))
     finally:
         backend.shutdown()
+        os.environ.pop("LOOKOUT_EDGE_SINKS", None)
         os.environ["LOOKOUT_EDGE_QUEUE_URL"] = edge_queue
         reset_chalicelib()
     batch_ms = median(durations) * 1000
@@ -200,11 +222,61 @@ def run(stack: Stack) -> dict[str, Any]:
         "batch_ms_max": round(max(durations) * 1000, 1),
         "ratio": round(batch_ms / (BACKEND_DELAY * 1000), 3),
         "target": TARGET,
+        "fan_out_ms_median": round(median(fan_out) * 1000, 1),
+        # ÷ the same batch to Lookout alone (the slowest sink's round trip, SQS settlement included).
+        "fan_out_ratio": round(median(fan_out) / median(durations), 3),
+        "fan_out_target": FAN_OUT_TARGET,
         "sustained_events": forwarded,
         "sustained_events_per_s": round(forwarded / wall, 1),
         "sustained_ideal_events_per_s": ideal,
         "concurrency": CONCURRENCY,
     }
+
+
+def fan_out_batches(queue_url: str, queue_arn: str, template: str, batches: int) -> list[float]:
+    """Seconds per batch of 10 metric events delivered to Lookout, Loki and InfluxDB at once."""
+    from chalicelib.forward.handler import forward
+    from chalicelib.runtime.config import settings
+
+    loki, influx = start_backend(SlowSink), start_backend(SlowSink)
+    try:
+        os.environ["LOOKOUT_EDGE_SINKS"] = json.dumps(
+            [
+                {
+                    "name": "loki",
+                    "type": "loki",
+                    "url": f"http://{HOST}:{loki.server_address[1]}",
+                    "signals": ["metric"],
+                },
+                {
+                    "name": "influx",
+                    "type": "influx",
+                    "url": f"http://{HOST}:{influx.server_address[1]}",
+                    "signals": ["metric"],
+                    "org": "bench",
+                    "bucket": "bench",
+                },
+            ]
+        )
+        settings.cache_clear()
+        metric = dict(json.loads(template), signal="metric", path="/api/ingest/metric")
+        metric["payload"] = {"entries": [{"name": "checkout", "value": i} for i in range(100)]}
+        say(f"forwarder: {batches} batches of {BATCH} to Lookout, Loki and InfluxDB, each answering in 50 ms")
+        fill(queue_url, json.dumps(metric), BATCH * (batches + 1))
+        durations = []
+        with quiet_stdout():
+            for number in range(batches + 1):
+                event = receive_event(queue_url, queue_arn)
+                started = time.perf_counter()
+                forward(event)
+                if number:  # the first opens the sinks' connections
+                    durations.append(time.perf_counter() - started)
+        return durations
+    finally:
+        loki.shutdown()
+        influx.shutdown()
+        os.environ.pop("LOOKOUT_EDGE_SINKS", None)
+        settings.cache_clear()
 
 
 if __name__ == "__main__":
