@@ -68,3 +68,28 @@ def test_persistent_failure_raises_with_what_got_in(aws, monkeypatch):
 def test_missing_queue_raises(aws):
     with pytest.raises(EnqueueFailed):
         send_messages(aws.queue_url + "-missing", [msg(0)])
+
+
+class MeetingSQS:
+    """Each batch call waits until `parties` calls are in flight together: a sequential sender
+    never gets past the first one (the barrier breaks, the batch fails)."""
+
+    def __init__(self, real, parties):
+        import threading
+
+        self.real, self.barrier, self.calls = real, threading.Barrier(parties, timeout=10), 0
+
+    def send_message_batch(self, QueueUrl, Entries):
+        self.calls += 1
+        self.barrier.wait()
+        return self.real.send_message_batch(QueueUrl=QueueUrl, Entries=Entries)
+
+
+def test_batches_are_sent_concurrently(aws, monkeypatch):
+    from chalicelib.edge import enqueue
+
+    meeting = MeetingSQS(aws_clients.client("sqs"), parties=enqueue.CONCURRENT_BATCHES)
+    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name: meeting)
+    send_messages(aws.queue_url, [msg(i) for i in range(10 * enqueue.CONCURRENT_BATCHES)])
+    assert meeting.calls == enqueue.CONCURRENT_BATCHES
+    assert sorted(m["i"] for m in drain_queue(aws.queue_url)) == list(range(10 * enqueue.CONCURRENT_BATCHES))

@@ -1,4 +1,4 @@
-"""Durable enqueue to SQS: one SendMessage, or batches split by count and bytes.
+"""Durable enqueue to SQS: one SendMessage, or batches split by count and bytes, sent concurrently.
 
 A call returns only when every message is in SQS; otherwise it raises
 `EnqueueFailed` saying which ones did get in, so a retry can skip them.
@@ -7,12 +7,15 @@ A call returns only when every message is in SQS; otherwise it raises
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from chalicelib.runtime.aws import client
 
 MAX_BATCH_ENTRIES = 10
 MAX_BATCH_BYTES = 256 * 1024
 RETRIES = 2
+# SendMessageBatch calls in flight at once (the SQS client pools 25 connections).
+CONCURRENT_BATCHES = 8
 
 
 @dataclass(frozen=True)
@@ -71,31 +74,45 @@ def send_messages(queue_url: str, messages: list[OutgoingMessage], skip: frozens
     last_error = "unknown"
     for _attempt in range(RETRIES + 1):
         failed: list[int] = []
-        for batch in plan_batches(messages, pending):
-            try:
-                response = sqs.send_message_batch(
-                    QueueUrl=queue_url,
-                    Entries=[
-                        {
-                            "Id": str(i),
-                            "MessageBody": messages[i].body,
-                            "MessageAttributes": messages[i].attributes(),
-                        }
-                        for i in batch
-                    ],
-                )
-            except Exception as exc:
-                last_error = _reason(exc)
-                failed.extend(batch)
-                continue
-            sent.update(int(entry["Id"]) for entry in response.get("Successful", []))
-            for entry in response.get("Failed", []):
-                failed.append(int(entry["Id"]))
-                last_error = entry.get("Code") or "batch entry failed"
+        for ok, refused, error in _send_batches(sqs, queue_url, messages, plan_batches(messages, pending)):
+            sent.update(ok)
+            failed.extend(refused)
+            last_error = error or last_error
         if not failed:
             return
         pending = sorted(failed)
     raise EnqueueFailed(last_error, sent)
+
+
+def _send_batches(
+    sqs: Any, queue_url: str, messages: list[OutgoingMessage], batches: list[list[int]]
+) -> list[tuple[list[int], list[int], str | None]]:
+    """Every SendMessageBatch call, up to CONCURRENT_BATCHES at a time (a 10,000-event
+    Firehose delivery is 1,000 calls); one result per batch: (sent, failed, error)."""
+    if len(batches) == 1:
+        return [_send_batch(sqs, queue_url, messages, batches[0])]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(CONCURRENT_BATCHES, len(batches))) as pool:
+        return list(pool.map(lambda batch: _send_batch(sqs, queue_url, messages, batch), batches))
+
+
+def _send_batch(
+    sqs: Any, queue_url: str, messages: list[OutgoingMessage], batch: list[int]
+) -> tuple[list[int], list[int], str | None]:
+    try:
+        response = sqs.send_message_batch(
+            QueueUrl=queue_url,
+            Entries=[
+                {"Id": str(i), "MessageBody": messages[i].body, "MessageAttributes": messages[i].attributes()}
+                for i in batch
+            ],
+        )
+    except Exception as exc:
+        return [], batch, _reason(exc)
+    refused = response.get("Failed", [])
+    error = (refused[-1].get("Code") or "batch entry failed") if refused else None
+    return [int(entry["Id"]) for entry in response.get("Successful", [])], [int(e["Id"]) for e in refused], error
 
 
 def _reason(exc: Exception) -> str:
