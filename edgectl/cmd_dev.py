@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import time
@@ -23,6 +24,12 @@ def register(subparsers: Any) -> None:
     dev.add_argument("--edge-port", type=int, default=int(os.environ.get("EDGE_PORT", 8000)))
     dev.add_argument("--receiver-port", type=int, default=int(os.environ.get("RECEIVER_PORT", 8001)))
     dev.add_argument("--aws-port", type=int, default=int(os.environ.get("AWS_PORT", 4566)))
+    dev.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("METRICS_PORT", 8428)),
+        help="VictoriaMetrics, when installed: the influx sink of metric events (default 8428)",
+    )
     dev.add_argument("--sync-every", type=float, default=300.0, help="seconds between key syncs (default 300)")
     dev.add_argument(
         "--source-ip-header",
@@ -56,6 +63,8 @@ def run_dev(args: argparse.Namespace) -> int:
         sync_every=args.sync_every,
         source_ip_header=args.source_ip_header,
         aws_state=STATE_DIR / "aws-state.pickle",  # accepted events survive a restart of `make dev`
+        # Metric events also go to VictoriaMetrics when it is installed (docs/sinks.md).
+        metrics_port=args.metrics_port if shutil.which("victoria-metrics") else None,
     )
     stack = DevStack(options)
     # Ctrl-C and SIGTERM both stop the stack, even when started with SIGINT ignored (nohup, CI).

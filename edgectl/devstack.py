@@ -55,6 +55,8 @@ class StackOptions:
     aws_state: Path | None = None  # moto's queues and tables kept in this file across restarts; None → memory
     supervise: bool = True  # restart a piece that exits, with backoff, instead of leaving the stack half up
     extra_env: dict[str, str] = field(default_factory=dict)
+    # VictoriaMetrics as the forwarder's influx sink for `metric`/`otlp_metrics` (docs/sinks.md); None: off.
+    metrics_port: int | None = None
 
 
 # Restart backoff of a piece that keeps exiting: 0.5 s, 1 s, 2 s ... up to 30 s; a piece that
@@ -102,6 +104,10 @@ class DevStack:
     def aws_url(self) -> str:
         return f"http://{self.options.host}:{self.options.aws_port}"
 
+    @property
+    def metrics_url(self) -> str | None:
+        return f"http://{self.options.host}:{self.options.metrics_port}" if self.options.metrics_port else None
+
     def environment(self) -> dict[str, str]:
         """The environment every piece runs with (the contract's variables + the local AWS)."""
         env = {
@@ -115,6 +121,7 @@ class DevStack:
             "POWERTOOLS_METRICS_DISABLED": "true",
             "PYTHONUNBUFFERED": "1",
             **(self.names.environment() if self.names else {}),
+            **self._sinks_environment(),
             **self.options.extra_env,
         }
         if self.options.lookout_db_url:
@@ -138,6 +145,8 @@ class DevStack:
             if not opts.lookout_db_url:
                 self.demo_key = self._seed_demo_key()
             self._start_receiver()
+            if opts.metrics_port:
+                self._start_metrics()
             edge_args = ["serve-edge", "--host", opts.host, "--port", str(opts.edge_port)]
             if opts.source_ip_header:
                 edge_args += ["--source-ip-header", opts.source_ip_header]
@@ -284,6 +293,44 @@ class DevStack:
             args += ["--projects-file", str(projects_file)]
         self._spawn("receiver", args)
 
+    def _start_metrics(self) -> None:
+        """VictoriaMetrics (Debian `victoria-metrics`), data under the state directory."""
+        import shutil
+
+        binary = shutil.which("victoria-metrics")
+        if not binary:
+            raise RuntimeError(
+                "metrics_port is set but victoria-metrics is not installed (apt-get install victoria-metrics)"
+            )
+        ensure_port_free(self.options.host, int(self.options.metrics_port or 0), "VictoriaMetrics")
+        data = self.options.state_dir / "victoria-metrics"
+        data.mkdir(parents=True, exist_ok=True)
+        command = [
+            binary,
+            f"-httpListenAddr={self.options.host}:{self.options.metrics_port}",
+            f"-storageDataPath={data}",
+            "-retentionPeriod=100y",
+            "-loggerLevel=ERROR",
+        ]
+        piece = self._launch("metrics", command)
+        with self._pieces_lock:
+            self.pieces.append(piece)
+        wait_for_http(f"{self.metrics_url}/health", 30, self._check_alive)
+        self._say("metrics", f"VictoriaMetrics on {self.metrics_url}, the forwarder's influx sink")
+
+    def _sinks_environment(self) -> dict[str, str]:
+        if not self.metrics_url:
+            return {}
+        sink = {
+            "name": "victoria-metrics",
+            "type": "influx",
+            "url": self.metrics_url,
+            "signals": ["metric", "otlp_metrics"],
+            "org": "lookout",
+            "bucket": "lookout",
+        }
+        return {"LOOKOUT_EDGE_SINKS": json.dumps([sink])}
+
     def _spawn(self, name: str, args: list[str]) -> None:
         piece = self._launch(name, [sys.executable, "-m", "edgectl", *args])
         with self._pieces_lock:
@@ -351,6 +398,14 @@ class DevStack:
                 *(
                     [f"  State      queues and tables kept in {self.options.aws_state} (delete it to start empty)"]
                     if self.options.aws_state
+                    else []
+                ),
+                *(
+                    [
+                        f"  Metrics    metric events also land in VictoriaMetrics: curl -sG {self.metrics_url}"
+                        "/api/v1/export --data-urlencode 'match[]={signal=\"metric\"}'"
+                    ]
+                    if self.metrics_url
                     else []
                 ),
                 "  Restarts   a piece that exits is restarted alone, with backoff",

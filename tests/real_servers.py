@@ -90,11 +90,15 @@ class VictoriaMetrics(Server):
         super().__init__(command, "/health", port, workdir, "victoria-metrics")
 
     def export(self, match: str) -> list[dict[str, Any]]:
-        """Every stored series matching the selector, with its values and ms timestamps."""
-        _get(self.url + "/internal/force_flush")
-        query = urllib.parse.urlencode({"match[]": match})
-        text = _get(f"{self.url}/api/v1/export?{query}").decode()
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return victoria_export(self.url, match)
+
+
+def victoria_export(url: str, match: str) -> list[dict[str, Any]]:
+    """Every series a VictoriaMetrics at `url` stores matching the selector, values and ms timestamps."""
+    _get(url + "/internal/force_flush")
+    query = urllib.parse.urlencode({"match[]": match})
+    text = _get(f"{url}/api/v1/export?{query}").decode()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 class InfluxDB1(Server):

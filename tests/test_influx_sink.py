@@ -194,3 +194,42 @@ def test_a_line_the_server_refuses_dead_letters_the_event_only_at_that_sink(
 
     assert len(lookout.requests) == 1
     assert queue_counts(aws.dlq_url) == (1, 0)
+
+
+def test_whole_stack_metric_reaches_victoriametrics(tmp_path) -> None:
+    """SDK-shaped request → edge over HTTP → SQS (moto server) → forwarder → VictoriaMetrics, read back
+    through its export API; `make dev` runs exactly this when victoria-metrics is installed."""
+    import io
+    import time
+
+    from real_servers import require_binary, victoria_export
+    from test_devstack import send
+
+    from edgectl.devstack import DevStack, StackOptions, free_port
+
+    require_binary("victoria-metrics", "victoria-metrics")
+    options = StackOptions(
+        edge_port=free_port(),
+        receiver_port=free_port(),
+        aws_port=free_port(),
+        metrics_port=free_port(),
+        state_dir=tmp_path,
+        poll_wait=1,
+    )
+    log = io.StringIO()
+    with DevStack(options, out=log) as stack:
+        entries = [{"name": "cart_total", "value": 12.5, "tags": {"currency": "EUR"}, "at": int(time.time())}]
+        status, answer, _ = send(
+            f"{stack.edge_url}/api/ingest/metric",
+            json.dumps({"entries": entries}).encode(),
+            {"X-Api-Key": stack.demo_key, "Content-Type": "application/json"},
+        )
+        assert status == 202, answer
+        deadline = time.monotonic() + 30
+        while not (found := victoria_export(stack.metrics_url, '{__name__="cart_total_value",currency="EUR"}')):
+            assert time.monotonic() < deadline, f"no point in VictoriaMetrics after 30 s\n{log.getvalue()[-3000:]}"
+            time.sleep(0.3)
+        (series,) = found
+        assert series["values"] == [12.5]
+        assert series["metric"]["signal"] == "metric" and series["metric"]["project_id"]
+        assert "victoria-metrics" in stack.environment()["LOOKOUT_EDGE_SINKS"]
