@@ -105,13 +105,9 @@ def fresh_queue(name: str) -> tuple[str, str]:
 
 def reset_chalicelib() -> None:
     """Forget cached settings, clients and caches, as a new container would."""
-    from chalicelib.edge import pipeline
-    from chalicelib.runtime import aws
-    from chalicelib.runtime.config import settings
+    from chalicelib.runtime import container
 
-    settings.cache_clear()
-    aws.reset_clients()
-    pipeline.reset()
+    container.reset()
 
 
 @contextlib.contextmanager

@@ -11,10 +11,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from chalicelib.edge import pipeline
 from chalicelib.edge.keys import hash_key
-from chalicelib.runtime import aws as aws_clients
-from chalicelib.runtime.config import ENV_NAMES, settings
+from chalicelib.runtime import container
+from chalicelib.runtime.config import ENV_NAMES
 from edgectl.resources import StackNames, create_resources
 
 REGION = "us-east-1"
@@ -32,9 +31,7 @@ class Clock:
 
 def reset_container_state() -> None:
     """What a new Lambda container would start from."""
-    settings.cache_clear()
-    aws_clients.reset_clients()
-    pipeline.reset()
+    container.reset()
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ import pytest
 from fake_lookout import REGION, FakeLookout
 
 from chalicelib.forward.sinks import lookout as lookout_sink
+from chalicelib.runtime import container
 from chalicelib.runtime.config import ConfigError, settings
 from edgectl.resources import StackNames
 
@@ -21,10 +22,10 @@ def lookout(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLookout]:
     fake = FakeLookout().start()
     monkeypatch.setenv("LOOKOUT_INGEST_EDGE_BACKEND_URL", fake.url + "/")
     settings.cache_clear()
-    lookout_sink.reset()
+    container.reset()
     yield fake
     fake.stop()
-    lookout_sink.reset()
+    container.reset()
 
 
 @pytest.fixture
@@ -34,9 +35,9 @@ def ssm_token(aws: StackNames, monkeypatch: pytest.MonkeyPatch) -> Iterator[obje
     monkeypatch.setenv("LOOKOUT_INGEST_EDGE_TOKEN_PARAM", PARAM)
     monkeypatch.setenv("LOOKOUT_EDGE_TOKEN_CACHE_SECONDS", "1")
     settings.cache_clear()
-    lookout_sink.reset()
+    container.reset()
     yield ssm
-    lookout_sink.reset()
+    container.reset()
 
 
 def test_posts_json_with_bearer_token_over_one_kept_alive_connection(lookout: FakeLookout) -> None:

@@ -17,8 +17,7 @@ import pytest
 from fake_lookout import REGION, FakeLookout, Seen, accept_all, enqueue, queue_counts, queue_message, sqs_event
 from fake_sinks import StrictLoki, StrictOtlp
 
-from chalicelib.forward.sinks import lookout as lookout_sink
-from chalicelib.forward.sinks import registry
+from chalicelib.runtime import container
 from chalicelib.runtime.config import settings
 from edgectl.resources import StackNames
 
@@ -50,12 +49,10 @@ def dest(aws: StackNames, monkeypatch: pytest.MonkeyPatch) -> Iterator[Destinati
     monkeypatch.setenv("LOOKOUT_EDGE_RETRY_BASE_SECONDS", "1")
     monkeypatch.setenv("LOOKOUT_EDGE_SINKS", json.dumps(destinations.sinks()))
     settings.cache_clear()
-    lookout_sink.reset()
-    registry.reset()
+    container.reset()
     yield destinations
     destinations.stop()
-    registry.reset()
-    lookout_sink.reset()
+    container.reset()
 
 
 def forward(event: dict) -> dict:

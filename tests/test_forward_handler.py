@@ -22,7 +22,7 @@ from fake_lookout import (
 )
 
 from chalicelib.forward.handler import BatchIncomplete
-from chalicelib.forward.sinks import lookout as lookout_sink
+from chalicelib.runtime import container
 from chalicelib.runtime.config import ConfigError, settings
 from edgectl.resources import StackNames
 
@@ -36,10 +36,10 @@ def lookout(aws: StackNames, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLo
     monkeypatch.setenv("LOOKOUT_INGEST_EDGE_TOKEN", TOKEN)
     monkeypatch.setenv("LOOKOUT_EDGE_RETRY_BASE_SECONDS", "1")
     settings.cache_clear()
-    lookout_sink.reset()
+    container.reset()
     yield fake
     fake.stop()
-    lookout_sink.reset()
+    container.reset()
 
 
 def forward(event: dict) -> dict:

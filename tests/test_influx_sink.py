@@ -10,9 +10,8 @@ import pytest
 from fake_lookout import FakeLookout, enqueue, queue_counts, queue_message, sqs_event
 from real_servers import InfluxDB1, VictoriaMetrics
 
-from chalicelib.forward.sinks import lookout as lookout_sink
-from chalicelib.forward.sinks import registry
 from chalicelib.forward.sinks.influx import line_protocol, lines
+from chalicelib.runtime import container
 from chalicelib.runtime.config import settings
 from edgectl.resources import StackNames
 
@@ -98,11 +97,10 @@ def lookout(aws: StackNames, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLo
     fake = FakeLookout().start()
     monkeypatch.setenv("LOOKOUT_INGEST_EDGE_BACKEND_URL", fake.url)
     monkeypatch.setenv("LOOKOUT_INGEST_EDGE_TOKEN", "tok")
-    lookout_sink.reset()
-    registry.reset()
+    container.reset()
     yield fake
     fake.stop()
-    registry.reset()
+    container.reset()
 
 
 def use_sinks(monkeypatch: pytest.MonkeyPatch, *sinks: dict) -> None:

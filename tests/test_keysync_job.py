@@ -16,8 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib.edge import pipeline
-from chalicelib.edge.keys import hash_key
+from chalicelib.edge.keys import hash_key, key_cache
 from chalicelib.keysync.job import SERVICE, BatchWriter, WriteFailed, run, scan_content_hashes, sync_rows
 from chalicelib.keysync.plan import DeleteVerdict, SyncResult
 from chalicelib.keysync.source_mysql import DEFAULT_KEYS_QUERY, connect, stream_rows
@@ -168,7 +167,7 @@ def test_billing_flip_updates_the_item_and_the_edge_answers_402_after_cache_expi
     assert int(item["synced_at"]["N"]) >= int(synced_before["N"])
 
     assert post_error(http, raw) == 202  # the edge's key cache still holds the old answer
-    pipeline.reset()  # its TTL has run out
+    key_cache.cache_clear()  # its TTL has run out
     assert post_error(http, raw) == 402
     assert post_error(http, other_org) == 202
 
@@ -180,7 +179,7 @@ def test_allowlist_change_reaches_the_item_and_the_edge(aws, source, http):
     source.execute("UPDATE organizations SET ingest_ip_allowlist = %s WHERE id = 1", ('["10.0.0.0/8", "192.0.2.7"]',))
     assert run().written == 1
     assert table_items(aws)[hash_key(raw)]["ip_allowlist"] == {"L": [{"S": "10.0.0.0/8"}, {"S": "192.0.2.7"}]}
-    pipeline.reset()
+    key_cache.cache_clear()
     assert post_error(http, raw) == 403  # the test client's 127.0.0.1 is not on the list
 
 
@@ -418,7 +417,7 @@ def test_edge_accepts_a_key_after_one_scheduled_sync_and_refuses_it_once_revoked
     raw = source.insert_key(key_id=1)
     other = source.insert_key(key_id=2)
     assert post_error(http, raw) == 401
-    pipeline.reset()
+    key_cache.cache_clear()
     with chalice_client() as test_client:
         summary = invoke_schedule(test_client)
         assert (summary["ok"], summary["written"]) == (True, 2)
@@ -427,7 +426,7 @@ def test_edge_accepts_a_key_after_one_scheduled_sync_and_refuses_it_once_revoked
         source.execute("UPDATE project_api_keys SET revoked_at = NOW() WHERE id = 1")
         summary = invoke_schedule(test_client)
         assert (summary["deleted"], summary["deletes"]) == (1, "allowed")
-    pipeline.reset()
+    key_cache.cache_clear()
     assert post_error(http, raw) == 401
     assert post_error(http, other) == 202
 

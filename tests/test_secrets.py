@@ -18,7 +18,6 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib.forward.sinks import lookout as lookout_sink
 from chalicelib.runtime.config import settings
 from chalicelib.runtime.observability import logger
 from tests.conftest import REGION, drain_queue, reset_container_state
@@ -95,10 +94,9 @@ def forwarding(aws, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLookout]:
     monkeypatch.setenv("LOOKOUT_INGEST_EDGE_BACKEND_URL", fake.url)
     monkeypatch.setenv("LOOKOUT_EDGE_RETRY_BASE_SECONDS", "1")
     reset_container_state()
-    lookout_sink.reset()
     yield fake
     fake.stop()
-    lookout_sink.reset()
+    reset_container_state()
 
 
 def echo_token(status: int) -> Callable[[Seen], tuple[int, dict[str, str], Any]]:

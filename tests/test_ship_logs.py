@@ -13,6 +13,7 @@ import pytest
 from conftest import REGION, drain_queue
 
 from chalicelib.contract.envelope import decode_payload
+from chalicelib.runtime import container
 from chalicelib.runtime.config import ConfigError, settings
 from chalicelib.ship_logs import handler as ship_handler
 from edgectl.resources import StackNames
@@ -56,7 +57,7 @@ def tail(aws: StackNames, put_key, monkeypatch: pytest.MonkeyPatch) -> StackName
     put_key(TAIL_KEY, project_id="77", organization_id="8")
     monkeypatch.setenv("LOOKOUT_EDGE_TAIL_API_KEY", TAIL_KEY)
     settings.cache_clear()
-    ship_handler.reset()
+    container.reset()
     return aws
 
 
@@ -135,7 +136,7 @@ def test_the_tail_key_can_come_from_ssm_and_must_be_known(tail: StackNames, monk
     monkeypatch.delenv("LOOKOUT_EDGE_TAIL_API_KEY_PARAM")
     monkeypatch.setenv("LOOKOUT_EDGE_TAIL_API_KEY", "lk_not_a_known_key")
     settings.cache_clear()
-    ship_handler.reset()
+    container.reset()
     with pytest.raises(ConfigError, match="not in the keys table"):
         ship(subscription_event(data_message("lost?")))
 

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from chalicelib.runtime.container import per_container
+
 
 def hash_key(raw_key: str) -> str:
     """Lowercase hex SHA-256 of the raw key: the table's partition key."""
@@ -137,3 +139,28 @@ def fetch_key_item(table: str, key_hash: str) -> KeyRecord | None:
     response = client("dynamodb").get_item(TableName=table, Key={"key_hash": {"S": key_hash}})
     item = response.get("Item")
     return KeyRecord.from_item(item) if item else None
+
+
+@per_container
+def key_cache() -> KeyCache:
+    """The container's key cache, built on first use from the settings."""
+    from chalicelib.runtime.config import settings
+
+    conf = settings()
+    return KeyCache(
+        fetch=lambda key_hash: fetch_key_item(conf.keys_table, key_hash),
+        ttl=conf.key_cache_ttl,
+        negative_ttl=conf.key_negative_ttl,
+        stale_ttl=conf.key_stale_ttl,
+        max_size=conf.key_cache_size,
+        on_stale=_warn_stale,
+    )
+
+
+def _warn_stale(key_hash: str, exc: Exception) -> None:
+    from chalicelib.runtime.observability import logger
+
+    logger().warning(
+        "key store unavailable; serving cached key",
+        extra={"key_hash_prefix": key_hash[:8], "reason": type(exc).__name__},
+    )

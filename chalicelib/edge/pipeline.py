@@ -16,7 +16,7 @@ from chalicelib.contract.errors import EdgeError, bad_request, unavailable
 from chalicelib.contract.signals import ASSIGNED_ID_FIELDS, check_shape, signal_for_path
 from chalicelib.edge import auth, enqueue, idempotency, ratelimit, remote_config
 from chalicelib.edge.bodies import parse_body
-from chalicelib.edge.keys import KeyCache, KeyRecord, KeyStoreUnavailable, fetch_key_item, hash_key
+from chalicelib.edge.keys import KeyRecord, KeyStoreUnavailable, hash_key, key_cache
 from chalicelib.runtime.config import settings
 from chalicelib.runtime.observability import count, logger
 
@@ -41,39 +41,6 @@ class Reply:
 def error_reply(error: EdgeError) -> Reply:
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
     return Reply(error.status, error.body(), headers)
-
-
-_key_cache: KeyCache | None = None
-
-
-def key_cache() -> KeyCache:
-    """The container's key cache, built on first use from the settings."""
-    global _key_cache
-    if _key_cache is None:
-        conf = settings()
-        _key_cache = KeyCache(
-            fetch=lambda key_hash: fetch_key_item(conf.keys_table, key_hash),
-            ttl=conf.key_cache_ttl,
-            negative_ttl=conf.key_negative_ttl,
-            stale_ttl=conf.key_stale_ttl,
-            max_size=conf.key_cache_size,
-            on_stale=_warn_stale,
-        )
-    return _key_cache
-
-
-def reset() -> None:
-    """Forget container state (tests)."""
-    global _key_cache
-    _key_cache = None
-    remote_config.reset()
-
-
-def _warn_stale(key_hash: str, exc: Exception) -> None:
-    logger().warning(
-        "key store unavailable; serving cached key",
-        extra={"key_hash_prefix": key_hash[:8], "reason": type(exc).__name__},
-    )
 
 
 def handle(request: IngestRequest) -> Reply:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from chalicelib.runtime.container import per_container
+
 FRESH_SECONDS = 60.0
 STALE_SECONDS = 24 * 3600.0
 MAX_ENTRIES = 5_000
@@ -130,23 +132,15 @@ def fetch_from_lookout(raw_key: str, overrides: str | None) -> BackendConfig:
     return BackendConfig(response.status, response.data)
 
 
-_cache: ConfigCache | None = None
-
-
+@per_container
 def config_cache() -> ConfigCache:
-    global _cache
-    if _cache is None:
-        from chalicelib.runtime.config import settings
+    """The container's config cache, built on the first `GET /api/config`."""
+    from chalicelib.runtime.config import settings
 
-        _cache = ConfigCache(fetch_from_lookout, fresh_seconds=settings().config_fresh_seconds)
-    return _cache
+    return ConfigCache(fetch_from_lookout, fresh_seconds=settings().config_fresh_seconds)
 
 
 def cached_version(key_hash: str) -> str | None:
     """For the ingest path: never builds the cache, never fetches."""
-    return _cache.cached_version(key_hash) if _cache is not None else None
-
-
-def reset() -> None:
-    global _cache
-    _cache = None
+    cache = config_cache.peek()
+    return cache.cached_version(key_hash) if cache is not None else None

@@ -10,27 +10,29 @@ also imports s3transfer and boto3's resource layer (~40 ms of a cold start, meas
 
 from __future__ import annotations
 
-import threading
-from functools import cache
 from typing import Any
 
-_lock = threading.Lock()  # botocore sessions are not thread-safe; the local edge server is threaded
+from chalicelib.runtime.container import per_container
 
 
-@cache
+@per_container
 def _session() -> Any:
     import botocore.session
 
     return botocore.session.get_session()
 
 
-@cache
 def client(service: str, region: str | None = None) -> Any:
     """A shared low-level client for `service` (sqs, dynamodb, ssm, cloudwatch).
 
     `region` None is the container's own region; another region is for a multi-region
     edge's home-region key lookups and `status --regions` (docs/multi-region.md).
     """
+    return _client(service, region)
+
+
+@per_container
+def _client(service: str, region: str | None) -> Any:
     from botocore.config import Config
 
     config = Config(
@@ -39,11 +41,5 @@ def client(service: str, region: str | None = None) -> Any:
         retries={"mode": "standard", "max_attempts": 2},
         max_pool_connections=25,
     )
-    with _lock:
-        return _session().create_client(service, region_name=region, config=config)
-
-
-def reset_clients() -> None:
-    """Forget cached clients and their session (tests switch between moto backends)."""
-    client.cache_clear()
-    _session.cache_clear()
+    # Built under the container's lock: botocore sessions are not thread-safe (the local edge is threaded).
+    return _session().create_client(service, region_name=region, config=config)

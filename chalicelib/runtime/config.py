@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+
+from chalicelib.runtime.container import per_container
 
 DEFAULT_KEYS_TABLE = "lookout-edge-keys"
 DEFAULT_IDEMPOTENCY_TABLE = "lookout-edge-idempotency"
@@ -111,7 +112,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
-@lru_cache(maxsize=1)
+@per_container
 def settings() -> Settings:
-    """The container's settings, read on first use (tests call `settings.cache_clear()`)."""
+    """The container's settings, read on first use (a test that changes the environment calls
+    `settings.cache_clear()` or resets the container)."""
     return load_settings()

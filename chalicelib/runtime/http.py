@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from functools import cache
 from typing import Any
 
+from chalicelib.runtime.container import per_container
 
-@cache
+
+@per_container
 def pool(connect_timeout: float, read_timeout: float) -> Any:
     """Keep-alive connections reused across invocations of this container; no hidden retries."""
     import urllib3
@@ -23,11 +24,6 @@ def pool(connect_timeout: float, read_timeout: float) -> Any:
         timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
         retries=False,
     )
-
-
-def reset() -> None:
-    """Drop pooled connections (what a new container starts from)."""
-    pool.cache_clear()
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:

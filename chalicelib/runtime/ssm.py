@@ -6,36 +6,32 @@ deploy); `force` re-reads at once, e.g. after Lookout refused the edge token.
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
+
+from chalicelib.runtime.container import per_container
 
 
 class ParameterUnavailable(RuntimeError):
     """The parameter could not be read or is empty; the message names it, never a value."""
 
 
-@cache
-def _provider(ssm_client: Any) -> Any:
-    """One provider (and value cache) per shared client: a new client (tests) starts clean."""
+@per_container
+def _provider() -> Any:
+    """One provider (and value cache) per container, on the container's SSM client."""
     from aws_lambda_powertools.utilities.parameters import SSMProvider
 
-    return SSMProvider(boto3_client=ssm_client)
+    from chalicelib.runtime.aws import client
+
+    return SSMProvider(boto3_client=client("ssm"))
 
 
 def secure_parameter(name: str, max_age: int, force: bool = False) -> str:
     """The decrypted value of SecureString `name`, stripped; ParameterUnavailable when unusable."""
-    from chalicelib.runtime.aws import client
-
     try:
-        value = _provider(client("ssm")).get(name, decrypt=True, max_age=max_age, force_fetch=force)
+        value = _provider().get(name, decrypt=True, max_age=max_age, force_fetch=force)
     except Exception as exc:
         raise ParameterUnavailable(f"cannot read SSM parameter {name}: {type(exc).__name__}") from None
     text = str(value or "").strip()
     if not text:
         raise ParameterUnavailable(f"SSM parameter {name} is empty")
     return text
-
-
-def reset() -> None:
-    """Forget the provider and its cached values (tests; a new container)."""
-    _provider.cache_clear()

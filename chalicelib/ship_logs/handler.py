@@ -21,12 +21,18 @@ from chalicelib.contract.errors import EdgeError
 from chalicelib.edge.keys import KeyRecord, fetch_key_item, hash_key
 from chalicelib.runtime import sqs_batch, ssm
 from chalicelib.runtime.config import ConfigError, settings
+from chalicelib.runtime.container import per_container
 from chalicelib.runtime.observability import count, flush, logger
 
 SERVICE = "ship-logs"
 PATH = "cloudwatch-logs"  # the queue message's `path`: where the event came from
 KEY_CACHE_SECONDS = 300.0
-_key_cache: dict[str, tuple[KeyRecord, float]] = {}
+
+
+@per_container
+def _key_cache() -> dict[str, tuple[KeyRecord, float]]:
+    """The tail key's record and when it was read (one entry: the current tail key)."""
+    return {}
 
 
 class ShipFailed(RuntimeError):
@@ -116,7 +122,8 @@ def tail_key() -> KeyRecord:
     else:
         raise ConfigError("set LOOKOUT_EDGE_TAIL_API_KEY or LOOKOUT_EDGE_TAIL_API_KEY_PARAM")
     key_hash = hash_key(raw)
-    cached = _key_cache.get(key_hash)
+    cache = _key_cache()
+    cached = cache.get(key_hash)
     if cached and time.monotonic() - cached[1] < KEY_CACHE_SECONDS:
         return cached[0]
     record = fetch_key_item(config.keys_table, key_hash)
@@ -124,10 +131,6 @@ def tail_key() -> KeyRecord:
         raise ConfigError("the tail API key is not in the keys table (revoked, or not synced yet)")
     if not record.billing_ok:
         raise ConfigError("the tail API key's organization is not in good billing standing")
-    _key_cache.clear()
-    _key_cache[key_hash] = (record, time.monotonic())
+    cache.clear()
+    cache[key_hash] = (record, time.monotonic())
     return record
-
-
-def reset() -> None:
-    _key_cache.clear()

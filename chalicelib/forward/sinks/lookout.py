@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.contract.envelope import dumps
@@ -27,14 +28,26 @@ from chalicelib.forward.sinks.http import (
     transient_outcome,
     transport_outcome,
 )
-from chalicelib.runtime import http, ssm
+from chalicelib.runtime import ssm
 from chalicelib.runtime.config import ConfigError, settings
+from chalicelib.runtime.container import per_container
 from chalicelib.runtime.observability import logger
 
 INGEST_PATH = "/api/ingest/edge"
 # A whole request Lookout refuses for good (CONTRACT §6): retrying it cannot help.
 PERMANENT_STATUSES = frozenset({400, 404, 413, 422})
-_refresh_token = False
+
+
+@dataclass
+class TokenState:
+    """Set when Lookout refused the token: the next batch re-reads SSM instead of its cache."""
+
+    refresh: bool = False
+
+
+@per_container
+def token_state() -> TokenState:
+    return TokenState()
 
 
 class TokenUnavailable(RuntimeError):
@@ -123,34 +136,24 @@ def _redacted(outcome: Outcome, token: str) -> Outcome:
 
 def edge_token() -> str:
     """The current edge token: the plain variable, else SSM with a short cache."""
-    global _refresh_token
     config = settings()
     if config.token:
         return config.token
     if not config.token_param:
         raise ConfigError("set LOOKOUT_INGEST_EDGE_TOKEN or LOOKOUT_INGEST_EDGE_TOKEN_PARAM")
     try:
-        token = ssm.secure_parameter(config.token_param, config.token_cache_seconds, force=_refresh_token)
+        token = ssm.secure_parameter(config.token_param, config.token_cache_seconds, force=token_state().refresh)
     except ssm.ParameterUnavailable as exc:
         raise TokenUnavailable(str(exc)) from None
-    _refresh_token = False
+    token_state().refresh = False
     return token
 
 
 def post_events(body: bytes, token: str) -> tuple[HttpAnswer, float]:
     """POST the batch; the answer (or the transport error) and the time it took, in ms."""
-    global _refresh_token
     url = settings().require("backend_url") + INGEST_PATH
     answer, elapsed_ms = post(url, body, {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     if answer.status in AUTH_STATUSES:
         # The token may have been rotated: read SSM again on the next batch instead of in 5 minutes.
-        _refresh_token = True
+        token_state().refresh = True
     return answer, elapsed_ms
-
-
-def reset() -> None:
-    """Forget pooled connections and cached providers (what a new container starts from)."""
-    global _refresh_token
-    _refresh_token = False
-    http.reset()
-    ssm.reset()

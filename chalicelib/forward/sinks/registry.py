@@ -21,6 +21,7 @@ from chalicelib.forward.sinks.base import Sink
 from chalicelib.forward.sinks.lookout import LookoutSink
 from chalicelib.runtime import ssm
 from chalicelib.runtime.config import ConfigError, Settings
+from chalicelib.runtime.container import per_container
 
 LOOKOUT = "lookout"
 SIGNALS = frozenset(NAMED_SIGNALS | {"error", "otlp", "otlp_logs", "otlp_metrics"})
@@ -33,7 +34,12 @@ SINK_MODULES = {
 COMMON_KEYS = frozenset({"name", "type", "url", "signals"})
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 SOURCE = "LOOKOUT_EDGE_SINKS"
-_cache: dict[str, list[Sink]] = {}
+
+
+@per_container
+def _cache() -> dict[str, list[Sink]]:
+    """The container's sinks, by the configuration text they were built from."""
+    return {}
 
 
 @dataclass(frozen=True)
@@ -64,10 +70,11 @@ def sinks(config: Settings) -> list[Sink]:
     """Lookout (unless narrowed to none) and the configured sinks; built once per configuration."""
     text = _sinks_text(config)
     key = f"{config.lookout_signals}\n{config.backend_url}\n{text}"
-    if key not in _cache:
-        _cache.clear()
-        _cache[key] = build(text, config.lookout_signals, config.backend_url)
-    return _cache[key]
+    built = _cache()
+    if key not in built:
+        built.clear()
+        built[key] = build(text, config.lookout_signals, config.backend_url)
+    return built[key]
 
 
 def _sinks_text(config: Settings) -> str | None:
@@ -164,7 +171,3 @@ def _lookout_signals(value: str | None) -> frozenset[str] | None:
     if unknown:
         raise ConfigError(f"LOOKOUT_EDGE_LOOKOUT_SIGNALS: unknown signal(s) {', '.join(unknown)}")
     return names
-
-
-def reset() -> None:
-    _cache.clear()
