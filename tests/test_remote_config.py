@@ -4,7 +4,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from chalicelib.edge.remote_config import STALE_SECONDS, BackendConfig, ConfigCache
+from chalicelib.edge.remote_config import OVERRIDES_PER_KEY, STALE_SECONDS, BackendConfig, ConfigCache
 from tests.conftest import Clock, reset_container_state
 
 KEY = "lk_config_key"
@@ -57,6 +57,61 @@ def test_bad_answers_are_not_cached(bad):
     cache = ConfigCache(lambda k, o: bad, Clock())
     assert cache.get("h", KEY, None).status == 503
     assert cache.cached_version("h") is None
+
+
+def test_a_flood_of_overrides_values_costs_a_bounded_number_of_fetches_and_only_its_own_key():
+    """#15 item 7: 5,000 distinct X-Lookout-Env-Overrides values on one key."""
+    clock, lookout = Clock(), Lookout()
+    cache = ConfigCache(lookout, clock)
+    cache.get("other", "other-key", "prod")
+    cache.get("h", KEY, "prod")
+    lookout.calls.clear()
+    answers = [cache.get("h", KEY, f"FLOOD={n}") for n in range(5_000)]
+    assert len(lookout.calls) == OVERRIDES_PER_KEY - 1  # "prod" already counted in this window
+    assert sum(a.status == 200 for a in answers) == OVERRIDES_PER_KEY - 1
+    assert {a.status for a in answers[OVERRIDES_PER_KEY:]} == {503}  # nothing cached for those: as Lookout down
+
+    lookout.failing = True
+    clock.now += 3600
+    other = cache.get("other", "other-key", "prod")  # another key's last good copy survived the flood
+    assert (other.status, other.stale) == (200, True)
+    assert json.loads(other.body)["overrides"] == "prod"
+
+
+def test_a_new_window_lets_new_overrides_values_through_again():
+    clock, lookout = Clock(), Lookout()
+    cache = ConfigCache(lookout, clock)
+    for n in range(OVERRIDES_PER_KEY + 5):
+        cache.get("h", KEY, f"V={n}")
+    assert len(lookout.calls) == OVERRIDES_PER_KEY
+    clock.now += 61
+    assert cache.get("h", KEY, "V=late").status == 200
+    assert lookout.calls[-1] == (KEY, "V=late")
+
+
+def test_overrides_values_of_one_key_are_lru_within_that_key():
+    clock, lookout = Clock(), Lookout()
+    cache = ConfigCache(lookout, clock)
+    for n in range(OVERRIDES_PER_KEY):
+        cache.get("h", KEY, f"V={n}")
+    clock.now += 61  # a new fetch window; every answer is now past its freshness
+    cache.get("h", KEY, "V=0")  # refreshed: the most recently used
+    cache.get("h", KEY, "V=new")  # the key is full: V=1, its least recently used, goes
+    lookout.failing = True
+    assert cache.get("h", KEY, "V=0").status == 200
+    assert cache.get("h", KEY, "V=2").stale
+    assert cache.get("h", KEY, "V=1").status == 503
+
+
+def test_the_whole_cache_drops_least_recently_used_keys_whole():
+    clock, lookout = Clock(), Lookout()
+    cache = ConfigCache(lookout, clock, max_entries=4)
+    for key_hash in ("a", "b", "c"):
+        cache.get(key_hash, KEY, "1")
+    cache.get("a", KEY, "2")  # a holds 2 answers and is the most recent key; 4 held in all
+    cache.get("d", KEY, "1")  # 5 held: b, the least recently used key, goes
+    assert cache.cached_version("b") is None
+    assert all(cache.cached_version(k) == "v1" for k in ("a", "c", "d"))
 
 
 class ConfigServer:

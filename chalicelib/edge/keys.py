@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.runtime.container import per_container
+from chalicelib.runtime.ttl_cache import TtlCache
 
 
 def hash_key(raw_key: str) -> str:
@@ -66,14 +65,8 @@ class KeyStoreUnavailable(Exception):
     """The key store failed and no cached answer can stand in for it."""
 
 
-@dataclass
-class _Entry:
-    record: KeyRecord | None
-    fetched_at: float
-
-
 class KeyCache:
-    """Bounded LRU of key lookups with a TTL, and stale answers while the store is down.
+    """Key lookups in a bounded LRU with a TTL, and stale answers while the store is down.
 
     Positive answers live `ttl` seconds, unknown keys `negative_ttl`; when the
     store fails, an entry younger than `stale_ttl` is served instead of a 503.
@@ -90,46 +83,23 @@ class KeyCache:
         on_stale: Callable[[str, Exception], None] | None = None,
     ):
         self._fetch = fetch
-        self._ttl = ttl
-        self._negative_ttl = negative_ttl
-        self._stale_ttl = stale_ttl
-        self._max_size = max_size
-        self._clock = clock
         self._on_stale = on_stale
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._lock = threading.Lock()
+        self._entries: TtlCache[str, KeyRecord | None] = TtlCache(
+            fresh_for=lambda record: ttl if record is not None else negative_ttl,
+            stale_seconds=stale_ttl,
+            max_size=max_size,
+            clock=clock,
+        )
 
     def get(self, key_hash: str) -> KeyRecord | None:
         """The record for a key hash, None when the key is unknown."""
-        now = self._clock()
-        with self._lock:
-            entry = self._entries.get(key_hash)
-            if entry is not None:
-                self._entries.move_to_end(key_hash)
-                ttl = self._ttl if entry.record is not None else self._negative_ttl
-                if now - entry.fetched_at < ttl:
-                    return entry.record
         try:
-            record = self._fetch(key_hash)
+            found = self._entries.get(key_hash, lambda: self._fetch(key_hash))
         except Exception as exc:
-            if entry is not None and now - entry.fetched_at < self._stale_ttl:
-                if self._on_stale is not None:
-                    self._on_stale(key_hash, exc)
-                return entry.record
             raise KeyStoreUnavailable(str(exc)) from exc
-        self._put(key_hash, _Entry(record, now))
-        return record
-
-    def _put(self, key_hash: str, entry: _Entry) -> None:
-        with self._lock:
-            self._entries[key_hash] = entry
-            self._entries.move_to_end(key_hash)
-            while len(self._entries) > self._max_size:
-                self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+        if found.stale and self._on_stale is not None and found.error is not None:
+            self._on_stale(key_hash, found.error)
+        return found.value
 
 
 def fetch_key_item(table: str, key_hash: str) -> KeyRecord | None:

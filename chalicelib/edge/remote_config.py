@@ -4,7 +4,8 @@ The SDK caches whatever JSON it gets as its config for minutes, so a stale good
 answer always beats an error: fresh answers live 60 s per (key, overrides)
 (LOOKOUT_EDGE_CONFIG_FRESH_SECONDS, for tests), and
 while Lookout fails the last good one is served for up to 24 h. The ingest path
-only reads `cached_version()`; it never fetches.
+only reads `cached_version()`; it never fetches. Each key's share of the cache is bounded
+(see OVERRIDES_PER_KEY), so no key's overrides can push out another key's copy.
 """
 
 from __future__ import annotations
@@ -12,15 +13,22 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.runtime.container import per_container
+from chalicelib.runtime.ttl_cache import Lru, TtlCache
 
 FRESH_SECONDS = 60.0
 STALE_SECONDS = 24 * 3600.0
+# Bounds (#15 item 7): one key holds at most OVERRIDES_PER_KEY overrides values (least recently
+# used goes first, within that key only) and lets at most that many new values reach Lookout per
+# fresh window; the whole cache holds at most MAX_ENTRIES answers, dropping least recently used
+# keys whole. So 5,000 distinct overrides on one key cost 16 fetches a minute, not 5,000, and
+# never push out another key's last good copy.
+OVERRIDES_PER_KEY = 16
 MAX_ENTRIES = 5_000
 CONFIG_PATH = "/api/config"
 
@@ -40,58 +48,109 @@ class ConfigAnswer:
     stale: bool = False
 
 
-@dataclass
-class _Entry:
-    body: bytes
-    fetched_at: float
-
-
 Fetch = Callable[[str, str | None], BackendConfig]
+
+
+class _NotCached(Exception):
+    """The fetch gave nothing worth caching; `answer` is None when it was not even tried."""
+
+    def __init__(self, answer: BackendConfig | None):
+        super().__init__("no good config answer")
+        self.answer = answer
+
+
+@dataclass
+class _KeyConfigs:
+    """One key's good answers by overrides value, its newest version, and its recent new-value fetches."""
+
+    answers: TtlCache[str, bytes]
+    version: str | None = None
+    new_value_fetches: deque[float] = field(default_factory=deque)
+
+    def may_fetch_new_value(self, now: float, window: float) -> bool:
+        """At most OVERRIDES_PER_KEY not-yet-held overrides values go to Lookout per window."""
+        while self.new_value_fetches and now - self.new_value_fetches[0] >= window:
+            self.new_value_fetches.popleft()
+        if len(self.new_value_fetches) >= OVERRIDES_PER_KEY:
+            return False
+        self.new_value_fetches.append(now)
+        return True
 
 
 class ConfigCache:
     """Per (key hash, overrides) cache of good config documents, and each key's latest version."""
 
-    def __init__(self, fetch: Fetch, clock: Callable[[], float] = time.monotonic, fresh_seconds: float = FRESH_SECONDS):
+    def __init__(
+        self,
+        fetch: Fetch,
+        clock: Callable[[], float] = time.monotonic,
+        fresh_seconds: float = FRESH_SECONDS,
+        max_entries: int = MAX_ENTRIES,
+    ):
         self._fetch = fetch
         self._clock = clock
         self._fresh_seconds = fresh_seconds
-        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
-        self._versions: dict[str, str] = {}
+        self._max_entries = max_entries
+        self._keys: Lru[str, _KeyConfigs] = Lru(max_entries)
         self._lock = threading.Lock()
 
     def get(self, key_hash: str, raw_key: str, overrides: str | None) -> ConfigAnswer:
         """The config for this key and overrides: cached, fetched, or the last good one."""
-        slot = (key_hash, overrides or "")
-        now = self._clock()
-        with self._lock:
-            entry = self._entries.get(slot)
-        if entry is not None and now - entry.fetched_at < self._fresh_seconds:
-            return ConfigAnswer(200, entry.body)
-        answer = self._fetch(raw_key, overrides)
-        document = _config_document(answer)
-        if document is not None:
-            self._remember(slot, answer.body, document, now)
-            return ConfigAnswer(200, answer.body)
-        if entry is not None and now - entry.fetched_at < STALE_SECONDS:
-            return ConfigAnswer(200, entry.body, stale=True)
-        if answer.status is not None and 400 <= answer.status < 500:
-            return ConfigAnswer(answer.status, answer.body)  # Lookout's own word on this key
-        return ConfigAnswer(503, _unavailable())
+        configs = self._configs(key_hash)
+        slot = overrides or ""
+
+        def fetch() -> bytes:
+            if not configs.answers.holds(slot):
+                with self._lock:
+                    allowed = configs.may_fetch_new_value(self._clock(), self._fresh_seconds)
+                if not allowed:
+                    raise _NotCached(None)
+            answer = self._fetch(raw_key, overrides)
+            document = _config_document(answer)
+            if document is None:
+                raise _NotCached(answer)
+            if document.get("version") is not None:
+                configs.version = str(document["version"])
+            return answer.body
+
+        try:
+            found = configs.answers.get(slot, fetch)
+        except _NotCached as failed:
+            answer = failed.answer
+            if answer is not None and answer.status is not None and 400 <= answer.status < 500:
+                return ConfigAnswer(answer.status, answer.body)  # Lookout's own word on this key
+            return ConfigAnswer(503, _unavailable())
+        self._bound_entries()
+        return ConfigAnswer(200, found.value, stale=found.stale)
 
     def cached_version(self, key_hash: str) -> str | None:
         """The `version` of the newest config held for this key, if any (no I/O)."""
-        return self._versions.get(key_hash)
-
-    def _remember(self, slot: tuple[str, str], body: bytes, document: dict[str, Any], now: float) -> None:
         with self._lock:
-            self._entries[slot] = _Entry(body, now)
-            self._entries.move_to_end(slot)
-            while len(self._entries) > MAX_ENTRIES:
-                self._entries.popitem(last=False)
-            version = document.get("version")
-            if version is not None:
-                self._versions[slot[0]] = str(version)
+            configs = self._keys.get(key_hash)
+        return configs.version if configs is not None else None
+
+    def _configs(self, key_hash: str) -> _KeyConfigs:
+        with self._lock:
+            configs = self._keys.get(key_hash)
+            if configs is None:
+                answers: TtlCache[str, bytes] = TtlCache(
+                    fresh_for=lambda _body: self._fresh_seconds,
+                    stale_seconds=STALE_SECONDS,
+                    max_size=OVERRIDES_PER_KEY,
+                    clock=self._clock,
+                )
+                configs = _KeyConfigs(answers)
+                self._keys.put(key_hash, configs)
+            return configs
+
+    def _bound_entries(self) -> None:
+        """Drop least recently used keys whole until at most `max_entries` answers are held
+        (the key just used is the most recent one: it stays)."""
+        with self._lock:
+            held = sum(len(configs.answers) for configs in self._keys.values())
+            while held > self._max_entries and len(self._keys) > 1:
+                _, dropped = self._keys.pop_oldest()
+                held -= len(dropped.answers)
 
 
 def _config_document(answer: BackendConfig) -> dict[str, Any] | None:
