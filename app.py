@@ -5,16 +5,28 @@ from __future__ import annotations
 import os
 
 from chalice import Response
+from chalice.app import CloudWatchEvent, LambdaFunctionEvent, SQSEvent
 
 from chalicelib.edge import cors, pipeline
 from chalicelib.edge.front_doors import FrontDoorApp
-from chalicelib.runtime.observability import flush, logger, traced
+from chalicelib.runtime.observability import around_invocation, logger, traced
 
 # Its own entry point on every front door (CONTRACT §8): REST payload 1.0, HTTP API and function URL 2.0.
 app = FrontDoorApp(app_name="lookout-edge")
 # Every request body is binary to the REST API, so API Gateway hands it over base64 and untouched
 # (gzip sent as application/json included). JSON answers still leave as text: see FrontDoorApp.
 app.api.binary_types = ["*/*"]
+
+# Which Lambda an invocation belongs to, by the event Chalice hands the middleware: the name of
+# its logger and metrics service (the handlers' SERVICE). Routes get a Request: "api".
+SERVICE_BY_EVENT = {SQSEvent: "forwarder", CloudWatchEvent: "sync", LambdaFunctionEvent: "ship-logs"}
+
+
+@app.middleware("all")
+def observe_invocation(event, get_response):
+    """Every handler: Lambda context in each log line, correlation id reset, one metrics flush."""
+    return around_invocation(event, get_response, SERVICE_BY_EVENT.get(type(event), "api"))
+
 
 INGEST_METHODS = ["POST", "OPTIONS"]
 # Accept every content type at the router: chalicelib answers 415 with the contract's JSON error.
@@ -46,15 +58,6 @@ def _ingest(path: str) -> Response:
         logger().exception("ingest failed unexpectedly")
         reply = pipeline.Reply(500, {"error": "internal_error", "message": "the edge failed; retry shortly"})
     return _json(reply.status, reply.body, {**reply.headers, **cors.response_headers(origin)})
-
-
-@app.middleware("http")
-def flush_metrics(event, get_response):
-    """One EMF line per request, after the answer is built."""
-    try:
-        return get_response(event)
-    finally:
-        flush()
 
 
 @app.route("/health", methods=["GET"])
@@ -150,13 +153,10 @@ def sync_keys(event) -> dict:
     """Mirror Lookout's live project keys into the keys table (CONTRACT §7)."""
     from chalicelib.keysync import job as keysync_job
 
-    try:
-        with traced("sync", keysync_job.SERVICE):
-            # The Lambda context's clock: a first load of many keys stops in time and resumes next run.
-            remaining = getattr(event.context, "get_remaining_time_in_millis", None)
-            result = keysync_job.run(remaining_ms=remaining)
-    finally:
-        flush(keysync_job.SERVICE)
+    with traced("sync", keysync_job.SERVICE):
+        # The Lambda context's clock: a first load of many keys stops in time and resumes next run.
+        remaining = getattr(event.context, "get_remaining_time_in_millis", None)
+        result = keysync_job.run(remaining_ms=remaining)
     if not result.ok:
         raise KeySyncFailed(result.error)
     return result.summary()

@@ -111,7 +111,7 @@ def forward_all(batches_file: str) -> int:
     """One forwarder 'container' (`python -m bench.forwarder FILE`): warm up, say "ready", wait
     for "go" on stdin, then invoke the handler on each SQS event in FILE; returns the events
     forwarded. Startup is a cold start, measured elsewhere: not throughput."""
-    from chalicelib.forward.handler import forward
+    from app import forward_events
     from chalicelib.forward.sinks import lookout as lookout_sink
     from chalicelib.runtime.aws import client
 
@@ -123,7 +123,7 @@ def forward_all(batches_file: str) -> int:
     sys.stdin.readline()
     with quiet_stdout():
         for event in events:
-            forward(event)
+            forward_events(event, None)  # through the middleware: one EMF flush each, as deployed
     return sum(len(event["Records"]) for event in events)
 
 
@@ -181,7 +181,7 @@ def sustained_rate(batches: list[dict[str, Any]], workdir: Path) -> tuple[int, f
 
 
 def run(stack: Stack) -> dict[str, Any]:
-    from chalicelib.forward.handler import forward
+    from app import forward_events
 
     single = env_int("BENCH_FORWARD_BATCHES", 30)
     sustained = env_int("BENCH_FORWARD_EVENTS", 2000)
@@ -199,7 +199,7 @@ def run(stack: Stack) -> dict[str, Any]:
             for number in range(single + 1):
                 event = receive_event(queue_url, queue_arn)
                 started = time.perf_counter()
-                forward(event)
+                forward_events(event, None)
                 if number:  # the first opens the backend connection
                     durations.append(time.perf_counter() - started)
                 if len(event["Records"]) != BATCH:

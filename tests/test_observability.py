@@ -109,3 +109,42 @@ def test_tracing_on_records_the_handler_and_its_aws_calls():
     assert result["status"] == 202
     assert "## ingest" in result["names"]
     assert {"dynamodb", "sqs"} <= set(result["names"])  # botocore patched: every AWS call traced
+
+
+def test_every_log_line_carries_the_lambda_context_and_cold_start_only_once(http, put_key, edge_log):
+    put_key(KEY)
+    first = http.post("/api/ingest", body=b'{"m": 1}', headers={**JSON_WITH, "x-api-key": KEY})
+    second = http.post("/api/ingest", body=b'{"m": 2}', headers={**JSON_WITH, "x-api-key": KEY})
+    assert first.status_code == second.status_code == 202
+    one, two = [line for line in lines_of(edge_log) if line["message"] == "ingest accepted"]
+    assert (one["cold_start"], two["cold_start"]) == (True, False)
+    assert one["function_request_id"] and one["function_request_id"] != two["function_request_id"]
+    assert one["function_name"] and one["function_memory_size"]
+
+
+def test_the_forwarder_and_the_key_sync_run_in_the_same_middleware(aws, monkeypatch, capsys):
+    """One EMF line per invocation under the handler's own service, and its log lines carry the
+    request id: for an SQS batch and for the schedule alike, whether the handler returns or raises."""
+    from tests.conftest import chalice_client
+
+    monkeypatch.setenv("LOOKOUT_INGEST_EDGE_BACKEND_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("LOOKOUT_INGEST_EDGE_TOKEN", "t")
+    monkeypatch.setenv("LOOKOUT_DB_URL", "mysql://root:@127.0.0.1:1/none")
+    sync_log = io.StringIO()
+    monkeypatch.setattr(observability.logger("sync").handlers[0], "stream", sync_log)
+    with chalice_client() as client:
+        observability.count("probe", service="forwarder")
+        client.lambda_.invoke("forward_events", {"Records": []})
+        schedule = client.events.generate_cw_event(
+            source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
+        )
+        with pytest.raises(Exception, match="Can't connect"):
+            client.lambda_.invoke("sync_keys", schedule)
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert [(line["service"], "probe" in line) for line in emf] == [
+        ("lookout-edge-forwarder", True),
+        ("lookout-edge-sync", False),
+    ]
+    (failed,) = [line for line in lines_of(sync_log) if line["message"] == "key sync failed"]
+    assert failed["function_request_id"] and failed["cold_start"] is False
+    assert failed.get("correlation_id") is None

@@ -45,7 +45,6 @@ def error_reply(error: EdgeError) -> Reply:
 
 def handle(request: IngestRequest) -> Reply:
     """Answer one ingest request; never raises."""
-    logger().set_correlation_id(None)  # the previous request's id must not leak into this one's lines
     signal = signal_for_path(request.path)
     if signal is None:
         return Reply(404, {"error": "not_found", "message": f"no ingest route at {request.path}"})

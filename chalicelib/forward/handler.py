@@ -31,7 +31,7 @@ from chalicelib.forward.records import Record, parse_records
 from chalicelib.forward.sinks import registry
 from chalicelib.forward.sinks.base import Outcome, OutcomeKind, Reason, Sink
 from chalicelib.runtime.config import ConfigError, settings
-from chalicelib.runtime.observability import NAMESPACE, count, flush, logger
+from chalicelib.runtime.observability import NAMESPACE, count, logger
 
 SERVICE = "forwarder"
 # Lookout's counts keep the names of the forwarder's first release (alarms, dashboards, cost).
@@ -56,8 +56,7 @@ def forward(event: dict[str, Any]) -> dict[str, Any]:
     finally:
         for name, value in tally.items():
             count(name, value, SERVICE, unit="Milliseconds" if name.endswith("latency") else "Count")
-        flush(SERVICE)
-        _flush_sink_metrics(per_sink)
+        _flush_sink_metrics(per_sink)  # per-sink lines; the middleware flushes the rest once
 
 
 def _forward(event: dict[str, Any], tally: Counter[str], per_sink: dict[str, Counter[str]]) -> dict[str, Any]:

@@ -1,22 +1,34 @@
-"""Powertools Logger, Metrics (EMF, namespace `LookoutEdge`) and Tracer, built on first use."""
+"""Powertools Logger, Metrics (EMF, namespace `LookoutEdge`) and Tracer, built on first use,
+and the body of the one middleware every handler runs in (`around_invocation`)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from chalicelib.runtime.container import per_container
+
 NAMESPACE = "LookoutEdge"
 
+# The Lambda context keys of the current invocation, on every logger (also those built later).
+_invocation_keys: dict[str, Any] = {}
+# Loggers live as long as the process: they only hold configuration and the keys above.
+_loggers: dict[str, Any] = {}
 
-@cache
+
 def logger(service: str = "api") -> Any:
     """A JSON logger. Never give it an API key, the edge token or a DB password."""
-    from aws_lambda_powertools import Logger
+    log = _loggers.get(service)
+    if log is None:
+        from aws_lambda_powertools import Logger
 
-    return Logger(service=f"lookout-edge-{service}")
+        log = _loggers.setdefault(service, Logger(service=f"lookout-edge-{service}"))
+        log.append_keys(**_invocation_keys)
+    return log
 
 
 @cache
@@ -59,3 +71,55 @@ def traced(name: str, service: str = "api") -> Iterator[None]:
         return
     with tracer(service).provider.in_subsegment(f"## {name}"):
         yield
+
+
+@dataclass
+class _Invocations:
+    """How many invocations this container has begun: the first one is the cold start."""
+
+    begun: int = 0
+
+
+@per_container
+def _invocations() -> _Invocations:
+    return _Invocations()
+
+
+def around_invocation(event: Any, get_response: Callable[[Any], Any], service: str) -> Any:
+    """One invocation of any handler (HTTP route, SQS batch, schedule), as Powertools'
+    `inject_lambda_context` + `log_metrics` would wrap it, for Chalice's "all" middleware.
+
+    Every log line carries the Lambda request id, function and cold start; the previous
+    invocation's correlation id is dropped; the metrics are flushed once, at the end,
+    whether the handler returned or raised.
+    """
+    _begin(_lambda_context(event))
+    try:
+        return get_response(event)
+    finally:
+        flush(service)
+
+
+def _lambda_context(event: Any) -> Any:
+    """Chalice hands HTTP middleware a Request (`.lambda_context`; its `.context` is API
+    Gateway's requestContext) and other middleware a Lambda event (`.context`)."""
+    if hasattr(event, "lambda_context"):
+        return event.lambda_context
+    return getattr(event, "context", None)
+
+
+def _begin(context: Any) -> None:
+    invocations = _invocations()
+    keys: dict[str, Any] = {"cold_start": invocations.begun == 0}
+    invocations.begun += 1
+    if context is not None:  # None when a handler is called directly (tests, bench)
+        keys.update(
+            function_name=getattr(context, "function_name", None),
+            function_memory_size=getattr(context, "memory_limit_in_mb", None),
+            function_arn=getattr(context, "invoked_function_arn", None),
+            function_request_id=getattr(context, "aws_request_id", None),
+        )
+    _invocation_keys.clear()
+    _invocation_keys.update(keys, correlation_id=None)
+    for log in list(_loggers.values()):
+        log.append_keys(**_invocation_keys)

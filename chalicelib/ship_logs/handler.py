@@ -22,7 +22,7 @@ from chalicelib.edge.keys import KeyRecord, fetch_key_item, hash_key
 from chalicelib.runtime import sqs_batch, ssm
 from chalicelib.runtime.config import ConfigError, settings
 from chalicelib.runtime.container import per_container
-from chalicelib.runtime.observability import count, flush, logger
+from chalicelib.runtime.observability import count, logger
 
 SERVICE = "ship-logs"
 PATH = "cloudwatch-logs"  # the queue message's `path`: where the event came from
@@ -41,13 +41,6 @@ class ShipFailed(RuntimeError):
 
 def ship(event: dict[str, Any]) -> dict[str, Any]:
     """Queue the log events of one subscription invocation; raises ShipFailed when SQS refused any."""
-    try:
-        return _ship(event)
-    finally:
-        flush(SERVICE)
-
-
-def _ship(event: dict[str, Any]) -> dict[str, Any]:
     config = settings()
     queue_url = config.require("queue_url")
     try:
