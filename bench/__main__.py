@@ -107,6 +107,12 @@ def table(results: dict[str, Any]) -> str:
                     "≤3",
                     verdict(like["package_bytes"] / 1024 / 1024, 3.0),
                 )
+                row(
+                    "  log per accepted event (stdout, 200 warm)",
+                    f"{like['log_bytes_per_event']:.1f} B",
+                    "≤100",
+                    verdict(like["log_bytes_per_event"], 100),
+                )
                 lines.append("  import time top (ms):")
                 for offender in like["import_offenders"]:
                     lines.append(f"    {offender['cumulative_ms']:8.1f}  {offender['module']}")

@@ -70,6 +70,16 @@ if answer["statusCode"] != 202:
     raise SystemExit(f"edge answered {answer['statusCode']}: {answer['body']}")
 print(json.dumps({"seconds": time.perf_counter() - STARTED}), file=sys.stderr)
 """
+# One warm container serving LOG_EVENTS accepted events; what it writes to stdout is its log bill.
+LAMBDA_LOG = """
+import json, os
+event = json.loads(os.environ["BENCH_EVENT"])
+from app import app
+for _ in range(int(os.environ["BENCH_LOG_EVENTS"])):
+    if app(event, None)["statusCode"] != 202:
+        raise SystemExit("not accepted")
+"""
+LOG_EVENTS = 200
 LAMBDA_BARE = """
 import time
 STARTED = time.perf_counter()
@@ -144,6 +154,14 @@ def lambda_like(stack: Stack, repeats: int) -> dict[str, Any]:
         for _ in range(repeats):
             edge_s.append(lambda_child_seconds(LAMBDA_EDGE, edge_env, work))
             bare_s.append(lambda_child_seconds(LAMBDA_BARE, bare_env, work))
+        logged = subprocess.run(  # noqa: S603 - our own interpreter
+            [sys.executable, "-S", "-c", LAMBDA_LOG],
+            cwd=work,
+            env={**edge_env, "BENCH_LOG_EVENTS": str(LOG_EVENTS)},
+            capture_output=True,
+            timeout=300,
+            check=True,
+        ).stdout
         offenders = importtime_top([sys.executable, "-S", "-X", "importtime", "-c", LAMBDA_EDGE], edge_env, work, 12)
     edge_ms, bare_ms = median(edge_s) * 1000, median(bare_s) * 1000
     return {
@@ -154,6 +172,7 @@ def lambda_like(stack: Stack, repeats: int) -> dict[str, Any]:
         "ratio": round(edge_ms / bare_ms, 3),
         "target": TARGET,
         "import_offenders": offenders,
+        "log_bytes_per_event": round(len(logged) / LOG_EVENTS, 1),
     }
 
 

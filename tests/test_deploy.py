@@ -160,3 +160,11 @@ def test_every_function_runs_on_graviton(template: dict[str, Any]) -> None:
     functions = [r for r in template["Resources"].values() if r["Type"] == "AWS::Serverless::Function"]
     assert len(functions) >= 3
     assert {tuple(f["Properties"]["Architectures"]) for f in functions} == {("arm64",)}
+
+
+def test_functions_log_json_without_lambdas_per_invocation_lines(template: dict[str, Any]) -> None:
+    """System log level WARN: no START/END/REPORT lines, which would out-weigh an accepted event's log."""
+    functions = [r for r in template["Resources"].values() if r["Type"] == "AWS::Serverless::Function"]
+    assert {json.dumps(f["Properties"]["LoggingConfig"], sort_keys=True) for f in functions} == {
+        json.dumps({"LogFormat": "JSON", "SystemLogLevel": "WARN"}, sort_keys=True)
+    }

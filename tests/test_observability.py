@@ -19,6 +19,12 @@ KEY = "lk_trace_key"
 JSON_WITH = {"content-type": "application/json"}
 
 
+@pytest.fixture(autouse=True)
+def log_every_accepted_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Accepted requests are not logged by default (tests/test_log_bill.py); these tests read their lines."""
+    monkeypatch.setenv("LOOKOUT_EDGE_LOG_ACCEPTED_SHARE", "1")
+
+
 @pytest.fixture
 def edge_log() -> Iterator[io.StringIO]:
     """The edge's JSON log lines (the cached logger keeps the stream it was built with)."""

@@ -18,7 +18,7 @@ from chalicelib.edge import auth, enqueue, idempotency, ratelimit, remote_config
 from chalicelib.edge.bodies import parse_body
 from chalicelib.edge.keys import KeyRecord, KeyStoreUnavailable, hash_key, key_cache
 from chalicelib.runtime.config import settings
-from chalicelib.runtime.observability import count, logger
+from chalicelib.runtime.observability import correlate, count, count_per_interval, logger
 
 
 @dataclass(frozen=True)
@@ -67,12 +67,11 @@ def _accept(request: IngestRequest, signal: str) -> Reply:
 
     record = authenticate(request, signal, parsed.events[0])
     conf = settings()
-    started = time.perf_counter()
     if record.rate_limit_per_minute is not None:
         _enforce_rate_limit(conf.idempotency_table, record, len(parsed.events))
 
     body, messages = build_messages(request, signal, record, parsed.events, parsed.ndjson)
-    logger().set_correlation_id(body.get("event_id") or body["event_ids"][0])
+    correlate(body.get("event_id") or body["event_ids"][0])
     config_version = remote_config.cached_version(record.key_hash)
     if config_version is not None:
         body["config_version"] = config_version
@@ -84,18 +83,23 @@ def _accept(request: IngestRequest, signal: str) -> Reply:
             _enqueue(conf.queue_url, messages)
         except enqueue.EnqueueFailed as failure:
             raise _queue_down(failure) from None
-    count("accepted", len(messages))
-    count("enqueue_latency", (time.perf_counter() - started) * 1000, unit="Milliseconds")
-    logger().info(
-        "ingest accepted",
-        extra={
-            "signal": signal,
-            "status": 202,
-            "project_id": record.project_id,
-            "event_ids": body.get("event_ids") or [body.get("event_id")],
-        },
-    )
+    count_per_interval("accepted", len(messages))
+    if _sampled(conf.log_accepted_share):
+        event_ids = body.get("event_ids") or [body.get("event_id")]
+        logger().info(
+            "ingest accepted",
+            extra={"signal": signal, "status": 202, "project_id": record.project_id, "event_ids": event_ids},
+        )
     return Reply(202, body)
+
+
+def _sampled(share: float) -> bool:
+    """Whether this accepted request gets its log line (LOOKOUT_EDGE_LOG_ACCEPTED_SHARE, default 0)."""
+    if share <= 0:
+        return False
+    import random
+
+    return share >= 1 or random.random() < share
 
 
 def authenticate(request: IngestRequest, signal: str, first_event: Any) -> KeyRecord:

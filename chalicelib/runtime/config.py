@@ -48,6 +48,11 @@ class Settings:
     retry_base_seconds: int = 10
     retry_max_seconds: int = 900
     token_cache_seconds: int = 300
+    # Edge log bill (docs/performance.md): the share of accepted requests that get an INFO line
+    # (refusals and errors are always logged), and seconds between the container's EMF lines
+    # of accepted counts (refusals are written at once).
+    log_accepted_share: float = 0.0
+    metrics_interval_seconds: float = 60.0
     # Multi-region edge (docs/multi-region.md): the region whose keys table the sync writes; a key
     # missing from this region's replica is looked up there before the edge answers 401.
     home_region: str | None = None
@@ -88,6 +93,8 @@ ENV_NAMES = {
     "retry_max_seconds": "LOOKOUT_EDGE_RETRY_MAX_SECONDS",
     "token_cache_seconds": "LOOKOUT_EDGE_TOKEN_CACHE_SECONDS",
     "home_region": "LOOKOUT_EDGE_HOME_REGION",
+    "log_accepted_share": "LOOKOUT_EDGE_LOG_ACCEPTED_SHARE",
+    "metrics_interval_seconds": "LOOKOUT_EDGE_METRICS_INTERVAL_SECONDS",
 }
 
 

@@ -1,9 +1,16 @@
 """Powertools Logger, Metrics (EMF, namespace `LookoutEdge`) and Tracer, built on first use,
-and the body of the one middleware every handler runs in (`around_invocation`)."""
+and the body of the one middleware every handler runs in (`around_invocation`).
+
+A request that logs nothing and counts only per interval imports none of Powertools: the edge's
+accepted path (its log bill and cold start, docs/performance.md).
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,11 +38,22 @@ def logger(service: str = "api") -> Any:
     return log
 
 
+def correlate(correlation_id: str | None) -> None:
+    """The id the next log lines carry (the event id on the edge); builds no logger."""
+    _invocation_keys["correlation_id"] = correlation_id
+    for log in list(_loggers.values()):
+        log.set_correlation_id(correlation_id)
+
+
+_built_metrics: set[str] = set()
+
+
 @cache
 def metrics(service: str = "api") -> Any:
     """EMF metrics; the caller flushes them once per invocation."""
     from aws_lambda_powertools import Metrics
 
+    _built_metrics.add(service)
     return Metrics(namespace=NAMESPACE, service=f"lookout-edge-{service}")
 
 
@@ -43,11 +61,73 @@ def count(name: str, value: float = 1, service: str = "api", unit: str = "Count"
     metrics(service).add_metric(name=name, unit=unit, value=value)
 
 
+class IntervalCounts:
+    """Counts summed in the container and written as one compact EMF line at most once per
+    interval: one line per accepted request would cost more log than the event itself.
+
+    The first flush writes at once; counts of a container Lambda retires before its next
+    flush are lost (the queue's NumberOfMessagesSent is the exact count of accepted events).
+    """
+
+    def __init__(self, service: str, clock: Callable[[], float] = time.monotonic):
+        self.service = service
+        self.clock = clock
+        self.counts: dict[str, int] = {}
+        self.written_at: float | None = None
+
+    def add(self, name: str, value: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + value
+
+    def line_if_due(self, interval: float) -> str | None:
+        """The EMF line to write now, if any (and the counts start over)."""
+        now = self.clock()
+        if not self.counts or (self.written_at is not None and now - self.written_at < interval):
+            return None
+        line = emf_line(self.counts, self.service)
+        self.counts, self.written_at = {}, now
+        return line
+
+
+def emf_line(counts: dict[str, int], service: str) -> str:
+    """CloudWatch embedded metric format, as short as it can be: integer values, no spaces."""
+    document = {
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [
+                {"Namespace": NAMESPACE, "Dimensions": [["service"]], "Metrics": [{"Name": n} for n in counts]}
+            ],
+        },
+        "service": f"lookout-edge-{service}",
+        **counts,
+    }
+    return json.dumps(document, separators=(",", ":"))
+
+
+@per_container
+def _interval_counts(service: str) -> IntervalCounts:
+    return IntervalCounts(service)
+
+
+def count_per_interval(name: str, value: int = 1, service: str = "api") -> None:
+    """Count without a line per request: see IntervalCounts."""
+    _interval_counts(service).add(name, value)
+
+
 def flush(service: str = "api") -> None:
-    """Write the collected metrics as one EMF line (nothing when none were added)."""
-    m = metrics(service)
-    if m.metric_set:
-        m.flush_metrics()
+    """Write the collected metrics as one EMF line (nothing when none were added, and nothing
+    imported when nothing was counted), and the interval counts when their interval is over."""
+    interval_counts = _interval_counts.peek(service)
+    if interval_counts is not None:
+        from chalicelib.runtime.config import settings
+
+        line = interval_counts.line_if_due(settings().metrics_interval_seconds)
+        if line is not None:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+    if service in _built_metrics:
+        m = metrics(service)
+        if m.metric_set:
+            m.flush_metrics()
 
 
 def tracing_enabled() -> bool:
