@@ -118,7 +118,7 @@ def test_each_function_has_its_own_role_with_stack_relative_arns(template: dict[
 
 def test_custom_domain_serves_the_edge_at_the_root_only_when_asked(template: dict[str, Any]) -> None:
     domain, mapping = template["Resources"]["EdgeDomain"], template["Resources"]["EdgeRootMapping"]
-    assert domain["Condition"] == mapping["Condition"] == "HasDomain"
+    assert domain["Condition"] == mapping["Condition"] == "RestDomain"
     assert "BasePath" not in mapping["Properties"]  # empty base path: SDKs drop DSN paths
     assert template["Parameters"]["DomainName"]["Default"] == ""
 
@@ -132,7 +132,8 @@ def test_alarms_watch_this_stacks_queue_forwarder_and_api(template: dict[str, An
     assert dimensions("DeadLetterQueueNotEmptyAlarm") == {"QueueName": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}
     assert dimensions("OldestEventAgeAlarm") == {"QueueName": {"Fn::GetAtt": ["EventsQueue", "QueueName"]}}
     assert dimensions("ForwarderErrorsAlarm") == {"FunctionName": {"Ref": "ForwardEvents"}}
-    assert dimensions("EdgeServerErrorsAlarm")["ApiName"] == {"Ref": "AWS::StackName"}
+    rest_dimensions = resources["EdgeServerErrorsAlarm"]["Properties"]["Dimensions"]["Fn::If"][1]  # FrontDoor rest
+    assert {d["Name"]: d["Value"] for d in rest_dimensions}["ApiName"] == {"Ref": "AWS::StackName"}
     assert resources["RestAPI"]["Properties"]["Name"] == {"Ref": "AWS::StackName"}
     assert "ForwarderFunctionName" not in template["Parameters"] and "EdgeApiName" not in template["Parameters"]
 
@@ -168,3 +169,54 @@ def test_functions_log_json_without_lambdas_per_invocation_lines(template: dict[
     assert {json.dumps(f["Properties"]["LoggingConfig"], sort_keys=True) for f in functions} == {
         json.dumps({"LogFormat": "JSON", "SystemLogLevel": "WARN"}, sort_keys=True)
     }
+
+
+def test_front_door_parameter_picks_one_way_in(template: dict[str, Any]) -> None:
+    """CONTRACT §8: REST (what `chalice deploy` makes), HTTP API or function URL, one stack parameter."""
+    parameter = template["Parameters"]["FrontDoor"]
+    assert parameter["AllowedValues"] == ["rest", "http", "url"] and parameter["Default"] == "rest"
+    resources = template["Resources"]
+    doors = {
+        "RestDoor": ["RestAPI", "APIHandlerInvokePermission", "UnknownPathIsNotFound"],
+        "HttpDoor": ["EdgeHttpApi", "EdgeHttpApiInvokePermission"],
+        "UrlDoor": ["EdgeFunctionUrl", "EdgeFunctionUrlPublic", "EdgeFunctionUrlInvoke"],
+    }
+    for condition, names in doors.items():
+        assert {resources[name]["Condition"] for name in names} == {condition}
+        assert template["Conditions"][condition] == {"Fn::Equals": [{"Ref": "FrontDoor"}, condition[:-4].lower()]}
+    assert resources["APIHandler"]["Properties"]["Handler"] == "app.app"  # one entry point for every door
+
+
+def test_http_api_sends_every_request_to_the_function_at_the_root(template: dict[str, Any]) -> None:
+    """Quick create: a `$default` route and a `$default` stage (served at `/`, no stage prefix),
+    payload 2.0; no CORS configuration, so the app's own CORS answers reach the browser."""
+    api = template["Resources"]["EdgeHttpApi"]["Properties"]
+    assert api["ProtocolType"] == "HTTP" and api["Target"] == {"Fn::GetAtt": ["APIHandler", "Arn"]}
+    assert "CorsConfiguration" not in api and "RouteKey" not in api
+    mapping = template["Resources"]["EdgeHttpRootMapping"]
+    assert mapping["Condition"] == "HttpDomain" and mapping["Properties"]["Stage"] == "$default"
+    assert "ApiMappingKey" not in mapping["Properties"]  # the root of the host: SDKs drop DSN paths
+    permission = template["Resources"]["EdgeHttpApiInvokePermission"]["Properties"]
+    assert (
+        permission["Principal"] == "apigateway.amazonaws.com" and "${EdgeHttpApi}" in permission["SourceArn"]["Fn::Sub"]
+    )
+
+
+def test_function_url_is_public_and_leaves_cors_to_the_app(template: dict[str, Any]) -> None:
+    url = template["Resources"]["EdgeFunctionUrl"]["Properties"]
+    assert url["AuthType"] == "NONE" and "Cors" not in url
+    public = template["Resources"]["EdgeFunctionUrlPublic"]["Properties"]
+    assert (public["Action"], public["Principal"], public["FunctionUrlAuthType"]) == (
+        "lambda:InvokeFunctionUrl",
+        "*",
+        "NONE",
+    )
+    invoke = template["Resources"]["EdgeFunctionUrlInvoke"]["Properties"]
+    assert (invoke["Action"], invoke["InvokedViaFunctionUrl"]) == ("lambda:InvokeFunction", True)
+    assert template["Outputs"]["EdgeFunctionUrl"]["Condition"] == "UrlDoor"
+
+
+def test_the_5xx_alarm_reads_the_chosen_doors_metric(template: dict[str, Any]) -> None:
+    alarm = template["Resources"]["EdgeServerErrorsAlarm"]["Properties"]
+    rest, rest_else = alarm["MetricName"]["Fn::If"][1:]
+    assert (rest, rest_else["Fn::If"][1:]) == ("5XXError", ["5xx", "Url5xxCount"])
