@@ -26,10 +26,15 @@ ENVELOPE_BYTES = 400
 # forwarder batch (mostly waiting for Lookout), as measured on AWS-like latencies.
 DEFAULT_EDGE_MS = 15.0
 DEFAULT_FORWARDER_MS = 80.0
-# CloudWatch Logs: one JSON log line and one EMF line per edge request; Lambda's START/END/
-# REPORT lines and one EMF line per forwarder invocation.
-EDGE_LOG_BYTES = 700
+# CloudWatch Logs per accepted edge request without a bench result: no line of its own at the
+# default level, its count in the container's EMF line (~190 B a minute; tests/test_log_bill.py),
+# no START/END/REPORT (system log level WARN). `make bench` measures it (log_bytes_per_event).
+EDGE_LOG_BYTES = 20
+# Per forwarder invocation: its EMF line and log lines (not measured; Lambda's own lines are off too).
 FORWARDER_LOG_BYTES = 600
+# moto answers SendMessage in ~25 ms, SQS in ~8 (in-region p50): the edge's billed duration is its
+# own measured work (edge minus bare SendMessage, both on moto) plus SQS's latency.
+AWS_SQS_SEND_MS = 8.0
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,9 @@ class CostInputs:
     forwarder_ms: float = DEFAULT_FORWARDER_MS
     edge_memory_mb: int = 512  # .chalice/config.json
     forwarder_memory_mb: int = 256
-    architecture: str = "x86_64"
+    architecture: str = "arm64"  # lambda_architecture in .chalice/config.json
+    edge_log_bytes: float = EDGE_LOG_BYTES  # CloudWatch Logs bytes per edge request
+    forwarder_log_bytes: float = FORWARDER_LOG_BYTES  # per forwarder invocation
     cf_cpu_ms_per_request: float = 1.0  # Cloudflare: Worker CPU per ingest request (assumed)
     cf_cpu_ms_per_batch: float = 2.0  # Cloudflare: consumer CPU per queue batch (assumed)
 
@@ -115,7 +122,7 @@ def estimate(inputs: CostInputs, prices: dict[str, Any]) -> Estimate:
     result.aws["Lambda forwarder"] = lambda_cost(
         invocations, inputs.forwarder_memory_mb, inputs.forwarder_ms, prices["lambda"], inputs.architecture
     )
-    log_bytes = requests * EDGE_LOG_BYTES + invocations * FORWARDER_LOG_BYTES
+    log_bytes = requests * inputs.edge_log_bytes + invocations * inputs.forwarder_log_bytes
     result.aws["CloudWatch Logs"] = log_bytes / 1e9 * prices["cloudwatch_logs"]["per_gb_ingested"]
 
     cf = prices["cloudflare"]
@@ -211,13 +218,28 @@ def latest_bench(directory: Path = BENCH_RESULTS) -> tuple[Path, dict[str, Any]]
 
 
 def measured_durations(results: dict[str, Any]) -> dict[str, float]:
-    """edge_ms / forwarder_ms from a bench result, where those benchmarks succeeded."""
+    """edge_ms / forwarder_ms / edge_log_bytes from a bench result, where those benchmarks succeeded."""
     sections = results.get("sections", {})
     found = {}
-    if "edge_ms_median" in sections.get("edge", {}):
-        found["edge_ms"] = float(sections["edge"]["edge_ms_median"])
+    edge = sections.get("edge", {})
+    if "edge_ms_median" in edge:
+        found["edge_ms"] = float(edge["edge_ms_median"])
+        if "bare_send_ms_median" in edge:  # moto's SendMessage out, SQS's in
+            found["edge_ms"] = max(0.0, found["edge_ms"] - float(edge["bare_send_ms_median"])) + AWS_SQS_SEND_MS
     if "batch_ms_median" in sections.get("forwarder", {}):
         found["forwarder_ms"] = float(sections["forwarder"]["batch_ms_median"])
+    lambda_like = sections.get("cold", {}).get("lambda_like") or {}
+    if "log_bytes_per_event" in lambda_like:
+        found["edge_log_bytes"] = float(lambda_like["log_bytes_per_event"])
+    return found
+
+
+def measured_inputs(directory: Path = BENCH_RESULTS) -> dict[str, float]:
+    """Each measurement from the newest bench result that has it (a `BENCH_ONLY` run has only some)."""
+    found: dict[str, float] = {}
+    for path in sorted(directory.glob("bench-*.json"), reverse=True):
+        for name, value in measured_durations(json.loads(path.read_text())).items():
+            found.setdefault(name, value)
     return found
 
 
@@ -232,7 +254,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--rate-limited-share", type=float, default=0.0, help="share of requests with a rate limit")
     parser.add_argument("--edge-ms", type=float, help="edge Lambda duration (default: latest bench, else 15)")
     parser.add_argument("--forwarder-ms", type=float, help="forwarder duration (default: latest bench, else 80)")
-    parser.add_argument("--arch", choices=("x86_64", "arm64"), default="x86_64")
+    parser.add_argument(
+        "--edge-log-bytes", type=float, help="log bytes per edge request (default: latest bench, else 20)"
+    )
+    parser.add_argument("--arch", choices=("x86_64", "arm64"), default="arm64", help="default arm64, as deployed")
     parser.add_argument("--prices", type=Path, default=PRICES, help="prices file (default edgectl/prices.json)")
     parser.add_argument("--regions", type=int, default=1, help="edge regions, home included: adds what they cost more")
     parser.add_argument("--key-changes-per-month", type=int, default=10_000, help="with --regions (default 10000)")
@@ -242,17 +267,17 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     prices = load_prices(args.prices)
-    durations: dict[str, float] = {}
-    bench = latest_bench()
-    if bench:
-        durations = measured_durations(bench[1])
-        print(f"durations measured by make bench: {bench[0].relative_to(ROOT)} {durations}")
+    durations = measured_inputs()
+    if durations:
+        print(f"measured by make bench ({BENCH_RESULTS.relative_to(ROOT)}): {durations}")
     else:
         print(f"no bench result: default durations edge {DEFAULT_EDGE_MS} ms, forwarder {DEFAULT_FORWARDER_MS} ms")
     if args.edge_ms is not None:
         durations["edge_ms"] = args.edge_ms
     if args.forwarder_ms is not None:
         durations["forwarder_ms"] = args.forwarder_ms
+    if args.edge_log_bytes is not None:
+        durations["edge_log_bytes"] = args.edge_log_bytes
     print(f"prices as of {prices['as_of']}, {prices['region']}, list prices without free tiers (edgectl/prices.json)")
     for door in [args.front_door] if args.front_door else FRONT_DOORS:
         inputs = CostInputs(
@@ -277,7 +302,8 @@ def format_estimate(inputs: CostInputs, result: Estimate) -> str:
     lines = [
         "",
         f"front door {inputs.front_door}: {inputs.event_bytes} B events, {inputs.events_per_request} per request, "
-        f"forwarder batches of {inputs.batch_size}, edge {inputs.edge_ms:g} ms, forwarder {inputs.forwarder_ms:g} ms",
+        f"forwarder batches of {inputs.batch_size}, edge {inputs.edge_ms:g} ms, forwarder {inputs.forwarder_ms:g} ms, "
+        f"{inputs.architecture}, edge log {inputs.edge_log_bytes:g} B/request",
         f"  {'AWS (this edge)':<28} $ per 1M events",
     ]
     lines += [f"  {name:<28} {dollars:>10.4f}" for name, dollars in result.aws.items()]

@@ -8,17 +8,19 @@ import pytest
 
 from edgectl.cli import main
 from edgectl.cmd_cost import (
+    AWS_SQS_SEND_MS,
     PRICES,
     CostInputs,
     estimate,
     latest_bench,
     load_prices,
     measured_durations,
+    measured_inputs,
     sqs_billed_requests,
 )
 
 PRICES_NOW = load_prices()
-FIXED = {"edge_ms": 20.0, "forwarder_ms": 100.0}
+FIXED = {"edge_ms": 20.0, "forwarder_ms": 100.0, "architecture": "x86_64", "edge_log_bytes": 700}
 
 
 def test_one_million_1kb_events_through_rest_api_by_hand():
@@ -77,7 +79,7 @@ def test_function_url_has_no_front_door_charge_and_dynamodb_writes_when_used():
 
 
 def test_arm64_and_per_millisecond_rounding():
-    result = estimate(CostInputs(edge_ms=10.2, forwarder_ms=100, architecture="arm64"), PRICES_NOW)
+    result = estimate(CostInputs(edge_ms=10.2, forwarder_ms=100), PRICES_NOW)  # arm64: the default, as deployed
     # 10.2 ms bills as 11 ms: 1M x 0.5 GB x 0.011 s = 5,500 GB-s at the arm64 price.
     assert result.aws["Lambda edge"] == pytest.approx(0.20 + 5_500 * 0.0000133334)
 
@@ -107,8 +109,34 @@ def test_durations_come_from_a_bench_result(tmp_path):
 
 
 def test_command_prints_aws_beside_cloudflare(capsys):
-    code = main(["cost", "--front-door", "rest", "--edge-ms", "20", "--forwarder-ms", "100"])
+    fixed = ["--edge-ms", "20", "--forwarder-ms", "100", "--arch", "x86_64", "--edge-log-bytes", "700"]
+    code = main(["cost", "--front-door", "rest", *fixed])
     out = capsys.readouterr().out
     assert code == 0
     assert "API Gateway REST" in out and "total Cloudflare" in out
     assert f"{4.791458:.4f}" in out.split("total AWS")[1].splitlines()[0]
+
+
+def test_measurements_come_from_the_newest_result_that_has_each(tmp_path):
+    """A `BENCH_ONLY=cold` run has only the log bytes: the durations come from an older full run.
+    The edge's billed time is its own work measured on moto plus SQS's latency, not moto's."""
+    full = {
+        "sections": {
+            "edge": {"edge_ms_median": 26.4, "bare_send_ms_median": 25.4},
+            "forwarder": {"batch_ms_median": 58.5},
+            "cold": {"lambda_like": {"log_bytes_per_event": 3.0}},
+        }
+    }
+    (tmp_path / "bench-20260101T000000Z.json").write_text(json.dumps(full))
+    cold_only = {"sections": {"cold": {"lambda_like": {"log_bytes_per_event": 0.9}}}}
+    (tmp_path / "bench-20260102T000000Z.json").write_text(json.dumps(cold_only))
+    assert measured_inputs(tmp_path) == pytest.approx(
+        {"edge_ms": 1.0 + AWS_SQS_SEND_MS, "forwarder_ms": 58.5, "edge_log_bytes": 0.9}
+    )
+
+
+def test_the_log_bill_follows_the_measured_bytes():
+    quiet = estimate(CostInputs(front_door="url", edge_log_bytes=1.0, forwarder_log_bytes=0), PRICES_NOW)
+    loud = estimate(CostInputs(front_door="url", edge_log_bytes=573.0, forwarder_log_bytes=0), PRICES_NOW)
+    assert quiet.aws["CloudWatch Logs"] == pytest.approx(1e6 * 1.0 / 1e9 * 0.50)
+    assert loud.aws["CloudWatch Logs"] == pytest.approx(0.2865)
