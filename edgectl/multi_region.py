@@ -95,24 +95,26 @@ def _parameters() -> dict[str, Any]:
         "RegionalDomainNames": {
             "Type": "CommaDelimitedList",
             "Default": "",
-            "Description": "each region's EdgeDomainTarget output (d-....execute-api.REGION.amazonaws.com), "
-            "home first, then in ReplicaRegions order; empty (the first deployment): the table only, no DNS",
+            "Description": "each region's EdgeDomainTarget (FrontDoor rest) or EdgeHttpDomainTarget (http) output, "
+            "d-....execute-api.REGION.amazonaws.com, home first, then in ReplicaRegions order; empty (the first "
+            "deployment): the table only, no DNS",
         },
         "RegionalHostedZoneIds": {
             "Type": "CommaDelimitedList",
             "Default": "",
-            "Description": "each region's EdgeDomainHostedZoneId output, in the same order",
+            "Description": "each region's EdgeDomainHostedZoneId (or EdgeHttpDomainHostedZoneId), same order",
         },
         "HealthCheckHosts": {
             "Type": "CommaDelimitedList",
             "Default": "",
-            "Description": "each region's API host without the custom domain (ID.execute-api.REGION.amazonaws.com; "
-            "the custom domain answers only to DomainName), in the same order",
+            "Description": "each region's API host without the custom domain (ID.execute-api.REGION.amazonaws.com, "
+            "the host of EndpointURL or EdgeHttpApiEndpoint; the custom domain answers only to DomainName), same order",
         },
         "HealthCheckPath": {
             "Type": "String",
             "Default": "/api/health",
-            "Description": "GET path answering 200 on those hosts (the stage name, then /health)",
+            "Description": "GET path answering 200 on those hosts: /api/health for the REST API's stage api, "
+            "/health for an HTTP API ($default stage)",
         },
         "EdgeErrorsAlarmNames": {
             "Type": "CommaDelimitedList",
