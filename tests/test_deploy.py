@@ -220,3 +220,30 @@ def test_the_5xx_alarm_reads_the_chosen_doors_metric(template: dict[str, Any]) -
     alarm = template["Resources"]["EdgeServerErrorsAlarm"]["Properties"]
     rest, rest_else = alarm["MetricName"]["Fn::If"][1:]
     assert (rest, rest_else["Fn::If"][1:]) == ("5XXError", ["5xx", "Url5xxCount"])
+
+
+def dashboard_metrics(stack: dict[str, Any]) -> dict[str, set[str]]:
+    """Widget title → metric names of the stack's dashboard (its Fn::Sub body, substituted)."""
+    import re
+
+    body = stack["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    for variable in re.findall(r"\$\{([^}]+)\}", body):
+        assert variable.startswith("AWS::") or variable.split(".")[0] in stack["Resources"], variable
+    widgets = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))["widgets"]
+    return {
+        w["properties"]["title"]: {m[1] for m in w["properties"]["metrics"]} for w in widgets if w["type"] == "metric"
+    }
+
+
+@pytest.mark.parametrize("which", ["standalone", "packaged"])
+def test_both_stacks_have_a_dashboard_operators_look_at_first(which: str, template: dict[str, Any]) -> None:
+    stack = json.loads((ROOT / "infra" / "resources.json").read_text()) if which == "standalone" else template
+    metrics = dashboard_metrics(stack)
+    assert {"accepted", "NumberOfMessagesSent"} <= metrics["Edge: accepted events"]
+    assert {f"rejected_{status}" for status in (400, 401, 403, 413, 429, 503)} <= metrics["Edge: refused, by status"]
+    assert {"ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage"} <= metrics[
+        "Queue: depth and oldest event"
+    ]
+    assert "ApproximateNumberOfMessagesVisible" in metrics["Dead-letter queue"]
+    assert {"forwarded", "dead_lettered", "retried", "auth_failed"} <= metrics["Forwarder outcomes"]
+    assert {"sync_written", "sync_deleted", "sync_failed"} <= metrics["Key sync results"]
