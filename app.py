@@ -1,21 +1,21 @@
-"""Lookout Edge for AWS: Chalice routes and event handlers. Logic lives in chalicelib/."""
+"""Lookout Edge for AWS: the Chalice registry (blueprints, event handlers). Logic lives in chalicelib/."""
 
 from __future__ import annotations
 
 import os
 
-from chalice import Response
 from chalice.app import CloudWatchEvent, LambdaFunctionEvent, SQSEvent
 
-from chalicelib.edge import cors, pipeline
+from chalicelib.edge import routes as edge_routes
 from chalicelib.edge.front_doors import FrontDoorApp
-from chalicelib.runtime.observability import around_invocation, logger, traced
+from chalicelib.runtime.observability import around_invocation, traced
 
 # Its own entry point on every front door (CONTRACT §8): REST payload 1.0, HTTP API and function URL 2.0.
 app = FrontDoorApp(app_name="lookout-edge")
 # Every request body is binary to the REST API, so API Gateway hands it over base64 and untouched
 # (gzip sent as application/json included). JSON answers still leave as text: see FrontDoorApp.
 app.api.binary_types = ["*/*"]
+app.register_blueprint(edge_routes.edge)
 
 # Which Lambda an invocation belongs to, by the event Chalice hands the middleware: the name of
 # its logger and metrics service (the handlers' SERVICE). Routes get a Request: "api".
@@ -26,88 +26,6 @@ SERVICE_BY_EVENT = {SQSEvent: "forwarder", CloudWatchEvent: "sync", LambdaFuncti
 def observe_invocation(event, get_response):
     """Every handler: Lambda context in each log line, correlation id reset, one metrics flush."""
     return around_invocation(event, get_response, SERVICE_BY_EVENT.get(type(event), "api"))
-
-
-INGEST_METHODS = ["POST", "OPTIONS"]
-# Accept every content type at the router: chalicelib answers 415 with the contract's JSON error.
-ANY_CONTENT = ["*/*"]
-
-
-def _json(status: int, body: dict, headers: dict[str, str] | None = None) -> Response:
-    return Response(body=body, status_code=status, headers={"Content-Type": "application/json", **(headers or {})})
-
-
-def _ingest(path: str) -> Response:
-    """Shared view body: preflight, or the ingest path, with CORS on every answer."""
-    request = app.current_request
-    origin = request.headers.get("origin")
-    if request.method == "OPTIONS":
-        allowed = cors.preflight_headers(origin, request.headers.get("access-control-request-headers"))
-        return Response(body="", status_code=204, headers=allowed)
-    try:
-        with traced("ingest"):
-            reply = pipeline.handle(
-                pipeline.IngestRequest(
-                    path=path,
-                    headers=request.headers,
-                    body=request.raw_body or b"",
-                    client_ip=(request.context.get("identity") or {}).get("sourceIp"),
-                )
-            )
-    except Exception:
-        logger().exception("ingest failed unexpectedly")
-        reply = pipeline.Reply(500, {"error": "internal_error", "message": "the edge failed; retry shortly"})
-    return _json(reply.status, reply.body, {**reply.headers, **cors.response_headers(origin)})
-
-
-@app.route("/health", methods=["GET"])
-def health() -> Response:
-    return _json(200, {"status": "ok"})
-
-
-@app.route("/api/config", methods=["GET"])
-def remote_config() -> Response:
-    """The SDK's remote config, proxied to Lookout and cached (a stale copy beats an error)."""
-    request = app.current_request
-    status, body, headers = pipeline.config_request(request.headers)
-    cors_headers = cors.response_headers(request.headers.get("origin"))
-    return Response(
-        body=body.decode("utf-8", "replace"),
-        status_code=status,
-        headers={"Content-Type": "application/json", **headers, **cors_headers},
-    )
-
-
-@app.route("/api/ingest", methods=INGEST_METHODS, content_types=ANY_CONTENT)
-def ingest_error() -> Response:
-    return _ingest("/api/ingest")
-
-
-@app.route("/api/v1/ingest", methods=INGEST_METHODS, content_types=ANY_CONTENT)
-def ingest_v1() -> Response:
-    return _ingest("/api/v1/ingest")
-
-
-@app.route("/api/v1/errors", methods=INGEST_METHODS, content_types=ANY_CONTENT)
-def ingest_v1_errors() -> Response:
-    return _ingest("/api/v1/errors")
-
-
-@app.route("/api/ingest/trace/otlp", methods=INGEST_METHODS, content_types=ANY_CONTENT)
-def ingest_otlp() -> Response:
-    return _ingest("/api/ingest/trace/otlp")
-
-
-@app.route("/api/ingest/{signal}", methods=INGEST_METHODS, content_types=ANY_CONTENT)
-def ingest_signal(signal: str) -> Response:
-    return _ingest(f"/api/ingest/{signal}")
-
-
-@app.route("/api/ingest/{signal}/{rest}", methods=INGEST_METHODS, content_types=ANY_CONTENT)
-def ingest_unknown_nested(signal: str, rest: str) -> Response:
-    """Unknown nested paths get the contract's JSON 404 instead of API Gateway's 403 (deeper
-    ones too, through the stack's MISSING_AUTHENTICATION_TOKEN gateway response)."""
-    return _ingest(f"/api/ingest/{signal}/{rest}")
 
 
 # --- Forwarder: SQS → Lookout and the sinks (chalicelib/forward/, docs/forwarder.md, docs/sinks.md) ---

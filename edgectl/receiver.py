@@ -44,7 +44,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from chalicelib.contract.errors import EdgeError
-from chalicelib.contract.signals import NAMED_SIGNALS
+from chalicelib.contract.signals import SIGNALS
 from chalicelib.runtime.config import ENV_NAMES
 from edgectl.receiver_store import MySQLStore, ReceiverStore, SQLiteStore
 
@@ -55,7 +55,7 @@ CONFIG_PATH = "/api/config"
 MAX_EVENTS_PER_BATCH = 10  # one SQS batch
 # Ten events of up to 1 MiB decoded each, re-encoded by the forwarder (escapes can grow them).
 MAX_BODY_BYTES = 32 * 1024 * 1024
-KNOWN_SIGNALS = frozenset({"error", "otlp"}) | NAMED_SIGNALS
+KNOWN_SIGNALS = frozenset(SIGNALS)
 EVENT_ID = re.compile(r"[0-9A-Za-z_-]{1,32}")
 MAX_ID_LENGTH = 64
 TOKEN_ENV = ENV_NAMES["token"]

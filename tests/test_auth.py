@@ -2,6 +2,7 @@ import base64
 
 import pytest
 
+from chalicelib.contract.signals import SIGNALS
 from chalicelib.edge.auth import extract_api_key, ip_allowed, signal_enabled
 from chalicelib.edge.keys import KeyRecord
 
@@ -52,8 +53,8 @@ def test_empty_allowlist_allows_all_and_bad_entries_allow_nobody():
 
 def test_signal_switches():
     record = KeyRecord("h", "1", "2", True, trace_enabled=False, rum_enabled=False)
-    assert not signal_enabled(record, "trace", env_forced=False)
-    assert not signal_enabled(record, "otlp", env_forced=False)
-    assert not signal_enabled(record, "rum", env_forced=False)
-    assert signal_enabled(record, "rum", env_forced=True)
-    assert signal_enabled(record, "error", env_forced=False)
+    assert not signal_enabled(record, SIGNALS["trace"], env_forced=False)
+    assert not signal_enabled(record, SIGNALS["otlp"], env_forced=False)
+    assert not signal_enabled(record, SIGNALS["rum"], env_forced=False)
+    assert signal_enabled(record, SIGNALS["rum"], env_forced=True)
+    assert signal_enabled(record, SIGNALS["error"], env_forced=False)

@@ -5,7 +5,21 @@ import zlib
 import pytest
 
 from chalicelib.contract.errors import EdgeError
-from chalicelib.edge.bodies import MAX_DECODED_BYTES, MAX_EVENT_BYTES, decode_content, media_type, parse_body
+from chalicelib.contract.signals import MAX_EVENT_BYTES, SIGNALS
+from chalicelib.edge.bodies import MAX_DECODED_BYTES, decode_content, media_type
+from chalicelib.edge.decoders.sdk_json import decode
+from chalicelib.edge.pipeline import check_events
+
+
+def parse_body(raw: bytes, content_type: str | None, encoding: str | None):
+    """Decode as the SDK routes do, then the checks every event passes."""
+    body = decode(raw, content_type, encoding)
+    check_events(SIGNALS["event"], body.events)
+    return body
+
+
+def payloads(raw: bytes, content_type: str | None = "application/json", encoding: str | None = None) -> list:
+    return [event.payload for event in parse_body(raw, content_type, encoding).events]
 
 
 def refused(raw: bytes, content_type: str | None = "application/json", encoding: str | None = None) -> EdgeError:
@@ -16,23 +30,24 @@ def refused(raw: bytes, content_type: str | None = "application/json", encoding:
 
 def test_json_object_parses_as_one_event():
     parsed = parse_body(b'{"message": "boom"}', "application/json; charset=utf-8", None)
-    assert parsed.events == [{"message": "boom"}]
-    assert not parsed.ndjson
+    assert [event.payload for event in parsed.events] == [{"message": "boom"}]
+    assert not parsed.many
 
 
 def test_text_plain_json_is_accepted_as_sendbeacon_sends_it():
-    assert parse_body(b'{"a": 1}', "text/plain;charset=UTF-8", None).events == [{"a": 1}]
+    assert payloads(b'{"a": 1}', "text/plain;charset=UTF-8", None) == [{"a": 1}]
 
 
 def test_missing_content_type_is_treated_as_json():
     assert media_type(None) == "application/json"
-    assert parse_body(b"{}", None, None).events == [{}]
+    assert payloads(b"{}", None, None) == [{}]
 
 
 def test_ndjson_gives_one_event_per_nonblank_line():
     parsed = parse_body(b'{"a": 1}\n\n{"b": 2}\r\n', "application/x-ndjson", None)
-    assert parsed.events == [{"a": 1}, {"b": 2}]
-    assert parsed.ndjson
+    assert [event.payload for event in parsed.events] == [{"a": 1}, {"b": 2}]
+    assert [event.where for event in parsed.events] == ["line 1", "line 3"]
+    assert parsed.many
 
 
 @pytest.mark.parametrize("content_type", ["application/xml", "multipart/form-data", "image/png"])
@@ -58,11 +73,11 @@ def test_deep_nesting_is_400_not_a_crash():
 
 def test_gzip_and_deflate_bodies_are_decoded():
     raw = json.dumps({"message": "zipped"}).encode()
-    assert parse_body(gzip.compress(raw), "application/json", "gzip").events == [{"message": "zipped"}]
-    assert parse_body(zlib.compress(raw), "application/json", "deflate").events == [{"message": "zipped"}]
+    assert payloads(gzip.compress(raw), "application/json", "gzip") == [{"message": "zipped"}]
+    assert payloads(zlib.compress(raw), "application/json", "deflate") == [{"message": "zipped"}]
     raw_deflate = zlib.compressobj(wbits=-15)
     packed = raw_deflate.compress(raw) + raw_deflate.flush()
-    assert parse_body(packed, "application/json", "deflate").events == [{"message": "zipped"}]
+    assert payloads(packed, "application/json", "deflate") == [{"message": "zipped"}]
 
 
 def test_gzip_bomb_is_413_without_inflating_it_all():

@@ -10,6 +10,7 @@ import threading
 import boto3
 import pytest
 
+from chalicelib.contract.signals import SIGNALS
 from chalicelib.edge import idempotency
 from chalicelib.runtime import aws as aws_clients
 from edgectl.lambda_shim import api_gateway_event
@@ -336,7 +337,8 @@ def test_concurrent_requests_with_one_key_enqueue_once(put_key, aws):
     headers = {"content-type": "application/json", "x-api-key": KEY, "idempotency-key": "race"}
     request = pipeline.IngestRequest(path="/api/ingest", headers=headers, body=b'{"n": 1}', client_ip="203.0.113.9")
     results: list[pipeline.Reply] = []
-    threads = [threading.Thread(target=lambda: results.append(pipeline.handle(request))) for _ in range(6)]
+    error = SIGNALS["error"]
+    threads = [threading.Thread(target=lambda: results.append(pipeline.handle(request, error))) for _ in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:

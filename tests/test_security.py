@@ -18,7 +18,8 @@ import pytest
 
 from chalicelib.contract.errors import EdgeError
 from chalicelib.edge import pipeline
-from chalicelib.edge.bodies import MAX_DECODED_BYTES, parse_body
+from chalicelib.edge.bodies import MAX_DECODED_BYTES
+from chalicelib.edge.decoders.sdk_json import decode
 from chalicelib.edge.keys import hash_key
 from edgectl.lambda_shim import api_gateway_event
 from tests.conftest import REGION, drain_queue
@@ -123,7 +124,7 @@ def test_a_one_gibibyte_bomb_is_refused_in_bounded_memory(
     tracemalloc.start()
     try:
         with pytest.raises(EdgeError) as refused:
-            parse_body(bomb, content_type, "deflate" if kind != "gzip" else "gzip")
+            decode(bomb, content_type, "deflate" if kind != "gzip" else "gzip")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -1,26 +1,38 @@
 import pytest
 
 from chalicelib.contract.errors import EdgeError
-from chalicelib.contract.signals import NAMED_SIGNALS, check_shape, signal_for_path
+from chalicelib.contract.signals import NAMED_SIGNALS, SIGNALS, check_event, sdk_route_signal
 
 
-@pytest.mark.parametrize("path", ["/api/ingest", "/api/v1/ingest", "/api/v1/errors"])
-def test_error_paths(path):
-    assert signal_for_path(path) == "error"
+def check_shape(signal: str, payload) -> None:
+    SIGNALS[signal].check(payload)
 
 
-def test_named_signals_and_otlp():
-    assert signal_for_path("/api/ingest/trace/otlp") == "otlp"
+def test_every_sdk_route_word_resolves_to_its_signal():
     for name in NAMED_SIGNALS:
-        assert signal_for_path(f"/api/ingest/{name}") == name
+        assert sdk_route_signal(name) is SIGNALS[name]
     assert len(NAMED_SIGNALS) == 17
 
 
-@pytest.mark.parametrize(
-    "path", ["/api/ingest/unknown", "/api/ingest/log/extra", "/api/ingest/trace/otlp/x", "/health"]
-)
-def test_other_paths_are_not_ingest_routes(path):
-    assert signal_for_path(path) is None
+@pytest.mark.parametrize("word", ["unknown", "error", "otlp", "otlp_logs", "otlp_metrics", "health", ""])
+def test_other_words_are_not_sdk_routes(word):
+    """error and otlp have their own paths (/api/ingest, /api/ingest/trace/otlp); /api/ingest/otlp is a 404."""
+    assert sdk_route_signal(word) is None
+
+
+def test_flags_and_assigned_ids():
+    assert {name: s.flag for name, s in SIGNALS.items() if s.flag} == {
+        "trace": "trace_enabled",
+        "otlp": "trace_enabled",
+        "rum": "rum_enabled",
+    }
+    assert {name: s.id_field for name, s in SIGNALS.items() if s.id_field} == {"job": "run_id", "cron": "check_in_id"}
+
+
+def test_event_over_one_mib_is_413_and_names_where():
+    with pytest.raises(EdgeError) as info:
+        check_event(SIGNALS["event"], {}, 1024 * 1024 + 1, "line 7")
+    assert info.value.status == 413 and info.value.message.startswith("line 7: ")
 
 
 def test_non_object_bodies_are_400():
@@ -50,3 +62,10 @@ def test_log_body_needs_entries_or_lines():
     with pytest.raises(EdgeError) as info:
         check_shape("log", {"message": "x"})
     assert info.value.status == 400
+
+
+@pytest.mark.parametrize(("signal", "field"), [("otlp_logs", "resourceLogs"), ("otlp_metrics", "resourceMetrics")])
+def test_otlp_logs_and_metrics_need_their_arrays(signal, field):
+    check_shape(signal, {field: []})
+    with pytest.raises(EdgeError):
+        check_shape(signal, {"resourceSpans": []})

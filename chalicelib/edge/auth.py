@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from chalicelib.contract.signals import SIGNAL_FLAGS
+from chalicelib.contract.signals import Signal
 from chalicelib.edge.keys import KeyRecord
 
 
@@ -70,9 +70,8 @@ def ip_allowed(client_ip: str | None, allowlist: tuple[str, ...]) -> bool:
     return any(address in network for network in _networks(allowlist))
 
 
-def signal_enabled(record: KeyRecord, signal: str, env_forced: bool) -> bool:
+def signal_enabled(record: KeyRecord, signal: Signal, env_forced: bool) -> bool:
     """False when the dashboard disabled the signal and the customer did not force it on."""
-    flag = SIGNAL_FLAGS.get(signal)
-    if flag is None or env_forced:
+    if signal.flag is None or env_forced:
         return True
-    return bool(getattr(record, flag))
+    return bool(getattr(record, signal.flag))

@@ -1,6 +1,7 @@
-"""Request bodies: content type and encoding checks, capped decompression, JSON/NDJSON parsing.
+"""Request bodies, whatever the door: size as received, capped decompression, strict JSON.
 
-Pure functions (no AWS): every refusal is an EdgeError with the contract's code.
+Pure functions (no AWS) the decoders (chalicelib/edge/decoders/) share; every refusal
+is an EdgeError with the contract's code.
 """
 
 from __future__ import annotations
@@ -8,26 +9,14 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.contract.errors import EdgeError, bad_request, too_large, unsupported
+from chalicelib.contract.errors import bad_request, too_large, unsupported
 
 MIB = 1024 * 1024
 MAX_RAW_BYTES = 5 * MIB
 MAX_DECODED_BYTES = 5 * MIB
-MAX_EVENT_BYTES = 1 * MIB
-JSON_TYPES = frozenset({"application/json", "text/plain"})
-NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonlines"})
 _CHUNK = 64 * 1024
-
-
-@dataclass(frozen=True)
-class ParsedBody:
-    """The events a request carries: one for JSON, one per line for NDJSON."""
-
-    events: list[Any]
-    ndjson: bool
 
 
 def media_type(content_type: str | None) -> str:
@@ -37,21 +26,10 @@ def media_type(content_type: str | None) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
-def parse_body(raw: bytes, content_type: str | None, content_encoding: str | None) -> ParsedBody:
-    """Check, decode and parse a request body, enforcing every size limit of the contract."""
-    kind = media_type(content_type)
-    if kind not in JSON_TYPES and kind not in NDJSON_TYPES:
-        raise unsupported(f"content type {kind!r} is not accepted; send application/json or application/x-ndjson")
+def check_received_size(raw: bytes) -> None:
+    """413 for a body over the limit as received, before any work is spent on it."""
     if len(raw) > MAX_RAW_BYTES:
         raise too_large(f"the request body is {len(raw)} bytes; the limit is {MAX_RAW_BYTES}")
-    data = decode_content(raw, content_encoding)
-    if not data.strip():
-        raise bad_request("the request body is empty")
-    if kind in NDJSON_TYPES:
-        return ParsedBody(events=_parse_ndjson(data), ndjson=True)
-    if len(data) > MAX_EVENT_BYTES:
-        raise too_large(f"one event is {len(data)} bytes decoded; the limit is {MAX_EVENT_BYTES}")
-    return ParsedBody(events=[parse_json(data)], ndjson=False)
 
 
 def decode_content(raw: bytes, content_encoding: str | None, limit: int = MAX_DECODED_BYTES) -> bytes:
@@ -119,22 +97,6 @@ def parse_json(data: bytes) -> Any:
         raise bad_request("the body is nested too deeply") from None
     except (ValueError, TypeError) as exc:  # JSONDecodeError, UnicodeDecodeError, int digit limit
         raise bad_request(f"the body is not valid JSON: {_short(exc)}") from None
-
-
-def _parse_ndjson(data: bytes) -> list[Any]:
-    events = []
-    for number, line in enumerate(data.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        if len(line) > MAX_EVENT_BYTES:
-            raise too_large(f"line {number} is {len(line)} bytes; one event may be {MAX_EVENT_BYTES}")
-        try:
-            events.append(parse_json(line))
-        except EdgeError as exc:
-            raise bad_request(f"line {number}: {exc.message}") from None
-    if not events:
-        raise bad_request("the NDJSON body has no events")
-    return events
 
 
 def _short(exc: Exception) -> str:

@@ -1,6 +1,18 @@
-"""The ingest path: one request in, one answer out (202 only once the events are in SQS).
+"""The ingest path, common to every way in: events in, a 202 body out once they are in SQS.
 
-Pure checks first (path, body, shape), then the key, then the remote calls.
+    route (signal decided once) → decoder (body → `Event`s) → accept():
+        per-event checks → key → idempotency → rate limit → queue messages → enqueue
+
+`accept(request, signal, events, many=..., api_key=..., idempotency_key=...)` is what
+every door calls after its decoder: it returns the 202 body (`event_id` or
+`event_ids`, `run_id`/`check_in_id`, `config_version`) or raises `EdgeError`.
+`handle(request, signal)` is the SDK door (JSON/NDJSON), `refusal(signal, error)` the
+logged contract error every door answers with (a door may reshape its body).
+
+A door that finds the key its own way (Firehose's `X-Amz-Firehose-Access-Key`) passes
+`api_key`; otherwise the CONTRACT §3 sources apply (headers, then the first event's
+`api_key`). Likewise `idempotency_key` (Firehose: `X-Amz-Firehose-Request-Id`)
+replaces the `Idempotency-Key` header.
 """
 
 from __future__ import annotations
@@ -13,9 +25,9 @@ from typing import Any
 
 from chalicelib.contract import envelope
 from chalicelib.contract.errors import EdgeError, bad_request, unavailable
-from chalicelib.contract.signals import ASSIGNED_ID_FIELDS, check_shape, signal_for_path
+from chalicelib.contract.signals import Signal, check_event, check_event_count
 from chalicelib.edge import auth, enqueue, idempotency, ratelimit, remote_config
-from chalicelib.edge.bodies import parse_body
+from chalicelib.edge.decoders import Event, sdk_json
 from chalicelib.edge.keys import KeyRecord, KeyStoreUnavailable, hash_key, key_cache
 from chalicelib.runtime.config import settings
 from chalicelib.runtime.observability import correlate, count, count_per_interval, logger
@@ -23,7 +35,10 @@ from chalicelib.runtime.observability import correlate, count, count_per_interva
 
 @dataclass(frozen=True)
 class IngestRequest:
-    """What the edge needs of an HTTP request; `headers` keys are lowercase."""
+    """What the edge needs of an HTTP request; `headers` keys are lowercase.
+
+    `path` is the route's path as CONTRACT §5 puts it in the message (`/api/ingest/log`).
+    """
 
     path: str
     headers: Mapping[str, str]
@@ -43,54 +58,75 @@ def error_reply(error: EdgeError) -> Reply:
     return Reply(error.status, error.body(), headers)
 
 
-def handle(request: IngestRequest) -> Reply:
-    """Answer one ingest request; never raises."""
-    signal = signal_for_path(request.path)
-    if signal is None:
-        return Reply(404, {"error": "not_found", "message": f"no ingest route at {request.path}"})
+def handle(request: IngestRequest, signal: Signal) -> Reply:
+    """An SDK route: JSON or NDJSON body → 202, or the contract's JSON error. Never raises EdgeError."""
     try:
-        return _accept(request, signal)
+        headers = request.headers
+        body = sdk_json.decode(request.body, headers.get("content-type"), headers.get("content-encoding"))
+        return Reply(202, accept(request, signal, body.events, many=body.many))
     except EdgeError as error:
-        count(f"rejected_{error.status}")
-        logger().info("ingest refused", extra={"signal": signal, "status": error.status, "error": error.code})
-        return error_reply(error)
+        return refusal(signal, error)
 
 
-def _accept(request: IngestRequest, signal: str) -> Reply:
-    headers = request.headers
-    parsed = parse_body(request.body, headers.get("content-type"), headers.get("content-encoding"))
-    for number, event in enumerate(parsed.events, start=1):
-        if parsed.ndjson and not isinstance(event, dict):
-            raise bad_request(f"line {number} must be a JSON object")
-        if not parsed.ndjson:
-            check_shape(signal, event)
+def refusal(signal: Signal, error: EdgeError) -> Reply:
+    """The contract's answer to a refused request, counted and logged once."""
+    count(f"rejected_{error.status}")
+    logger().info("ingest refused", extra={"signal": signal.name, "status": error.status, "error": error.code})
+    return error_reply(error)
 
-    record = authenticate(request, signal, parsed.events[0])
+
+def check_events(signal: Signal, events: list[Event]) -> None:
+    """The checks every way in shares: the request cap, then each event's size and shape."""
+    if not events:
+        raise bad_request("the request holds no events")
+    check_event_count(len(events))
+    for event in events:
+        check_event(signal, event.payload, event.size, event.where)
+
+
+def accept(
+    request: IngestRequest,
+    signal: Signal,
+    events: list[Event],
+    *,
+    many: bool,
+    api_key: str | None = None,
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    """Check, authenticate and durably enqueue `events`; the 202 body, or EdgeError.
+
+    `many`: the body lists `event_ids` (NDJSON, batches) rather than one `event_id`.
+    """
+    check_events(signal, events)
+    raw_key = api_key or auth.extract_api_key(request.headers, events[0].payload)
+    record = authenticate(request, signal, raw_key)
     conf = settings()
     if record.rate_limit_per_minute is not None:
-        _enforce_rate_limit(conf.idempotency_table, record, len(parsed.events))
+        _enforce_rate_limit(conf.idempotency_table, record, len(events))
 
-    body, messages = build_messages(request, signal, record, parsed.events, parsed.ndjson)
+    body = plan_reply(signal, events, many)
     correlate(body.get("event_id") or body["event_ids"][0])
     config_version = remote_config.cached_version(record.key_hash)
     if config_version is not None:
         body["config_version"] = config_version
-    idempotency_key = (headers.get("idempotency-key") or "").strip() or None
+    if idempotency_key is None:
+        idempotency_key = (request.headers.get("idempotency-key") or "").strip() or None
     if idempotency_key:
-        body = _enqueue_once(conf, record, idempotency_key, body, messages)
+        body = _enqueue_once(conf, request, signal, record, events, idempotency_key, body)
     else:
+        messages = build_messages(request, signal, record, events, body, None)
         try:
             _enqueue(conf.queue_url, messages)
         except enqueue.EnqueueFailed as failure:
             raise _queue_down(failure) from None
-    count_per_interval("accepted", len(messages))
+    count_per_interval("accepted", len(events))
     if _sampled(conf.log_accepted_share):
         event_ids = body.get("event_ids") or [body.get("event_id")]
         logger().info(
             "ingest accepted",
-            extra={"signal": signal, "status": 202, "project_id": record.project_id, "event_ids": event_ids},
+            extra={"signal": signal.name, "status": 202, "project_id": record.project_id, "event_ids": event_ids},
         )
-    return Reply(202, body)
+    return body
 
 
 def _sampled(share: float) -> bool:
@@ -102,9 +138,8 @@ def _sampled(share: float) -> bool:
     return share >= 1 or random.random() < share
 
 
-def authenticate(request: IngestRequest, signal: str, first_event: Any) -> KeyRecord:
+def authenticate(request: IngestRequest, signal: Signal, raw_key: str | None) -> KeyRecord:
     """401/402/403/503 as the contract says; the raw key goes no further than here."""
-    raw_key = auth.extract_api_key(request.headers, first_event)
     if raw_key is None:
         raise EdgeError(401, "missing_api_key", "no API key: send X-Api-Key, a Bearer token or api_key in the body")
     try:
@@ -119,7 +154,7 @@ def authenticate(request: IngestRequest, signal: str, first_event: Any) -> KeyRe
         raise EdgeError(403, "ip_not_allowed", "the client IP address is not in the organization's ingest allowlist")
     forced = request.headers.get("x-lookout-env-forced", "").strip() == "1"
     if not auth.signal_enabled(record, signal, forced):
-        raise EdgeError(403, "signal_disabled", f"the {signal} signal is disabled for this project")
+        raise EdgeError(403, "signal_disabled", f"the {signal.name} signal is disabled for this project")
     return record
 
 
@@ -139,24 +174,36 @@ def _enforce_rate_limit(table: str, record: KeyRecord, events: int) -> None:
         )
 
 
+def plan_reply(signal: Signal, events: list[Event], many: bool) -> dict[str, Any]:
+    """The 202 body with fresh ids: one ULID per event, and the job/cron id a single event needs."""
+    event_ids = [envelope.new_ulid() for _ in events]
+    if many:
+        return {"event_ids": event_ids, "status": "accepted"}
+    body: dict[str, Any] = {"event_id": event_ids[0], "status": "accepted"}
+    if signal.id_field is not None:
+        body[signal.id_field] = signal.given_id(events[0].payload) or envelope.new_ulid()
+    return body
+
+
 def build_messages(
-    request: IngestRequest, signal: str, record: KeyRecord, events: list[Any], ndjson: bool
-) -> tuple[dict[str, Any], list[enqueue.OutgoingMessage]]:
-    """The 202 body and one queue message per event (CONTRACT §3 and §5)."""
+    request: IngestRequest,
+    signal: Signal,
+    record: KeyRecord,
+    events: list[Event],
+    reply: dict[str, Any],
+    idempotency_key: str | None,
+) -> list[enqueue.OutgoingMessage]:
+    """One queue message per event (CONTRACT §5), under the final ids of the 202 body `reply`."""
     headers = request.headers
     received_at = envelope.utc_now_iso()
     sdk_headers = {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-lookout-")}
-    idempotency_key = (headers.get("idempotency-key") or "").strip() or None
-    event_ids = [envelope.new_ulid() for _ in events]
-    body: dict[str, Any] = (
-        {"event_ids": event_ids, "status": "accepted"} if ndjson else {"event_id": event_ids[0], "status": "accepted"}
-    )
+    event_ids = reply.get("event_ids") or [reply["event_id"]]
     messages = []
-    for event_id, event in zip(event_ids, events, strict=False):
+    for event_id, event in zip(event_ids, events, strict=True):
         message: dict[str, Any] = {
             "v": envelope.VERSION,
             "event_id": event_id,
-            "signal": signal,
+            "signal": signal.name,
             "path": request.path,
             "project_id": record.project_id,
             "organization_id": record.organization_id,
@@ -167,20 +214,17 @@ def build_messages(
             "idempotency_key": idempotency_key,
             "headers": sdk_headers,
             "payload_encoding": "json",
-            "payload": envelope.strip_api_key(event),
+            "payload": envelope.strip_api_key(event.payload),
         }
-        id_field = ASSIGNED_ID_FIELDS.get(signal)
-        if id_field and not ndjson:
-            given = event.get(id_field) if isinstance(event, dict) else None
-            if isinstance(given, (str, int)) and str(given).strip():
-                body[id_field] = str(given)
-            else:
-                body[id_field] = envelope.new_ulid()
-                message["assigned_ids"] = {id_field: body[id_field]}
+        assigned = signal.id_field is not None and signal.id_field in reply
+        if assigned and signal.given_id(event.payload) is None:
+            message["assigned_ids"] = {signal.id_field: reply[signal.id_field]}
         messages.append(
-            enqueue.OutgoingMessage(body=envelope.encode_message(message), signal=signal, project_id=record.project_id)
+            enqueue.OutgoingMessage(
+                body=envelope.encode_message(message), signal=signal.name, project_id=record.project_id
+            )
         )
-    return body, messages
+    return messages
 
 
 def _enqueue(
@@ -198,9 +242,19 @@ def _enqueue(
 
 
 def _enqueue_once(
-    conf: Any, record: KeyRecord, idempotency_key: str, body: dict[str, Any], messages: list
+    conf: Any,
+    request: IngestRequest,
+    signal: Signal,
+    record: KeyRecord,
+    events: list[Event],
+    idempotency_key: str,
+    body: dict[str, Any],
 ) -> dict[str, Any]:
-    """Enqueue under an idempotency key: a replay returns the stored body and sends nothing."""
+    """Enqueue under an idempotency key: a replay returns the stored body and sends nothing.
+
+    The claim is taken with the planned 202 body; taking over a partial claim answers
+    with the stored body instead, and the messages are built once under its ids.
+    """
     try:
         claim = idempotency.claim_or_wait(conf.idempotency_table, record.project_id, idempotency_key, body)
     except idempotency.ClaimBusy:
@@ -212,8 +266,10 @@ def _enqueue_once(
         raise unavailable("the idempotency store is unavailable; retry shortly") from None
     if claim.done:
         return claim.body
-    if claim.body != body:  # taking over a partial claim: resend under the stored event ids
-        body, messages = _rebuild_with_ids(claim.body, messages)
+    body = claim.body
+    if len(body.get("event_ids") or [body.get("event_id")]) != len(events):
+        raise EdgeError(422, "idempotency_mismatch", "this Idempotency-Key was used for a different request")
+    messages = build_messages(request, signal, record, events, body, idempotency_key)
     try:
         _enqueue(conf.queue_url, messages, frozenset(claim.sent))
     except enqueue.EnqueueFailed as failure:
@@ -227,21 +283,6 @@ def _enqueue_once(
         # the backend stores once.
         logger().warning("could not mark the idempotency claim done", extra={"reason": type(exc).__name__})
     return body
-
-
-def _rebuild_with_ids(stored: dict[str, Any], messages: list[enqueue.OutgoingMessage]) -> tuple[dict[str, Any], list]:
-    ids = stored.get("event_ids") or [stored["event_id"]]
-    if len(ids) != len(messages):
-        raise EdgeError(422, "idempotency_mismatch", "this Idempotency-Key was used for a different request")
-    rebuilt = []
-    for event_id, message in zip(ids, messages, strict=False):
-        decoded = json.loads(message.body)
-        decoded["event_id"] = event_id
-        for field_name in ASSIGNED_ID_FIELDS.values():
-            if field_name in stored and "assigned_ids" in decoded:
-                decoded["assigned_ids"] = {field_name: stored[field_name]}
-        rebuilt.append(enqueue.OutgoingMessage(envelope.dumps(decoded), message.signal, message.project_id))
-    return stored, rebuilt
 
 
 def _release_quietly(table: str, claim: idempotency.Claim, sent: set[int]) -> None:
