@@ -10,7 +10,7 @@ import pytest
 
 from chalicelib.contract import cloudwatch_logs
 from chalicelib.contract.errors import EdgeError
-from chalicelib.contract.signals import check_shape
+from chalicelib.contract.signals import SIGNALS
 
 
 def data_message(messages: list[str], group: str = "/aws/lambda/orders", stream: str = "2026/11/22/[$LATEST]abc"):
@@ -70,7 +70,7 @@ def test_data_message_becomes_one_log_payload_with_group_and_stream():
             ]
         }
     ]
-    check_shape("log", payloads[0])  # what /api/ingest/log would take
+    SIGNALS["log"].check(payloads[0])  # what /api/ingest/log would take
 
 
 def test_control_message_becomes_nothing():
@@ -90,7 +90,7 @@ def test_more_than_200_log_events_split_in_order_into_valid_log_payloads():
     assert [len(p["entries"]) for p in payloads] == [200] * 50
     assert [e["message"] for p in payloads for e in p["entries"]] == [f"line {i}" for i in range(10_000)]
     for payload in payloads:
-        check_shape("log", payload)
+        SIGNALS["log"].check(payload)
 
 
 def test_a_one_megabyte_batch_is_split_so_each_payload_stays_under_one_mib():

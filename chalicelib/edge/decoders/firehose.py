@@ -24,7 +24,7 @@ from typing import Any
 
 from chalicelib.contract import cloudwatch_logs
 from chalicelib.contract.errors import EdgeError, bad_request, too_large
-from chalicelib.contract.signals import check_shape
+from chalicelib.contract.signals import SIGNALS as REGISTRY
 from chalicelib.edge.bodies import decode_content, parse_json
 
 SIGNALS = frozenset({"log", "error", "event", "metric", "security", "otlp", "otlp_logs", "otlp_metrics"})
@@ -130,7 +130,7 @@ def decode_record(record: Any, signal: str) -> list[dict[str, Any]]:
         return []
     events = _json_events(data)
     for event in events:
-        check_shape(signal, event)
+        REGISTRY[signal].check(event)
     return events
 
 

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.contract.errors import EdgeError, bad_request, too_large, unsupported
-from chalicelib.edge.bodies import MAX_EVENT_BYTES, MAX_RAW_BYTES, decode_content, media_type, parse_json
+from chalicelib.contract.signals import MAX_EVENT_BYTES
+from chalicelib.edge.bodies import MAX_RAW_BYTES, decode_content, media_type, parse_json
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
