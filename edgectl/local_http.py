@@ -2,7 +2,7 @@
 
 Chalice's dev server is close to API Gateway but not close enough for an edge whose
 clients only understand the contract: it logs query strings (`?api_key=...`) verbatim,
-answers 405/501/431 with HTML or Chalice's own JSON, matches `//api/ingest` and a
+answers 501/431/414 with HTML, matches `//api/ingest` and a
 trailing slash that API Gateway refuses, reads a chunked body as empty, prints a
 traceback whenever a client hangs up, and reports every client as 127.0.0.1. This
 module fixes each of those in the local server only; nothing here runs deployed.
@@ -104,13 +104,11 @@ class EdgeRequestHandler(ChaliceRequestHandler):
         text = message or self.responses.get(code, ("",))[0] or word
         self._send_json(code, {"error": word, "message": text}, close=True)
 
-    def _send_json(self, code: int, body: dict[str, Any], headers: dict[str, str] | None = None, close=False) -> None:
+    def _send_json(self, code: int, body: dict[str, Any], close: bool = False) -> None:
         data = json.dumps(body).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
         if close:
             self.send_header("Connection", "close")
             self.close_connection = True
@@ -165,11 +163,6 @@ class EdgeRequestHandler(ChaliceRequestHandler):
         except LocalGatewayException:
             self._send_json(404, not_found_body(path))  # Chalice's "Missing Authentication Token"
             return
-        if response["statusCode"] == 405:
-            allowed = ", ".join(self._methods_of(path))
-            body = {"error": "method_not_allowed", "message": f"{self.command} is not allowed on {path}"}
-            self._send_json(405, body, {"Allow": allowed} if allowed else None)
-            return
         out_headers = {**response["headers"], **response["multiValueHeaders"]}
         response = self._handle_binary(response)
         self._send_http_response(response["statusCode"], out_headers, response["body"])
@@ -184,12 +177,6 @@ class EdgeRequestHandler(ChaliceRequestHandler):
             return headers, None
         rest = {k: v for k, v in headers.items() if k.lower() != wanted}
         return rest, str(ipaddress.ip_address(value.strip()))
-
-    def _methods_of(self, path: str) -> list[str]:
-        """The methods the route at `path` answers (for the 405's Allow header)."""
-        gateway = self.local_gateway
-        route = gateway.event_converter._route_matcher.match_route(path).route
-        return sorted(gateway._app_object.routes[route])
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _generic_handle
 
