@@ -1,5 +1,8 @@
 """`dlq status | redrive | peek`: look into the forwarder's dead-letter queue and move it back.
 
+A redrive keeps the `delivered_to` attribute and strips the `dlq_*` ones, so a message goes
+back only to the destinations that refused it (docs/sinks.md).
+
 Reading SQS hides what it reads; these commands hold messages for a short time and
 make them visible again at once when they are done, so a look never delays a redrive.
 """
@@ -48,10 +51,13 @@ def _url(explicit: str | None, setting: str) -> str:
 
 
 def _reason(message: dict[str, Any]) -> str:
+    """`batch_rejected (400) by loki`: the first refusal, and who refused (when not Lookout alone)."""
     attributes = message.get("MessageAttributes", {})
     reason = attributes.get("dlq_reason", {}).get("StringValue", REDRIVE_POLICY_REASON)
     status = attributes.get("dlq_status", {}).get("StringValue")
-    return f"{reason} ({status})" if status else reason
+    sinks = attributes.get("dlq_sinks", {}).get("StringValue")
+    text = f"{reason} ({status})" if status else reason
+    return f"{text} by {sinks}" if sinks and sinks != "lookout" else text
 
 
 def _scan(queue_url: str, limit: int) -> list[dict[str, Any]]:

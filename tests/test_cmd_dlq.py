@@ -15,7 +15,9 @@ from edgectl.cli import main
 from edgectl.resources import StackNames
 
 
-def dead_letter(dlq_url: str, count: int, reason: str | None = "rejected", status: str | None = "200") -> list[dict]:
+def dead_letter(
+    dlq_url: str, count: int, reason: str | None = "rejected", status: str | None = "200", sinks: str | None = None
+) -> list[dict]:
     """Messages as the forwarder (reason attributes) or the redrive policy (none) leave them."""
     sqs = boto3.client("sqs", region_name=REGION)
     messages = [queue_message({"secret_looking": "payload-content"}) for _ in range(count)]
@@ -25,6 +27,8 @@ def dead_letter(dlq_url: str, count: int, reason: str | None = "rejected", statu
             attributes["dlq_reason"] = {"DataType": "String", "StringValue": reason}
         if status:
             attributes["dlq_status"] = {"DataType": "Number", "StringValue": status}
+        if sinks:
+            attributes["dlq_sinks"] = {"DataType": "String", "StringValue": sinks}
         sqs.send_message(QueueUrl=dlq_url, MessageBody=encode_message(message), MessageAttributes=attributes)
     return messages
 
@@ -33,15 +37,21 @@ def test_status_counts_by_reason_and_leaves_messages_visible(aws: StackNames, ca
     dead_letter(aws.dlq_url, 3)
     dead_letter(aws.dlq_url, 2, reason="batch_rejected", status="413")
     dead_letter(aws.dlq_url, 1, reason=None, status=None)
+    dead_letter(aws.dlq_url, 1, reason="batch_rejected", status="400", sinks="loki")
 
     assert main(["dlq", "status"]) == 0
 
     out = capsys.readouterr().out
-    assert "depth 6 (in flight 0)" in out
+    assert "depth 7 (in flight 0)" in out
     assert "oldest 0m0" in out
     lines = {" ".join(line.split()[:-1]): line.split()[-1] for line in out.splitlines() if line.startswith("    ")}
-    assert lines == {"rejected (200)": "3", "batch_rejected (413)": "2", "max_receives": "1"}
-    assert queue_counts(aws.dlq_url) == (6, 0)  # released after reading
+    assert lines == {
+        "rejected (200)": "3",
+        "batch_rejected (413)": "2",
+        "max_receives": "1",
+        "batch_rejected (400) by loki": "1",
+    }
+    assert queue_counts(aws.dlq_url) == (7, 0)  # released after reading
 
 
 def test_peek_shows_envelopes_without_payload(aws: StackNames, capsys: pytest.CaptureFixture) -> None:
