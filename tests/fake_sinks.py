@@ -31,6 +31,7 @@ class StrictServer:
     """A keep-alive HTTP server; subclasses check a request in `check` and return its answer body."""
 
     down: int | None = None  # answer this status to everything (an outage)
+    refusals: int = 0  # requests answered with `down`
     requests: list[dict[str, Any]] = field(default_factory=list)  # the accepted bodies, decoded
     headers: list[dict[str, str]] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
@@ -54,6 +55,7 @@ class StrictServer:
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 if fake.down:
                     status, body = fake.down, b"unavailable"
+                    fake.refusals += 1
                 else:
                     try:
                         status, body = fake.check(self.path, headers, raw)

@@ -1,5 +1,9 @@
 """Fault soak: "202 means Lookout will have it", under a hostile network and a killed forwarder.
 
+`log` events also go to a Loki sink (the strict fake of tests/fake_sinks.py), which is down
+for a while mid-run: every accepted log event must reach Loki too, and Lookout must not be
+sent an event again because Loki failed (CONTRACT §11).
+
 Runs a whole local stack of its own (moto server, edge over HTTP, forwarder pollers,
 reference receiver on MariaDB) with tests.fault_proxy between the forwarder and the
 receiver, drives a mix of real SDK-shaped requests, kills and restarts the forwarder
@@ -39,9 +43,12 @@ from pathlib import Path
 from typing import Any
 
 from edgectl.devstack import ROOT, DevStack, StackOptions, free_port
+from tests.fake_sinks import StrictLoki
 from tests.fault_proxy import FaultProxy, Faults
 
 REDRIVE_POLICY_REASON = "max_receives"  # a DLQ message without dlq_reason came through maxReceiveCount
+LOG_PATH = "/api/ingest/log"
+LOG_ENTRIES = 50  # lines per log event, as make_shot sends them
 
 
 @dataclass
@@ -56,6 +63,7 @@ class SoakPlan:
     clients: int = 3
     pollers: int = 2  # forwarder processes: the stack's own plus extra ones (Lambda runs many)
     wrong_token_seconds: float = 12.0  # long enough for the template's 10 receives at 1 s backoff
+    sink_outage_seconds: float = 12.0  # the Loki sink answers 503 this long, from 60 % of the traffic
     read_timeout: float = 0.5
     visibility_timeout: int = 10
     restarts: int = 1
@@ -68,6 +76,7 @@ class SoakPlan:
 class SoakReport:
     attempted: int = 0
     accepted: set[str] = field(default_factory=set)
+    accepted_logs: set[str] = field(default_factory=set)  # the accepted `log` events, also meant for Loki
     refused: Counter[int] = field(default_factory=Counter)  # edge status (0: no answer) → requests
     stored: int = 0
     lost: int = 0
@@ -83,6 +92,10 @@ class SoakReport:
     lost_after_redrive: int = 0
     duplicated_after_redrive: int = 0
     left_in_dlq: int = 0
+    in_loki: int = 0
+    lost_at_loki: int = 0
+    duplicated_at_loki: int = 0  # an event's lines pushed more than once
+    loki_outage_refusals: int = 0  # pushes the Loki sink answered 503 during its outage
     proxy: Counter[str] = field(default_factory=Counter)
     restarts: int = 0
     seconds: float = 0.0
@@ -99,6 +112,7 @@ class SoakReport:
             and self.duplicated_after_redrive == 0
             and self.left_in_dlq == 0
             and self.stored_after_redrive == len(self.accepted)
+            and self.lost_at_loki == 0
         )
 
     def table(self) -> str:
@@ -118,6 +132,11 @@ class SoakReport:
             ("lost after redrive", self.lost_after_redrive),
             ("duplicated after redrive", self.duplicated_after_redrive),
             ("left in DLQ after redrive", self.left_in_dlq),
+            ("log events accepted (also meant for Loki)", len(self.accepted_logs)),
+            ("  in Loki after redrive", self.in_loki),
+            ("  lost at Loki", self.lost_at_loki),
+            ("  pushed to Loki more than once", self.duplicated_at_loki),
+            ("  pushes refused during the Loki outage", self.loki_outage_refusals),
         ]
         width = max(len(name) for name, _ in rows)
         lines = [f"{name:<{width}}  {value:>8}" for name, value in rows]
@@ -156,7 +175,7 @@ def make_shot(number: int, key: str, rng: random.Random) -> Shot:
         path, doc = "/api/ingest/rum", {"api_key": key, "type": "web-vitals", "lcp": rng.random() * 4000}
         headers = {"Content-Type": "text/plain"}
     elif kind == "log":
-        path, doc = "/api/ingest/log", {"entries": [{"message": f"line {i}", "n": number} for i in range(50)]}
+        path, doc = LOG_PATH, {"entries": [{"message": f"line {i}", "n": number} for i in range(LOG_ENTRIES)]}
     elif kind == "job":
         path, doc = "/api/ingest/job", {"job": "SoakJob", "status": "started", "n": number}
     elif kind == "otlp":
@@ -235,6 +254,8 @@ class Traffic:
                 self.report.attempted += 1
                 if status == 202:
                     self.report.accepted.update(event_ids(answer))
+                    if shot.path == LOG_PATH:
+                        self.report.accepted_logs.update(event_ids(answer))
                 else:
                     self.report.refused[status] += 1
             if shot.idempotent:
@@ -259,6 +280,8 @@ class Traffic:
                 if first is None:
                     first = ids
                     self.report.accepted.update(ids)
+                    if shot.path == LOG_PATH:
+                        self.report.accepted_logs.update(ids)
                 elif ids != first:
                     self.report.replay_mismatches += 1
                     self.report.accepted.update(ids)
@@ -284,6 +307,8 @@ class Soak:
         receiver_port = free_port()
         proxy = FaultProxy(f"http://127.0.0.1:{receiver_port}", self.plan.faults, seed=self.plan.seed).start()
         proxy.enabled = False  # no faults while the stack checks it is up
+        self.loki = StrictLoki().start()
+        loki_sink = {"name": "loki", "type": "loki", "url": self.loki.url, "signals": ["log"]}
         options = StackOptions(
             edge_port=free_port(),
             receiver_port=receiver_port,
@@ -297,6 +322,7 @@ class Soak:
                 "LOOKOUT_EDGE_FORWARD_READ_TIMEOUT": str(self.plan.read_timeout),
                 "LOOKOUT_EDGE_RETRY_BASE_SECONDS": "1",
                 "LOOKOUT_EDGE_RETRY_MAX_SECONDS": "1",
+                "LOOKOUT_EDGE_SINKS": json.dumps([loki_sink]),
             },
         )
         self.log_path = self.workdir / "stack.log"
@@ -321,6 +347,7 @@ class Soak:
                     poller.wait()
                 stack.stop()
                 proxy.stop()
+                self.loki.stop()
                 drop_database(LOCAL_SERVER_URL, self.receiver_db)
                 if self.report.ok:
                     shutil.rmtree(self.workdir, ignore_errors=True)
@@ -351,6 +378,7 @@ class Soak:
         traffic = Traffic(stack, stack.demo_key or "", self.plan, self.report).start()
         kill_points = [0.5 + 0.3 * i / max(1, self.plan.restarts) for i in range(self.plan.restarts)]
         window_end: float | None = None
+        outage: threading.Thread | None = None
         next_progress = time.monotonic() + 30
         next_depth = 0.0
         while not traffic.done() or (window_end and time.monotonic() < window_end):
@@ -363,6 +391,9 @@ class Soak:
             if window_end and proxy.wrong_token and time.monotonic() >= window_end:
                 proxy.wrong_token = False
                 self.say("wrong-token window closes")
+            if outage is None and progress >= 0.6:
+                outage = threading.Thread(target=self._loki_outage, daemon=True)
+                outage.start()
             if kill_points and progress >= kill_points[0]:
                 kill_points.pop(0)
                 stack.restart("forwarder")
@@ -378,6 +409,17 @@ class Soak:
             time.sleep(0.1)
         proxy.wrong_token = False
         self.say(f"traffic done: {self.report.attempted} requests, {len(self.report.accepted)} events accepted")
+
+    def _loki_outage(self) -> None:
+        """Loki answers 503 for `sink_outage_seconds`, and until it refused a push at least (the
+        forwarder runs behind the traffic: the outage must meet deliveries, not requests)."""
+        self.loki.down = 503
+        self.say(f"Loki sink down (503) for {self.plan.sink_outage_seconds:g} s")
+        ends = time.monotonic() + self.plan.sink_outage_seconds
+        while (time.monotonic() < ends or not self.loki.refusals) and time.monotonic() < self.deadline:
+            time.sleep(0.2)
+        self.loki.down = None
+        self.say(f"Loki sink back after refusing {self.loki.refusals} pushes")
 
     @staticmethod
     def _depth(stack: DevStack) -> int:
@@ -423,6 +465,12 @@ class Soak:
             self.report.lost_after_redrive = len(missing)
             self.report.duplicated_after_redrive = duplicated
             self.report.left_in_dlq = len(dlq)
+            lines = Counter(json.loads(line)["event_id"] for _, line in self.loki.lines())
+            logs = self.report.accepted_logs
+            self.report.in_loki = len(logs & lines.keys())
+            self.report.lost_at_loki = len(logs - lines.keys())
+            self.report.duplicated_at_loki = sum(1 for n in lines.values() if n > LOG_ENTRIES)
+            self.report.loki_outage_refusals = self.loki.refusals
 
     def _stored_rows(self) -> list[tuple[str, int]]:
         """(event_id, times_seen) of every row in the receiver's events table."""
@@ -486,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--pollers", type=int, default=3)
     parser.add_argument("--wrong-token-seconds", type=float, default=60.0)
+    parser.add_argument("--sink-outage-seconds", type=float, default=120.0, help="how long the Loki sink is down")
     parser.add_argument("--restarts", type=int, default=3)
     parser.add_argument("--time-limit", type=float, default=2700.0, help="stop and fail after this many seconds")
     parser.add_argument("--seed", type=int, default=1)
@@ -499,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
         clients=args.clients,
         pollers=args.pollers,
         wrong_token_seconds=args.wrong_token_seconds,
+        sink_outage_seconds=args.sink_outage_seconds,
         read_timeout=0.5,
         visibility_timeout=20,
         restarts=args.restarts,
