@@ -51,10 +51,15 @@ STACK_ENVIRONMENT = {
     ENV_NAMES["token_param"]: {"Ref": "EdgeTokenParameterName"},
     ENV_NAMES["db_url_param"]: {"Ref": "DbUrlParameterName"},
     ENV_NAMES["tail_api_key_param"]: {"Ref": "TailApiKeyParameterName"},
+    ENV_NAMES["sinks_param"]: {"Fn::If": ["HasSinksParameter", {"Ref": "SinksParameterName"}, {"Ref": "AWS::NoValue"}]},
     ENV_NAMES["home_region"]: {"Ref": "HomeRegion"},
 }
 # `OnlyIf` options the stack decides with a condition (Tracing is decided when rendering).
-STACK_OPTIONS = {"SecretsKmsKey": "HasSecretsKmsKey", "HomeRegion": "HasHomeRegion"}
+STACK_OPTIONS = {
+    "SecretsKmsKey": "HasSecretsKmsKey",
+    "HomeRegion": "HasHomeRegion",
+    "SinksParameter": "HasSinksParameter",
+}
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9:]+)\}")
 ACCOUNT = re.compile(r"^\d{12}$")
 REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
@@ -211,6 +216,10 @@ def render_stage(
         if home_region:
             enabled.add("HomeRegion")
             values["HomeRegion"] = home_region
+        sinks_param = stage_info["environment"].get(ENV_NAMES["sinks_param"])
+        if sinks_param:
+            enabled.add("SinksParameter")
+            values["SinksParameterName"] = _parameter_name(stage_info["environment"], ENV_NAMES["sinks_param"])
         if kms_key_arn:
             enabled.add("SecretsKmsKey")
             values["SecretsKmsKeyArn"] = kms_key_arn

@@ -202,3 +202,30 @@ def test_each_sink_has_its_own_metrics(aws: StackNames, dest: Destinations, caps
     assert by_sink[None]["forwarded"] == [2.0] and by_sink[None]["requeued"] == [1.0]
     dimensions = by_sink["tempo"]["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
     assert ["sink", "service"] in dimensions
+
+
+def test_a_sink_that_crashes_parks_its_events_for_itself_alone(
+    aws: StackNames, dest: Destinations, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib.forward.sinks import loki
+
+    def broken_mapping(envelopes):
+        raise TypeError("unexpected payload shape")
+
+    monkeypatch.setattr(loki, "push_body", broken_mapping)
+    message = log_message(3)
+    enqueue(aws.queue_url, [message])
+
+    assert forward(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
+
+    assert lookout_ids(dest.lookout) == [message["event_id"]]
+    (dead,) = boto3.client("sqs", region_name=REGION).receive_message(
+        QueueUrl=aws.dlq_url, MessageAttributeNames=["All"]
+    )["Messages"]
+    attributes = {k: v["StringValue"] for k, v in dead["MessageAttributes"].items()}
+    assert (attributes["dlq_sinks"], attributes["dlq_reason"], attributes["delivered_to"]) == (
+        "loki",
+        "sink_error",
+        "lookout",
+    )
+    assert attributes["dlq_error"] == "TypeError in sink loki"

@@ -158,12 +158,15 @@ def test_cloudformation_policies_take_every_arn_from_the_stack(chalice_dir: Path
         assert set(re.findall(r"\$\{([A-Za-z0-9:]+)\}", text)) <= known
         statements = policy(chalice_dir, "prod", function)["Statement"]
         conditional = [s for s in statements if "Fn::If" in s]
-        expected = ["HasHomeRegion"] if function == "api_handler" else ["HasSecretsKmsKey"]
+        expected = {
+            "api_handler": ["HasHomeRegion"],
+            "forward_events": ["HasSinksParameter", "HasSecretsKmsKey"],
+        }.get(function, ["HasSecretsKmsKey"])
         assert [s["Fn::If"][0] for s in conditional] == expected
         for statement in statements:
             body = statement["Fn::If"][1] if "Fn::If" in statement else statement
             assert all("*" not in action for action in body["Action"])
-    assert set(template["Conditions"]) >= {"HasSecretsKmsKey", "HasHomeRegion"}
+    assert set(template["Conditions"]) >= {"HasSecretsKmsKey", "HasHomeRegion", "HasSinksParameter"}
 
 
 def test_every_placeholder_in_the_policy_source_has_a_value() -> None:
@@ -193,3 +196,16 @@ def test_the_config_turns_off_policy_autogeneration_and_names_a_file_per_functio
         assert {fn: functions[fn]["iam_policy_file"] for fn in FUNCTIONS} == {
             fn: f"policy-{stage}-{fn}.json" for fn in FUNCTIONS
         }
+
+
+def test_a_stage_with_sinks_in_ssm_lets_the_forwarder_read_them(chalice_dir: Path) -> None:
+    config_path = chalice_dir / "config.json"
+    config = json.loads(config_path.read_text())
+    config["stages"]["prod"]["environment_variables"]["LOOKOUT_EDGE_SINKS_PARAM"] = "/lookout-edge/prod/sinks"
+    config_path.write_text(json.dumps(config))
+    render_stage(chalice_dir, "prod", account=ACCOUNT, region=REGION)
+    granted = grants(policy(chalice_dir, "prod", "forward_events"))
+    assert granted["ssm:GetParameter"] == {
+        ARN.format("ssm", "parameter/lookout-edge/prod/ingest-edge-token"),
+        ARN.format("ssm", "parameter/lookout-edge/prod/sinks"),
+    }

@@ -29,7 +29,7 @@ from typing import Any
 from chalicelib.forward import settle
 from chalicelib.forward.records import Record, parse_records
 from chalicelib.forward.sinks import registry
-from chalicelib.forward.sinks.base import Outcome, OutcomeKind, Reason, Sink
+from chalicelib.forward.sinks.base import Outcome, OutcomeKind, Reason, Sink, rejected
 from chalicelib.runtime.config import ConfigError, settings
 from chalicelib.runtime.observability import NAMESPACE, count, logger
 
@@ -118,8 +118,15 @@ def deliver(
 
 
 def _timed(sink: Sink, pending: list[int], records: Sequence[Record]) -> tuple[list[Outcome], float]:
+    """The sink's outcomes and how long it took. A sink that raises (its own bug, say a payload
+    its mapping did not expect) refuses the batch: the events are dead-lettered for that sink
+    alone, to be redriven once it is fixed, and the other destinations' outcomes still count."""
     started = time.perf_counter()
-    answered = sink.deliver([records[i].envelope for i in pending])  # type: ignore[misc]
+    try:
+        answered = sink.deliver([records[i].envelope for i in pending])  # type: ignore[misc]
+    except Exception as exc:
+        logger(SERVICE).exception("sink failed", extra={"sink": sink.name, "error": type(exc).__name__})
+        answered = [rejected(Reason.SINK_ERROR, error=f"{type(exc).__name__} in sink {sink.name}")] * len(pending)
     return answered, (time.perf_counter() - started) * 1000
 
 

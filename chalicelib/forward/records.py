@@ -18,7 +18,7 @@ from chalicelib.forward.sinks.base import Envelope, Outcome, OutcomeKind, Reason
 # and those that refused it for good (a `dlq_` attribute: a redrive strips it, so they are).
 DELIVERED_TO = "delivered_to"
 REFUSALS = "dlq_refusals"
-REFUSAL_REASONS = frozenset({Reason.REJECTED.value, Reason.BATCH_REJECTED.value})
+REFUSAL_REASONS = frozenset({Reason.REJECTED.value, Reason.BATCH_REJECTED.value, Reason.SINK_ERROR.value})
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ class Reason(Enum):
     BATCH_REJECTED = "batch_rejected"  # the destination refused the whole request
     MALFORMED = "malformed"  # the queue message is not one: never sent anywhere
     NO_DESTINATION = "no_destination"  # no configured destination takes its signal
+    SINK_ERROR = "sink_error"  # the sink's own code failed on this batch (a mapping bug): parked, not looped
     # Left on the queue for a later try.
     TIMEOUT = "timeout"
     CONNECTION = "connection"
