@@ -92,13 +92,13 @@ def run_sync(args: argparse.Namespace) -> int:
 
 
 def run_get(args: argparse.Namespace) -> int:
-    from chalicelib.edge.keys import hash_key
+    from chalicelib.contract.keys_item import hash_key, table_key
     from chalicelib.runtime.aws import client
     from chalicelib.runtime.config import settings
 
     table = settings().keys_table
     key_hash = hash_key(args.raw_key)
-    response = client("dynamodb").get_item(TableName=table, Key={"key_hash": {"S": key_hash}}, ConsistentRead=True)
+    response = client("dynamodb").get_item(TableName=table, Key=table_key(key_hash), ConsistentRead=True)
     item = response.get("Item")
     if not item:
         print(f"no item for this key (key_hash {key_hash}) in {table}; is it live and synced?", file=sys.stderr)

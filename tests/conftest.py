@@ -11,7 +11,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from chalicelib.edge.keys import hash_key
+from chalicelib.contract.keys_item import hash_key
 from chalicelib.runtime import container
 from chalicelib.runtime.config import ENV_NAMES
 from edgectl.resources import StackNames, create_resources

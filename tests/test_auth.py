@@ -2,9 +2,9 @@ import base64
 
 import pytest
 
+from chalicelib.contract.keys_item import KeyRecord
 from chalicelib.contract.signals import SIGNALS
 from chalicelib.edge.auth import extract_api_key, ip_allowed, signal_enabled
-from chalicelib.edge.keys import KeyRecord
 
 
 def basic(user: str, password: str = "") -> str:

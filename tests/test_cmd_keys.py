@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from chalicelib.edge.keys import hash_key
+from chalicelib.contract.keys_item import hash_key
 from chalicelib.keysync import job as keysync_job
 from chalicelib.runtime.config import settings
 from chalicelib.runtime.observability import metrics

@@ -1,6 +1,7 @@
 import pytest
 
-from chalicelib.edge.keys import KeyCache, KeyRecord, KeyStoreUnavailable, fetch_key_item, hash_key
+from chalicelib.contract.keys_item import KeyRecord, fetch_key_item, hash_key
+from chalicelib.edge.keys import KeyCache, KeyStoreUnavailable
 from tests.conftest import Clock, key_item
 
 

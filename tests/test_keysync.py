@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.edge.keys import KeyRecord, hash_key
+from chalicelib.contract.keys_item import KeyRecord, content_hash, hash_key
 from chalicelib.keysync.plan import (
     MASS_DELETE_FLOOR,
     BadRow,
@@ -14,7 +14,6 @@ from chalicelib.keysync.plan import (
     DuplicateKey,
     SyncPlanner,
     SyncResult,
-    content_hash,
     item_from_row,
     judge_deletes,
     missing_columns,

@@ -16,7 +16,8 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib.edge.keys import hash_key, key_cache
+from chalicelib.contract.keys_item import hash_key
+from chalicelib.edge.keys import key_cache
 from chalicelib.keysync.job import SERVICE, BatchWriter, WriteFailed, run, scan_content_hashes, sync_rows
 from chalicelib.keysync.plan import DeleteVerdict, SyncResult
 from chalicelib.keysync.source_mysql import DEFAULT_KEYS_QUERY, connect, stream_rows

@@ -21,7 +21,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from chalicelib.edge.keys import hash_key
+from chalicelib.contract.keys_item import hash_key
 from chalicelib.runtime import aws as aws_clients
 from edgectl.devstack import free_port
 from edgectl.lambda_shim import poll_once

@@ -17,10 +17,10 @@ import boto3
 import pytest
 
 from chalicelib.contract.errors import EdgeError
+from chalicelib.contract.keys_item import hash_key
 from chalicelib.edge import pipeline
 from chalicelib.edge.bodies import MAX_DECODED_BYTES
 from chalicelib.edge.decoders.sdk_json import decode
-from chalicelib.edge.keys import hash_key
 from edgectl.lambda_shim import api_gateway_event
 from tests.conftest import REGION, drain_queue
 from tests.test_ingest import invoke

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+from chalicelib.contract.keys_item import KeyRecord
 from chalicelib.contract.signals import Signal
-from chalicelib.edge.keys import KeyRecord
 
 
 def extract_api_key(headers: Mapping[str, str], first_event: Any) -> str | None:

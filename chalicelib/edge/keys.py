@@ -1,64 +1,13 @@
-"""Project API keys: hashing, the DynamoDB item (CONTRACT §4), and the container cache."""
+"""The edge's key lookups: the container's cache over the keys table (the item: contract/keys_item.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
+from chalicelib.contract.keys_item import KeyRecord, fetch_key_item
 from chalicelib.runtime.container import per_container
 from chalicelib.runtime.ttl_cache import TtlCache
-
-
-def hash_key(raw_key: str) -> str:
-    """Lowercase hex SHA-256 of the raw key: the table's partition key."""
-    return hashlib.sha256(raw_key.encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class KeyRecord:
-    """What the edge knows about a key. Missing list → empty, missing flag → true."""
-
-    key_hash: str
-    project_id: str
-    organization_id: str
-    billing_ok: bool
-    key_id: str | None = None
-    ip_allowlist: tuple[str, ...] = ()
-    trace_enabled: bool = True
-    rum_enabled: bool = True
-    rate_limit_per_minute: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-
-    @classmethod
-    def from_item(cls, item: dict[str, dict[str, Any]]) -> KeyRecord:
-        """Read a low-level DynamoDB item (`{"S": ...}` attribute values)."""
-
-        def text(name: str) -> str | None:
-            value = item.get(name)
-            if value is None:
-                return None
-            return value.get("S", value.get("N"))
-
-        def flag(name: str, default: bool) -> bool:
-            value = item.get(name)
-            return default if value is None or "BOOL" not in value else bool(value["BOOL"])
-
-        allowlist = tuple(v["S"] for v in item.get("ip_allowlist", {}).get("L", []) if "S" in v)
-        limit = item.get("rate_limit_per_minute", {}).get("N")
-        return cls(
-            key_hash=item["key_hash"]["S"],
-            project_id=text("project_id") or "",
-            organization_id=text("organization_id") or "",
-            billing_ok=flag("billing_ok", True),
-            key_id=text("key_id"),
-            ip_allowlist=allowlist,
-            trace_enabled=flag("trace_enabled", True),
-            rum_enabled=flag("rum_enabled", True),
-            rate_limit_per_minute=int(float(limit)) if limit is not None else None,
-        )
 
 
 class KeyStoreUnavailable(Exception):
@@ -100,15 +49,6 @@ class KeyCache:
         if found.stale and self._on_stale is not None and found.error is not None:
             self._on_stale(key_hash, found.error)
         return found.value
-
-
-def fetch_key_item(table: str, key_hash: str) -> KeyRecord | None:
-    """One consistent-enough GetItem on the keys table (eventual consistency is fine)."""
-    from chalicelib.runtime.aws import client
-
-    response = client("dynamodb").get_item(TableName=table, Key={"key_hash": {"S": key_hash}})
-    item = response.get("Item")
-    return KeyRecord.from_item(item) if item else None
 
 
 @per_container

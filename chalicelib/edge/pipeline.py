@@ -25,10 +25,11 @@ from typing import Any
 
 from chalicelib.contract import envelope
 from chalicelib.contract.errors import EdgeError, bad_request, unavailable
+from chalicelib.contract.keys_item import KeyRecord, hash_key
 from chalicelib.contract.signals import Signal, check_event, check_event_count
 from chalicelib.edge import auth, enqueue, idempotency, ratelimit, remote_config
 from chalicelib.edge.decoders import Event, sdk_json
-from chalicelib.edge.keys import KeyRecord, KeyStoreUnavailable, hash_key, key_cache
+from chalicelib.edge.keys import KeyStoreUnavailable, key_cache
 from chalicelib.runtime.config import settings
 from chalicelib.runtime.observability import correlate, count, count_per_interval, logger
 

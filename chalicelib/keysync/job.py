@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from chalicelib.contract.keys_item import CONTENT_HASH, KEY_HASH, table_key
 from chalicelib.keysync.plan import (
     BadRow,
     DeleteVerdict,
@@ -56,11 +57,11 @@ def scan_content_hashes(table: str, dynamodb: Any) -> StoredHashes:
     paginator = dynamodb.get_paginator("scan")
     pages = paginator.paginate(
         TableName=table,
-        ProjectionExpression="key_hash, content_hash",
+        ProjectionExpression=f"{KEY_HASH}, {CONTENT_HASH}",
         PaginationConfig={"PageSize": 5000},
     )
     return StoredHashes(
-        (item["key_hash"]["S"], item.get("content_hash", {}).get("S", ""))
+        (item[KEY_HASH]["S"], item.get(CONTENT_HASH, {}).get("S", ""))
         for page in pages
         for item in page.get("Items", [])
     )
@@ -97,7 +98,7 @@ class BatchWriter:
         self._add({"PutRequest": {"Item": item}})
 
     def delete(self, key_hash: str) -> None:
-        self._add({"DeleteRequest": {"Key": {"key_hash": {"S": key_hash}}}})
+        self._add({"DeleteRequest": {"Key": table_key(key_hash)}})
 
     def _add(self, request: dict[str, Any]) -> None:
         self._pending.append(request)

@@ -7,14 +7,13 @@ message or an error.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from chalicelib.edge.keys import hash_key
+from chalicelib.contract.keys_item import CONTENT_HASH, KeyRecord, hash_key
 from chalicelib.keysync.stored_hashes import StoredHashes, fingerprint
 
 # Columns the key query must return (CONTRACT §7).
@@ -29,8 +28,6 @@ REQUIRED_COLUMNS = (
     "rum_enabled",
     "rate_limit_per_minute",
 )
-CONTENT_HASH = "content_hash"
-SYNCED_AT = "synced_at"
 # Below this many deletes the share rule does not apply: in a small table one
 # revocation is already "more than 10 %", and a revoked key must not stay live.
 MASS_DELETE_FLOOR = 10
@@ -63,25 +60,22 @@ def item_from_row(row: Mapping[str, Any], synced_at: int) -> dict[str, dict[str,
         raise BadRow(f"key_id={key_id}: api_key is empty")
     key_hash = hash_key(raw_key)
     try:
-        item: dict[str, dict[str, Any]] = {
-            "key_hash": {"S": key_hash},
-            "key_id": {"S": key_id},
-            "project_id": {"S": _text(row, "project_id", key_id)},
-            "organization_id": {"S": _text(row, "organization_id", key_id)},
-            # NULL = 'ok' is NULL in SQL: an unknown billing state is not ok.
-            "billing_ok": {"BOOL": _flag(row.get("billing_ok"), default=False)},
-            "ip_allowlist": {"L": [{"S": entry} for entry in parse_allowlist(row.get("ip_allowlist"), key_id)]},
-            "trace_enabled": {"BOOL": _flag(row.get("trace_enabled"), default=True)},
-            "rum_enabled": {"BOOL": _flag(row.get("rum_enabled"), default=True)},
-        }
         limit = row.get("rate_limit_per_minute")
-        if limit is not None:
-            item["rate_limit_per_minute"] = {"N": str(_whole_number(limit, key_id))}
+        record = KeyRecord(
+            key_hash=key_hash,
+            key_id=key_id,
+            project_id=_text(row, "project_id", key_id),
+            organization_id=_text(row, "organization_id", key_id),
+            # NULL = 'ok' is NULL in SQL: an unknown billing state is not ok.
+            billing_ok=_flag(row.get("billing_ok"), default=False),
+            ip_allowlist=tuple(parse_allowlist(row.get("ip_allowlist"), key_id)),
+            trace_enabled=_flag(row.get("trace_enabled"), default=True),
+            rum_enabled=_flag(row.get("rum_enabled"), default=True),
+            rate_limit_per_minute=_whole_number(limit, key_id) if limit is not None else None,
+        )
     except BadRow as exc:
         raise BadRow(str(exc), key_hash=key_hash) from None
-    item[CONTENT_HASH] = {"S": content_hash(item)}
-    item[SYNCED_AT] = {"N": str(int(synced_at))}
-    return item
+    return record.to_item(synced_at)
 
 
 def _whole_number(value: Any, key_id: str) -> int:
@@ -89,12 +83,6 @@ def _whole_number(value: Any, key_id: str) -> int:
         return int(value)
     except (TypeError, ValueError):
         raise BadRow(f"key_id={key_id}: rate_limit_per_minute is not a number") from None
-
-
-def content_hash(item: Mapping[str, Any]) -> str:
-    """SHA-256 of everything the edge reads: equal hashes mean nothing needs writing."""
-    content = {name: value for name, value in item.items() if name not in (CONTENT_HASH, SYNCED_AT)}
-    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def parse_allowlist(value: Any, key_id: str) -> list[str]:

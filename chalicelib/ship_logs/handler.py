@@ -18,7 +18,7 @@ from typing import Any
 
 from chalicelib.contract import cloudwatch_logs, envelope
 from chalicelib.contract.errors import EdgeError
-from chalicelib.edge.keys import KeyRecord, fetch_key_item, hash_key
+from chalicelib.contract.keys_item import KeyRecord, fetch_key_item, hash_key
 from chalicelib.runtime import sqs_batch, ssm
 from chalicelib.runtime.config import ConfigError, settings
 from chalicelib.runtime.container import per_container
