@@ -22,9 +22,9 @@ from chalicelib.forward.settle import (
     without_dlq_attributes,
 )
 from chalicelib.forward.sinks.base import OutcomeKind, Reason, delivered, duplicate, rejected, retry
-from chalicelib.forward.sinks.http import HttpAnswer
+from chalicelib.forward.sinks.http_post import HttpAnswer
 from chalicelib.forward.sinks.lookout import classify, request_body
-from chalicelib.runtime.http import parse_retry_after
+from chalicelib.runtime.http_pool import parse_retry_after
 
 
 def records_for(*messages: dict | str, receive_count: int = 1) -> list:

@@ -173,7 +173,7 @@ def fetch_from_lookout(raw_key: str, overrides: str | None) -> BackendConfig:
     """GET {backend}/api/config with the SDK's key and overrides, on the shared keep-alive pool."""
     import urllib3
 
-    from chalicelib.runtime import http
+    from chalicelib.runtime import http_pool
     from chalicelib.runtime.config import settings
 
     base = settings().backend_url
@@ -183,7 +183,7 @@ def fetch_from_lookout(raw_key: str, overrides: str | None) -> BackendConfig:
     if overrides is not None:
         headers["X-Lookout-Env-Overrides"] = overrides
     try:
-        response = http.pool(1.0, 2.0).request(
+        response = http_pool.pool(1.0, 2.0).request(
             "GET", base + CONFIG_PATH, headers=headers, redirect=False, retries=False
         )
     except (urllib3.exceptions.HTTPError, OSError):

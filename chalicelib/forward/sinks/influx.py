@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from chalicelib.forward.sinks.base import Envelope, Outcome
-from chalicelib.forward.sinks.http import HttpAnswer, post, split_when_too_large, whole_request_outcome
+from chalicelib.forward.sinks.http_post import HttpAnswer, post, split_when_too_large, whole_request_outcome
 from chalicelib.forward.sinks.mapping import (
     entries,
     label_value,

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from chalicelib.forward.sinks.base import Envelope, Outcome
-from chalicelib.forward.sinks.http import HttpAnswer, post, split_when_too_large, whole_request_outcome
+from chalicelib.forward.sinks.http_post import HttpAnswer, post, split_when_too_large, whole_request_outcome
 from chalicelib.forward.sinks.mapping import (
     label_value,
     otlp_attributes,

@@ -19,7 +19,7 @@ from typing import Any
 
 from chalicelib.contract.envelope import dumps
 from chalicelib.forward.sinks.base import Envelope, Outcome, Reason, delivered, duplicate, rejected, retry
-from chalicelib.forward.sinks.http import (
+from chalicelib.forward.sinks.http_post import (
     AUTH_STATUSES,
     HttpAnswer,
     error_text,

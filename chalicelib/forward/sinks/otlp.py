@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 
 from chalicelib.forward.sinks.base import Envelope, Outcome, Reason, rejected
-from chalicelib.forward.sinks.http import HttpAnswer, post, split_when_too_large, whole_request_outcome
+from chalicelib.forward.sinks.http_post import HttpAnswer, post, split_when_too_large, whole_request_outcome
 from chalicelib.forward.sinks.registry import SinkSpec
 
 # signal → (path, the export request's list)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from chalicelib.forward.sinks.base import Envelope, Outcome, Reason, delivered, rejected, retry, short
-from chalicelib.runtime import http
+from chalicelib.runtime import http_pool
 from chalicelib.runtime.config import settings
 
 AUTH_STATUSES = frozenset({401, 403})
@@ -35,7 +35,7 @@ class HttpAnswer:
 def post(url: str, body: bytes, headers: Mapping[str, str]) -> tuple[HttpAnswer, float]:
     """POST on the container's pool, no redirects, no hidden retries; (answer, elapsed ms)."""
     config = settings()
-    pool = http.pool(config.forward_connect_timeout, config.forward_read_timeout)
+    pool = http_pool.pool(config.forward_connect_timeout, config.forward_read_timeout)
     import urllib3
 
     started = time.perf_counter()
@@ -59,7 +59,7 @@ def transient_outcome(answer: HttpAnswer) -> Outcome:
     """401/403 (credentials can be fixed), 408, 429, 5xx and anything unexpected: try again later."""
     assert answer.status is not None
     reason = Reason.AUTH_FAILED if answer.status in AUTH_STATUSES else Reason.HTTP_STATUS
-    return retry(reason, answer.status, error_text(answer.body), http.parse_retry_after(answer.retry_after))
+    return retry(reason, answer.status, error_text(answer.body), http_pool.parse_retry_after(answer.retry_after))
 
 
 def whole_request_outcome(answer: HttpAnswer) -> Outcome:
