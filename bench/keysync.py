@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from bench.stack import ROOT, Stack, env_int, quiet_stdout, say
-from edgectl.lookoutdb import LOCAL_SERVER_URL, LookoutDatabase, create_database, drop_database
+from edgectl.lookout_fixture_db import LOCAL_SERVER_URL, LookoutDatabase, create_database, drop_database
 
 KEYS_PER_PROJECT = 10
 CHUNK = 5000

@@ -97,13 +97,13 @@ def run_dev_seed(args: argparse.Namespace) -> int:
     import pymysql
 
     from chalicelib.keysync.source_mysql import connect
-    from edgectl import lookoutdb
+    from edgectl import lookout_fixture_db
 
     try:
-        lookoutdb.drop_database(args.server_url, args.database)
-        url = lookoutdb.create_database(args.server_url, args.database)
+        lookout_fixture_db.drop_database(args.server_url, args.database)
+        url = lookout_fixture_db.create_database(args.server_url, args.database)
         with connect(url, streaming=False) as conn:
-            key = lookoutdb.insert_demo_key(conn, key_id=1, project_id=1, organization_id=1)
+            key = lookout_fixture_db.insert_demo_key(conn, key_id=1, project_id=1, organization_id=1)
             conn.commit()
     except pymysql.MySQLError as exc:
         print(f"dev-seed: cannot reach the database server ({exc.args[-1]}); is MariaDB running?", file=sys.stderr)

@@ -444,7 +444,7 @@ def _stored_demo_key(state_dir: Path) -> str:
     if path.exists():
         path.chmod(0o600)  # written world-readable by earlier versions
         return path.read_text().strip()
-    from edgectl.lookoutdb import new_raw_key
+    from edgectl.lookout_fixture_db import new_raw_key
 
     key = new_raw_key()
     write_private(path, key)

@@ -136,13 +136,13 @@ def http(aws: StackNames) -> Iterator[Any]:
 def lookout_db() -> Iterator[Any]:
     """A fresh, uniquely named MariaDB database (127.0.0.1:3306) with the CONTRACT §7 schema.
 
-    Yields an edgectl.lookoutdb.LookoutDatabase: `.url` (mysql://root:@127.0.0.1:3306/<db>),
+    Yields an edgectl.lookout_fixture_db.LookoutDatabase: `.url` (mysql://root:@127.0.0.1:3306/<db>),
     `.execute(sql, params)`, `.executemany`, `.query`, `.insert_key(...)` → raw key.
     The database is dropped afterwards.
     """
     import uuid
 
-    from edgectl.lookoutdb import LOCAL_SERVER_URL, LookoutDatabase, create_database, drop_database
+    from edgectl.lookout_fixture_db import LOCAL_SERVER_URL, LookoutDatabase, create_database, drop_database
 
     name = f"lookout_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     url = create_database(LOCAL_SERVER_URL, name)
@@ -169,7 +169,7 @@ class EndToEnd:
     def __init__(self) -> None:
         import uuid
 
-        from edgectl.lookoutdb import LOCAL_SERVER_URL, LookoutDatabase, create_database
+        from edgectl.lookout_fixture_db import LOCAL_SERVER_URL, LookoutDatabase, create_database
 
         suffix = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
         self.lookout_name, self.receiver_name = f"lookout_e2e_{suffix}", f"receiver_e2e_{suffix}"
@@ -188,7 +188,7 @@ class EndToEnd:
         import io
 
         from edgectl.devstack import DevStack, StackOptions, free_port
-        from edgectl.receiver_store import MySQLStore
+        from edgectl.receiver.store import MySQLStore
 
         projects = {key: self.PROJECTS[name][0] for name, key in self.keys.items()}
         options = StackOptions(
@@ -213,7 +213,7 @@ class EndToEnd:
         return self
 
     def stop(self) -> None:
-        from edgectl.lookoutdb import LOCAL_SERVER_URL, drop_database
+        from edgectl.lookout_fixture_db import LOCAL_SERVER_URL, drop_database
 
         if self.stack is not None:
             self.stack.stop()

@@ -301,7 +301,7 @@ class Soak:
         print(f"[soak {time.monotonic() - self.started:6.1f}s] {text}", file=self.out, flush=True)
 
     def run(self) -> SoakReport:
-        from edgectl.lookoutdb import LOCAL_SERVER_URL, drop_database
+        from edgectl.lookout_fixture_db import LOCAL_SERVER_URL, drop_database
 
         self.started = time.monotonic()
         receiver_port = free_port()

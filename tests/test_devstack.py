@@ -239,7 +239,7 @@ def _accept(stack: DevStack, n: int) -> list[str]:
 
 
 def _wait_stored(state_dir: Path, ids: list[str], timeout: float = 60.0) -> None:
-    from edgectl.receiver_store import SQLiteStore
+    from edgectl.receiver.store import SQLiteStore
 
     store = SQLiteStore(str(state_dir / "receiver.sqlite3"))
     try:

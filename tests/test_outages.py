@@ -199,7 +199,7 @@ def test_backend_down_all_run_dead_letters_everything_then_redrive_stores_each_o
 ) -> None:
     from edgectl import cli
     from edgectl.receiver import start_receiver
-    from edgectl.receiver_store import SQLiteStore
+    from edgectl.receiver.store import SQLiteStore
 
     queue_url, dlq_url = small_queues
     put_key(KEY)

@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 import urllib3
 
-from edgectl import receiver as receiver_module
-from edgectl.receiver import ReceiverHandle, merge_settings, start_receiver, validate_event
-from edgectl.receiver_store import MySQLStore, ReceiverStore, SQLiteStore
+from edgectl.receiver import ReceiverHandle, start_receiver
+from edgectl.receiver import app as receiver_module
+from edgectl.receiver.app import merge_settings, validate_event
+from edgectl.receiver.store import MySQLStore, ReceiverStore, SQLiteStore
 from tests import test_receiver_store
 from tests.test_receiver_store import job_finish, job_start, message, mysql_admin
 

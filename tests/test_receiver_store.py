@@ -10,7 +10,7 @@ from typing import Any
 import pymysql
 import pytest
 
-from edgectl.receiver_store import MySQLStore, ReceiverStore, RunUpdate, SQLiteStore
+from edgectl.receiver.store import MySQLStore, ReceiverStore, RunUpdate, SQLiteStore
 
 MYSQL_SERVER = "mysql://root:@127.0.0.1:3306"
 

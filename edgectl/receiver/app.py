@@ -1,54 +1,32 @@
-"""The reference Lookout receiver: `POST /api/ingest/edge` (CONTRACT §6) as a small real server.
+"""The receiver's logic: the Lookout side of CONTRACT §6 as `handle(Request) -> Response`, no sockets.
 
-Lookout implements this route in its own code. This module is the executable
-spec of that side, and the backend of the local stack and of the tests: it
-checks the edge token, validates each §5 message, stores every event once per
-`event_id`, turns `job`/`cron` events into runs and check-ins, serves the SDK's
-remote config (`GET /api/config`) and lets humans and tests look inside.
-
-Python API (the server runs in a background thread)::
-
-    from edgectl.receiver import start_receiver
-    from edgectl.receiver_store import SQLiteStore
-
-    with start_receiver(port=0, token="t", store=SQLiteStore(path), projects={"key": "42"}) as rx:
-        post to f"{rx.url}/api/ingest/edge" ...
-        rx.store.event(event_id); rx.set_project_settings("42", {"sample_rate": 0.5})
-        rx.config_failing = True  # /api/config answers 500
-
-To inject faults, replace `rx.app` with any object whose `handle(Request) -> Response`
-wraps the real one: the HTTP layer looks it up on every request.
-
-Command line: `python -m edgectl receiver --port 8001 --token T [--db mysql://... | --sqlite PATH]`.
+Checks the edge token, validates each §5 message, stores every event once per `event_id`,
+turns `job`/`cron` events into runs and check-ins and serves the SDK's remote config.
+`server.py` puts it on HTTP; `store.py` keeps what it received.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
 import logging
-import os
 import re
-import socket
-import tempfile
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote
 
 from chalicelib.contract.errors import EdgeError
 from chalicelib.contract.signals import SIGNALS
 from chalicelib.runtime.config import ENV_NAMES
-from edgectl.receiver_store import MySQLStore, ReceiverStore, SQLiteStore
+from edgectl.receiver.store import ReceiverStore
 
 log = logging.getLogger("edgectl.receiver")
+
 
 INGEST_PATH = "/api/ingest/edge"
 CONFIG_PATH = "/api/config"
@@ -315,230 +293,3 @@ class ReceiverApp:
 
     def _post_settings(self, request: Request, project_id: str) -> Response:
         return Response(200, self.set_project_settings(project_id, _json_body(request)))
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """HTTP/1.1 with keep-alive (the forwarder reuses connections) around `server.app.handle`."""
-
-    protocol_version = "HTTP/1.1"
-    server_version = "lookout-receiver"
-    timeout = 120  # an idle keep-alive connection is closed after this
-    disable_nagle_algorithm = True  # headers and body are two writes: without this, +40 ms per request
-    server: _ReceiverServer
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
-
-    def _serve(self) -> None:
-        started = time.perf_counter()
-        url = urlsplit(self.path)
-        response = self._read_and_handle(url.path, dict(parse_qsl(url.query)))
-        payload = json.dumps(response.body).encode()
-        self.send_response(response.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(payload)
-        events = "" if response.events is None else f" events={response.events}"
-        elapsed = (time.perf_counter() - started) * 1000
-        log.info("%s %s %d%s %.1fms", self.command, url.path, response.status, events, elapsed)
-
-    def _read_and_handle(self, path: str, query: dict[str, str]) -> Response:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self.close_connection = True
-            return Response(400, {"error": "length_required", "message": "send a Content-Length, not chunks"})
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if not 0 <= length <= MAX_BODY_BYTES:
-            self.close_connection = True  # the unread body would corrupt the next request
-            return Response(413, {"error": "payload_too_large", "message": f"at most {MAX_BODY_BYTES} bytes"})
-        body = self.rfile.read(length) if length else b""
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        return self.server.app.handle(Request(self.command, path, headers, query, body))
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # The base class logs raw request lines here; keep only its protocol errors, at debug level.
-        log.debug(format, *args)
-
-
-class _ReceiverServer(ThreadingHTTPServer):
-    """Tracks open connections so that `stop()` really cuts keep-alive clients (a backend outage)."""
-
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self, address: tuple[str, int], app: ReceiverApp):
-        super().__init__(address, _Handler)
-        self.app = app
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def cut_connections(self) -> None:
-        with self._open_lock:
-            sockets = list(self._open)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
-class ReceiverHandle:
-    """A running receiver: `url`, `port`, the `app` (replaceable, see module doc), its `store`, `stop()`.
-
-    `token`, `config_failing`, `set_project_settings` and `add_project_key` act on the
-    live app. The store belongs to the caller: `stop()` leaves it open.
-    """
-
-    def __init__(self, server: _ReceiverServer, thread: threading.Thread):
-        self._server = server
-        self._thread = thread
-        host, self.port = server.server_address[:2]
-        self.host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - comparing, not binding
-        self.url = f"http://{self.host}:{self.port}"
-
-    @property
-    def app(self) -> ReceiverApp:
-        return self._server.app
-
-    @app.setter
-    def app(self, app: Any) -> None:
-        self._server.app = app
-
-    @property
-    def store(self) -> ReceiverStore:
-        return self.app.store
-
-    @property
-    def token(self) -> str | None:
-        return self.app.token
-
-    @token.setter
-    def token(self, token: str | None) -> None:
-        self.app.token = token
-
-    @property
-    def config_failing(self) -> bool:
-        return self.app.config_failing
-
-    @config_failing.setter
-    def config_failing(self, failing: bool) -> None:
-        self.app.config_failing = failing
-
-    def set_project_settings(self, project_id: str, change: dict[str, Any]) -> dict[str, Any]:
-        return self.app.set_project_settings(project_id, change)
-
-    def add_project_key(self, api_key: str, project_id: str) -> None:
-        self.app.add_project_key(api_key, project_id)
-
-    def stop(self) -> None:
-        """Stop accepting, cut open connections, free the port."""
-        self._server.shutdown()
-        self._server.cut_connections()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> ReceiverHandle:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
-
-
-def start_receiver(
-    store: ReceiverStore,
-    token: str | None = None,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    projects: dict[str, str] | None = None,
-) -> ReceiverHandle:
-    """Serve a receiver in a background thread; `port=0` picks a free port (read `handle.port`)."""
-    server = _ReceiverServer((host, port), ReceiverApp(store, token, projects))
-    # A short poll interval: `stop()` returns within it (tests stop and start receivers often).
-    thread = threading.Thread(
-        target=server.serve_forever, args=(0.05,), name=f"receiver-{server.server_address[1]}", daemon=True
-    )
-    thread.start()
-    return ReceiverHandle(server, thread)
-
-
-# -- command line ------------------------------------------------------------------------------
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "receiver",
-        help="run the reference Lookout receiver (POST /api/ingest/edge) for local work and tests",
-        description="Serve the Lookout side of CONTRACT §6 until Ctrl-C. See docs/receiver.md.",
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8001)
-    parser.add_argument("--token", help=f"the edge token (default: ${TOKEN_ENV}; none → every ingest is 503)")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--db", metavar="MYSQL_URL", help="mysql://user:pass@host:port/db (created if missing)")
-    where.add_argument(
-        "--sqlite",
-        metavar="PATH",
-        default=os.path.join(tempfile.gettempdir(), "lookout-receiver.sqlite3"),
-        help="SQLite file (the default, in the temp directory)",
-    )
-    parser.add_argument(
-        "--project",
-        action="append",
-        default=[],
-        metavar="KEY=PROJECT_ID",
-        help="an API key allowed to read PROJECT_ID's /api/config (repeatable; visible in `ps`)",
-    )
-    parser.add_argument(
-        "--projects-file",
-        metavar="PATH",
-        help='JSON {"API_KEY": "PROJECT_ID", ...}: as --project, but the keys stay off the command line',
-    )
-    parser.set_defaults(run=run_receiver)
-
-
-def parse_projects(pairs: list[str]) -> dict[str, str]:
-    """`["KEY=42", ...]` → `{"KEY": "42"}`; split at the last "=" (project ids have none)."""
-    projects = {}
-    for pair in pairs:
-        key, sep, project_id = pair.rpartition("=")
-        if not sep or not key or not project_id:
-            raise SystemExit(f"--project wants KEY=PROJECT_ID, got {pair.split('=')[0][:4]}…")
-        projects[key] = project_id
-    return projects
-
-
-def run_receiver(args: Any) -> int:
-    import signal
-
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    store: ReceiverStore = MySQLStore(args.db) if args.db else SQLiteStore(args.sqlite)
-    token = args.token or os.environ.get(TOKEN_ENV) or None
-    projects = parse_projects(args.project)
-    if args.projects_file:
-        with open(args.projects_file) as file:
-            projects.update({str(key): str(project_id) for key, project_id in json.load(file).items()})
-    handle = start_receiver(store, token, args.host, args.port, projects)
-    log.info("receiver on %s, store %r, token %s", handle.url, store, "set" if token else "NOT set (503)")
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    with contextlib.suppress(KeyboardInterrupt):
-        stopping.wait()
-    handle.stop()
-    store.close()
-    return 0
