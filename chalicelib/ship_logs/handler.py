@@ -23,6 +23,7 @@ from chalicelib.runtime import sqs_batch, ssm
 from chalicelib.runtime.config import ConfigError, settings
 from chalicelib.runtime.container import per_container
 from chalicelib.runtime.observability import count, logger
+from chalicelib.runtime.ttl_cache import TtlCache
 
 SERVICE = "ship-logs"
 PATH = "cloudwatch-logs"  # the queue message's `path`: where the event came from
@@ -30,9 +31,13 @@ KEY_CACHE_SECONDS = 300.0
 
 
 @per_container
-def _key_cache() -> dict[str, tuple[KeyRecord, float]]:
-    """The tail key's record and when it was read (one entry: the current tail key)."""
-    return {}
+def _tail_keys() -> TtlCache[str, KeyRecord | None]:
+    """The tail key's usable record for a few minutes; an unknown or unusable one is read again each time."""
+    return TtlCache(
+        fresh_for=lambda record: KEY_CACHE_SECONDS if record is not None and record.billing_ok else 0.0,
+        stale_seconds=0.0,
+        max_size=1,
+    )
 
 
 class ShipFailed(RuntimeError):
@@ -115,15 +120,9 @@ def tail_key() -> KeyRecord:
     else:
         raise ConfigError("set LOOKOUT_EDGE_TAIL_API_KEY or LOOKOUT_EDGE_TAIL_API_KEY_PARAM")
     key_hash = hash_key(raw)
-    cache = _key_cache()
-    cached = cache.get(key_hash)
-    if cached and time.monotonic() - cached[1] < KEY_CACHE_SECONDS:
-        return cached[0]
-    record = fetch_key_item(config.keys_table, key_hash)
+    record = _tail_keys().get(key_hash, lambda: fetch_key_item(config.keys_table, key_hash)).value
     if record is None:
         raise ConfigError("the tail API key is not in the keys table (revoked, or not synced yet)")
     if not record.billing_ok:
         raise ConfigError("the tail API key's organization is not in good billing standing")
-    cache.clear()
-    cache[key_hash] = (record, time.monotonic())
     return record
