@@ -91,3 +91,16 @@ def test_no_module_is_named_like_a_standard_library_module():
         if part in sys.stdlib_module_names
     )
     assert clashes == []
+
+
+def test_only_runtime_builds_clients_and_pools_or_reads_ssm():
+    """One client per service, one HTTP pool and one SSM provider per container: built in runtime/ alone."""
+    builders = ("PoolManager", "SSMProvider", "create_client", "get_session", "boto3.client", "get_parameter")
+    outside = sorted(
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in modules()
+        if chalicelib_package(module_name(path)) != "runtime"
+        for name in builders
+        if name in path.read_text()
+    )
+    assert outside == []
