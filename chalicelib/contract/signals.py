@@ -109,7 +109,7 @@ _REGISTRY = (
 SIGNALS: dict[str, Signal] = {signal.name: signal for signal in _REGISTRY}
 # The words of `/api/ingest/{signal}`.
 NAMED_SIGNALS = frozenset(name for name, signal in SIGNALS.items() if signal.sdk_route)
-# Signal → the id the edge assigns (CONTRACT §5 `assigned_ids`), for the backend side (edgectl.receiver_store).
+# Signal → the id the edge assigns (CONTRACT §5 `assigned_ids`), for the backend side (edgectl.receiver.store).
 ASSIGNED_ID_FIELDS = {name: signal.id_field for name, signal in SIGNALS.items() if signal.id_field}
 
 
