@@ -44,7 +44,7 @@ def register(subparsers: Any) -> None:
 
 
 def make_edge_server(host: str, port: int, source_ip_header: str | None = None) -> Any:
-    """The real `app` behind Chalice's local gateway, served at the root as the DSN needs,
+    """The real `app` behind Chalice's local server (as a function URL hands it requests), served at the root,
     with the HTTP-level answers of the deployed API (edgectl.local_http).
 
     Chalice's local server keeps `current_request` per thread, so requests run concurrently.

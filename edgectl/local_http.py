@@ -1,4 +1,7 @@
-"""The edge over local HTTP: Chalice's local gateway, held to the contract the deployed API keeps.
+"""The edge over local HTTP: Chalice's local server, held to the contract the deployed API keeps.
+
+Requests reach the app as a Lambda function URL (the recommended front door, docs/deploy.md)
+hands them over: payload 2.0 events through `app`'s own front door.
 
 Chalice's dev server is close to API Gateway but not close enough for an edge whose
 clients only understand the contract: it logs query strings (`?api_key=...`) verbatim,
@@ -10,6 +13,7 @@ module fixes each of those in the local server only; nothing here runs deployed.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import re
@@ -17,8 +21,9 @@ import sys
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from chalice.local import ChaliceRequestHandler, LocalGatewayException, ThreadedHTTPServer
+from chalice.local import ChaliceRequestHandler, ThreadedHTTPServer
 
+LOCAL_SOURCE_IP = "127.0.0.1"
 # API Gateway's payload limit: a larger request never reaches the Lambda there either.
 MAX_BODY_BYTES = 10 * 1024 * 1024
 _QUERY = re.compile(r"\?[^\s\"']*")
@@ -156,16 +161,30 @@ class EdgeRequestHandler(ChaliceRequestHandler):
             message = f"{self.source_ip_header} must be an IPv4 or IPv6 address"
             self._send_json(400, {"error": "bad_request", "message": message})
             return
-        converter = self.local_gateway.event_converter
-        converter.LOCAL_SOURCE_IP = source_ip or type(converter).LOCAL_SOURCE_IP
-        try:
-            response = self.local_gateway.handle_request(self.command, self.path, headers, body)
-        except LocalGatewayException:
-            self._send_json(404, not_found_body(path))  # Chalice's "Missing Authentication Token"
-            return
-        out_headers = {**response["headers"], **response["multiValueHeaders"]}
-        response = self._handle_binary(response)
-        self._send_http_response(response["statusCode"], out_headers, response["body"])
+        self._send_v2_response(self._invoke_as_function_url(path, headers, body, source_ip))
+
+    def _invoke_as_function_url(
+        self, path: str, headers: dict[str, Any], body: bytes | None, source_ip: str | None
+    ) -> dict[str, Any]:
+        """The app, handed the event a Lambda function URL (the recommended front door) would
+        hand it: payload 2.0, base64 bodies, the client's address as `requestContext.http.sourceIp`.
+        The app's front door answers unknown routes and methods with the deployed JSON 404."""
+        from edgectl.lambda_shim import LambdaContext, function_url_event
+
+        query = self.path.split("?", 1)[1] if "?" in self.path else ""
+        event = function_url_event(
+            path, body, headers, source_ip=source_ip or LOCAL_SOURCE_IP, method=self.command, query=query
+        )
+        return self.local_gateway._app_object(event, LambdaContext("api_handler", 10, 512))
+
+    def _send_v2_response(self, response: dict[str, Any]) -> None:
+        headers: dict[str, Any] = dict(response.get("headers") or {})
+        if response.get("cookies"):
+            headers["Set-Cookie"] = list(response["cookies"])
+        body = response.get("body") or ""
+        if response.get("isBase64Encoded"):
+            body = base64.b64decode(body)
+        self._send_http_response(response["statusCode"], headers, body)
 
     def _take_source_ip(self, headers: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         """(headers without the opt-in source-IP header, its address); ValueError when it is not an IP."""

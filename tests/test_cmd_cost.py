@@ -20,7 +20,13 @@ from edgectl.cmd_cost import (
 )
 
 PRICES_NOW = load_prices()
-FIXED = {"edge_ms": 20.0, "forwarder_ms": 100.0, "architecture": "x86_64", "edge_log_bytes": 700}
+FIXED = {
+    "edge_ms": 20.0,
+    "forwarder_ms": 100.0,
+    "architecture": "x86_64",
+    "edge_log_bytes": 700,
+    "forwarder_log_bytes": 600,
+}
 
 
 def test_one_million_1kb_events_through_rest_api_by_hand():
@@ -114,7 +120,8 @@ def test_command_prints_aws_beside_cloudflare(capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "API Gateway REST" in out and "total Cloudflare" in out
-    assert f"{4.791458:.4f}" in out.split("total AWS")[1].splitlines()[0]
+    # forwarder log: 350 B per batch by default (600 B in FIXED above): 100k x 250 B x $0.50/GB less
+    assert f"{4.791458 - 0.0125:.4f}" in out.split("total AWS")[1].splitlines()[0]
 
 
 def test_measurements_come_from_the_newest_result_that_has_each(tmp_path):

@@ -34,8 +34,8 @@ class MalformedEvent(ValueError):
 class RouteTable:
     """Chalice route templates (`/api/ingest/{signal}`) matched against concrete paths.
 
-    As API Gateway does: literal segments win over captures, a capture takes one whole
-    segment, and a trailing slash is ignored.
+    As the REST API does: literal segments win over captures, a capture takes one whole
+    segment, and a path with an empty segment (`//api/ingest`, `/api/ingest/`) matches nothing.
     """
 
     def __init__(self, templates: Iterable[str]):
@@ -50,7 +50,12 @@ class RouteTable:
 
     def match(self, path: str) -> tuple[str, dict[str, str]] | None:
         """(template, captured path parameters) for `path`, or None when no route has its shape."""
-        segments = tuple(path.strip("/").split("/")) if path.strip("/") else ()
+        if path == "/":
+            segments: tuple[str, ...] = ()
+        else:
+            segments = tuple(path.split("/")[1:])
+            if not path.startswith("/") or "" in segments:
+                return None
         for parts, template in self._by_length.get(len(segments), ()):
             captured: dict[str, str] = {}
             for pattern, segment in zip(parts, segments, strict=True):
