@@ -11,6 +11,8 @@ from typing import Any
 import boto3
 import pytest
 from conftest import REGION, drain_queue
+from test_cloudwatch_logs import CONTROL as CONTROL_MESSAGE
+from test_cloudwatch_logs import data_message as cloudwatch_data_message
 
 from chalicelib.contract.envelope import decode_payload
 from chalicelib.runtime import container
@@ -27,29 +29,8 @@ def subscription_event(message: dict[str, Any]) -> dict[str, Any]:
     return {"awslogs": {"data": base64.b64encode(gzip.compress(json.dumps(message).encode())).decode()}}
 
 
-def data_message(*texts: str, first_id: int = 37_190_000_000_000_000) -> dict[str, Any]:
-    return {
-        "messageType": "DATA_MESSAGE",
-        "owner": "123456789012",
-        "logGroup": GROUP,
-        "logStream": STREAM,
-        "subscriptionFilters": ["lookout-ship-logs"],
-        "logEvents": [
-            {"id": str(first_id + i), "timestamp": 1764669600000 + i, "message": text} for i, text in enumerate(texts)
-        ],
-    }
-
-
-CONTROL_MESSAGE = {
-    "messageType": "CONTROL_MESSAGE",
-    "owner": "CloudwatchLogs",
-    "logGroup": "",
-    "logStream": "",
-    "subscriptionFilters": [],
-    "logEvents": [
-        {"id": "", "timestamp": 1764669600000, "message": "CWL CONTROL MESSAGE: Checking health of destination Lambda."}
-    ],
-}
+def data_message(*texts: str) -> dict[str, Any]:
+    return cloudwatch_data_message(list(texts), GROUP, STREAM)
 
 
 @pytest.fixture
