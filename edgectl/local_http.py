@@ -63,8 +63,8 @@ class BodyTooLarge(ValueError):
     """The request body is over MAX_BODY_BYTES."""
 
 
-class BadChunking(ValueError):
-    """A chunked body whose framing does not parse."""
+class BadFraming(ValueError):
+    """A body whose length or chunk framing does not parse."""
 
 
 def read_chunked(stream: Any, limit: int = MAX_BODY_BYTES) -> bytes:
@@ -75,14 +75,14 @@ def read_chunked(stream: Any, limit: int = MAX_BODY_BYTES) -> bytes:
         try:
             size = int(size_line.split(b";", 1)[0].strip(), 16)
         except ValueError:
-            raise BadChunking("chunk size is not hexadecimal") from None
+            raise BadFraming("chunk size is not hexadecimal") from None
         if size == 0:
             break
         if size < 0 or len(body) + size > limit:
             raise BodyTooLarge
         chunk = stream.read(size)
         if len(chunk) != size:
-            raise BadChunking("the body ended inside a chunk")
+            raise BadFraming("the body ended inside a chunk")
         body += chunk
         stream.readline(1024)  # the CRLF after the chunk
     while stream.readline(8192) not in (b"\r\n", b"\n", b""):
@@ -136,7 +136,7 @@ class EdgeRequestHandler(ChaliceRequestHandler):
         try:
             length = int(self.headers.get("content-length") or 0)
         except ValueError:
-            raise BadChunking("Content-Length is not a number") from None
+            raise BadFraming("Content-Length is not a number") from None
         if length > MAX_BODY_BYTES:
             raise BodyTooLarge
         return headers, (self.rfile.read(length) if length > 0 else None)
@@ -149,7 +149,7 @@ class EdgeRequestHandler(ChaliceRequestHandler):
         except BodyTooLarge:
             self._send_json(413, {"error": "payload_too_large", "message": "request body over 10 MiB"}, close=True)
             return
-        except BadChunking as exc:
+        except BadFraming as exc:
             self._send_json(400, {"error": "bad_request", "message": str(exc)}, close=True)
             return
         if not is_gateway_path(path):
