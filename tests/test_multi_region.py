@@ -17,6 +17,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from chalicelib.contract.keys_item import hash_key
+from chalicelib.edge import keys
 from edgectl import multi_region
 from edgectl.cli import main
 from edgectl.cmd_cost import MultiRegionExtra, RegionsInputs, load_prices, multi_region_extra
@@ -248,3 +250,77 @@ def test_each_region_accepts_into_its_own_queue_and_both_forwarders_deliver(regi
         lookout.stop()
     delivered = [(e["event_id"], e["payload"]["message"]) for seen in lookout.requests for e in seen.body["events"]]
     assert delivered == [(accepted[HOME], f"from {HOME}"), (accepted[FAR], f"from {FAR}")]
+
+
+def ingest(raw_key: str) -> tuple[int, dict[str, Any]]:
+    from tests.conftest import chalice_client
+
+    with chalice_client() as client:
+        answer = client.http.post(
+            "/api/ingest",
+            headers={"X-Api-Key": raw_key, "Content-Type": "application/json"},
+            body=json.dumps({"message": "hello"}),
+        )
+    return answer.status_code, json.loads(answer.body)
+
+
+def test_a_key_not_yet_replicated_is_found_in_the_home_region(regions: Regions) -> None:
+    from tests.conftest import key_item
+
+    table = regions.stacks[HOME].keys_table
+    regions.dynamodb(HOME).put_item(TableName=table, Item=key_item("brand-new", "101", "11"))  # not replicated
+    far = regions.enter(FAR)
+    status, body = ingest("brand-new")
+    assert status == 202, body
+    queued = regions.sqs(FAR).receive_message(QueueUrl=far.queue_url)["Messages"]
+    assert [json.loads(m["Body"])["event_id"] for m in queued] == [body["event_id"]]  # accepted in the far region
+    assert "Item" not in regions.dynamodb(FAR).get_item(TableName=table, Key={"key_hash": {"S": hash_key("brand-new")}})
+
+    regions.monkeypatch.delenv("LOOKOUT_EDGE_HOME_REGION")  # one region: no second lookup
+    reset_container_state()
+    assert ingest("brand-new")[0] == 401
+
+
+def test_a_double_miss_is_cached_briefly_then_the_home_table_is_asked_again(
+    regions: Regions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import Clock, key_item
+
+    table = regions.stacks[HOME].keys_table
+    regions.enter(FAR)
+    asked: list[str | None] = []
+    real = keys.fetch_key_item
+
+    def spy(table: str, key_hash: str, region: str | None = None) -> Any:
+        asked.append(region)
+        return real(table, key_hash, region)
+
+    monkeypatch.setattr(keys, "fetch_key_item", spy)
+    clock = Clock()
+    cache = keys.KeyCache(fetch=lambda h: keys.fetch_key(table, h, HOME), negative_ttl=10, clock=clock)
+    key_hash = hash_key("made-seconds-ago")
+    assert cache.get(key_hash) is None and asked == [None, HOME]  # local replica, then home
+
+    regions.dynamodb(HOME).put_item(TableName=table, Item=key_item("made-seconds-ago"))  # the sync wrote it
+    clock.now += 9
+    assert cache.get(key_hash) is None and len(asked) == 2  # the miss is still cached: nothing asked
+    clock.now += 2
+    record = cache.get(key_hash)
+    assert record is not None and record.project_id == "42" and asked[2:] == [None, HOME]
+
+    regions.enter(HOME)  # in the home region itself a miss is final: no second lookup
+    asked.clear()
+    assert keys.fetch_key(table, hash_key("nobody"), HOME) is None and asked == [None]
+
+
+def test_a_failed_home_lookup_is_a_miss_but_a_failed_local_one_is_an_outage(regions: Regions) -> None:
+    table = regions.stacks[HOME].keys_table
+    regions.dynamodb(HOME).delete_table(TableName=table)  # the home region's table does not answer
+    regions.enter(FAR)
+    status, body = ingest("unknown-key")
+    assert status == 401 and body["error"] == "invalid_api_key"
+
+    regions.dynamodb(FAR).delete_table(TableName=table)  # the local replica does not answer: 503
+    reset_container_state()
+    status, body = ingest("unknown-key")
+    assert status == 503 and body["error"] != "invalid_api_key"

@@ -103,9 +103,10 @@ def content_hash(item: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def fetch_key_item(table: str, key_hash: str) -> KeyRecord | None:
-    """One GetItem on the keys table (eventual consistency is fine); None when the key is unknown."""
+def fetch_key_item(table: str, key_hash: str, region: str | None = None) -> KeyRecord | None:
+    """One GetItem on the keys table (eventual consistency is fine); None when the key is unknown.
+    `region` None is the container's own (another one: a multi-region edge's home region)."""
     from chalicelib.runtime.aws import client
 
-    item = client("dynamodb").get_item(TableName=table, Key=table_key(key_hash)).get("Item")
+    item = client("dynamodb", region).get_item(TableName=table, Key=table_key(key_hash)).get("Item")
     return KeyRecord.from_item(item) if item else None

@@ -51,6 +51,33 @@ class KeyCache:
         return found.value
 
 
+def fetch_key(table: str, key_hash: str, home_region: str | None = None) -> KeyRecord | None:
+    """The local table first; in a multi-region edge, a miss is asked once more in the home
+    region, whose table the sync writes: a key created seconds ago may not have replicated here
+    yet (docs/multi-region.md). A failed home lookup counts as a miss: the local replica is this
+    region's truth, and a home outage must not turn every unknown key into a 503."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from chalicelib.runtime.aws import client
+    from chalicelib.runtime.observability import count, logger
+
+    record = fetch_key_item(table, key_hash)
+    if record is not None or not home_region or home_region == client("dynamodb").meta.region_name:
+        return record
+    try:
+        record = fetch_key_item(table, key_hash, home_region)
+    except (BotoCoreError, ClientError) as exc:
+        count("key_home_lookup_failed")
+        logger().warning(
+            "home region key lookup failed; answering from the local replica",
+            extra={"home_region": home_region, "reason": type(exc).__name__},
+        )
+        return None
+    if record is not None:
+        count("key_found_in_home_region")  # not replicated here yet: a steady count means lag
+    return record
+
+
 @per_container
 def key_cache() -> KeyCache:
     """The container's key cache, built on first use from the settings."""
@@ -58,7 +85,7 @@ def key_cache() -> KeyCache:
 
     conf = settings()
     return KeyCache(
-        fetch=lambda key_hash: fetch_key_item(conf.keys_table, key_hash),
+        fetch=lambda key_hash: fetch_key(conf.keys_table, key_hash, conf.home_region),
         ttl=conf.key_cache_ttl,
         negative_ttl=conf.key_negative_ttl,
         stale_ttl=conf.key_stale_ttl,
