@@ -1,7 +1,8 @@
 """`python -m bench` (`make bench`): every benchmark against one moto server, one table, one JSON file.
 
 Sizes come from the environment: BENCH_EDGE_N, BENCH_COLD_N, BENCH_FORWARD_BATCHES,
-BENCH_FORWARD_EVENTS, BENCH_LOAD_SECONDS, BENCH_LOAD_CONNECTIONS, BENCH_KEYS; BENCH_ONLY=edge,cold
+BENCH_FORWARD_EVENTS, BENCH_LOAD_SECONDS, BENCH_LOAD_CONNECTIONS, BENCH_KEYS, BENCH_FIREHOSE_RECORDS,
+BENCH_FIREHOSE_ROUNDS; BENCH_ONLY=edge,cold
 runs a subset. A benchmark that fails is reported as failed; the others still run.
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 
 from bench.stack import ROOT, say, start_stack
 
-SECTIONS = ("edge", "cold", "forwarder", "load", "keysync")  # key sync last: it rewrites the keys table
+SECTIONS = ("edge", "cold", "forwarder", "load", "firehose", "keysync")  # key sync last: it rewrites the keys table
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -146,6 +147,14 @@ def table(results: dict[str, Any]) -> str:
                 "",
                 f"{section['errors']} errors",
             )
+        elif name == "firehose":
+            row(
+                f"6 Firehose delivery, {section['records']} records gzip",
+                f"{section['seconds_median']:.2f} s",
+                f"<{section['target_seconds']:.0f} s",
+                "ok" if section["seconds_median"] < section["target_seconds"] else "MISSED",
+            )
+            row("  edge CPU per record", f"{section['edge_cpu_us_per_record']:.0f} µs")
         elif name == "keysync":
             for label, key in (("first", "first"), ("no change", "unchanged"), ("1 % changed", "one_percent_changed")):
                 if key not in section:

@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.contract import envelope
 from chalicelib.contract.errors import EdgeError, bad_request, unavailable
 from chalicelib.contract.keys_item import KeyRecord, hash_key
-from chalicelib.contract.signals import Signal, check_event, check_event_count
+from chalicelib.contract.signals import SIGNALS, Signal, check_event, check_event_count
 from chalicelib.edge import auth, enqueue, idempotency, ratelimit, remote_config
-from chalicelib.edge.decoders import Event, sdk_json
+from chalicelib.edge.decoders import Event, firehose, sdk_json
 from chalicelib.edge.keys import KeyStoreUnavailable, key_cache
 from chalicelib.runtime.config import settings
 from chalicelib.runtime.observability import correlate, count, count_per_interval, logger
@@ -69,10 +69,41 @@ def handle(request: IngestRequest, signal: Signal) -> Reply:
         return refusal(signal, error)
 
 
-def refusal(signal: Signal, error: EdgeError) -> Reply:
+def handle_delivery(request: IngestRequest, signal_name: str) -> Reply:
+    """`POST /api/firehose/{signal}`: 200 with the spec's body once every event is in SQS,
+    else the contract's status with `errorMessage`. Never raises EdgeError.
+
+    The delivery's request id is the log lines' correlation id (the spec asks endpoints to log it).
+    """
+    headers = request.headers
+    request_id = firehose.header_request_id(headers)
+    correlate(request_id or None)
+    try:
+        signal = SIGNALS.get(signal_name) if signal_name in firehose.SIGNALS else None
+        if signal is None:
+            raise EdgeError(404, "not_found", f"no Firehose route at {request.path}")
+        body = firehose.load_request(request.body, headers.get("content-encoding"))
+        request_id = firehose.request_id_of(body, headers)
+        delivery = firehose.decode_delivery(body, headers, signal.name)
+        accept_delivery(
+            request,
+            signal,
+            delivery.events,
+            api_key=(headers.get(firehose.ACCESS_KEY_HEADER) or "").strip() or None,
+            delivery_id=firehose.header_request_id(headers),
+            carried=firehose.carried_headers(headers),
+        )
+        return Reply(200, firehose.success_body(request_id))
+    except EdgeError as error:
+        reply = refusal(signal_name, error)
+        return Reply(reply.status, firehose.error_body(request_id, error), reply.headers)
+
+
+def refusal(signal: Signal | str, error: EdgeError) -> Reply:
     """The contract's answer to a refused request, counted and logged once."""
+    name = signal if isinstance(signal, str) else signal.name
     count(f"rejected_{error.status}")
-    logger().info("ingest refused", extra={"signal": signal.name, "status": error.status, "error": error.code})
+    logger().info("ingest refused", extra={"signal": name, "status": error.status, "error": error.code})
     return error_reply(error)
 
 
@@ -113,7 +144,13 @@ def accept(
     if idempotency_key is None:
         idempotency_key = (request.headers.get("idempotency-key") or "").strip() or None
     if idempotency_key:
-        body = _enqueue_once(conf, request, signal, record, events, idempotency_key, body)
+
+        def messages_for(stored: dict[str, Any]) -> list[enqueue.OutgoingMessage]:
+            if len(stored.get("event_ids") or [stored.get("event_id")]) != len(events):
+                raise EdgeError(422, "idempotency_mismatch", "this Idempotency-Key was used for a different request")
+            return build_messages(request, signal, record, events, stored, idempotency_key)
+
+        body = _enqueue_once(conf, record, idempotency_key, body, messages_for)
     else:
         messages = build_messages(request, signal, record, events, body, None)
         try:
@@ -128,6 +165,58 @@ def accept(
             extra={"signal": signal.name, "status": 202, "project_id": record.project_id, "event_ids": event_ids},
         )
     return body
+
+
+def accept_delivery(
+    request: IngestRequest,
+    signal: Signal,
+    events: list[Event],
+    *,
+    api_key: str | None,
+    delivery_id: str,
+    carried: Mapping[str, str],
+) -> None:
+    """A Firehose delivery (CONTRACT §9): checked and authenticated as `accept` does, then
+    every event durably enqueued, or EdgeError.
+
+    Unlike `accept`: up to 10,000 events (the decoder's cap), none at all is fine (a
+    delivery of CloudWatch Logs control messages), and the delivery's request id is its
+    idempotency key. The record keeps only the first attempt's time and the event count;
+    the event ids derive from them (`envelope.stable_ulids`), so a retry after a partial
+    enqueue sends what is missing under the same ids, and the record stays a few hundred
+    bytes whatever the delivery's size.
+    """
+    for event in events:
+        check_event(signal, event.payload, event.size, event.where)
+    first = events[0].payload if events else None
+    record = authenticate(request, signal, api_key or auth.extract_api_key(request.headers, first))
+    if not events:
+        return
+    conf = settings()
+    if record.rate_limit_per_minute is not None:
+        _enforce_rate_limit(conf.idempotency_table, record, len(events))
+
+    def messages_for(stored: dict[str, Any]) -> list[enqueue.OutgoingMessage]:
+        if stored.get("events") != len(events):
+            raise EdgeError(422, "idempotency_mismatch", "this request id was used for a different delivery")
+        ids = envelope.stable_ulids(delivery_id, stored["first_seen_ms"], len(events))
+        return build_messages(request, signal, record, events, {"event_ids": ids}, delivery_id, carried)
+
+    if delivery_id:
+        planned = {"first_seen_ms": firehose.now_ms(), "events": len(events)}
+        _enqueue_once(conf, record, f"firehose:{delivery_id}", planned, messages_for)
+    else:  # not Firehose itself: no request id to deduplicate by
+        reply = {"event_ids": [envelope.new_ulid() for _ in events]}
+        try:
+            _enqueue(conf.queue_url, build_messages(request, signal, record, events, reply, None, carried))
+        except enqueue.EnqueueFailed as failure:
+            raise _queue_down(failure) from None
+    count_per_interval("accepted", len(events))
+    if _sampled(conf.log_accepted_share):
+        logger().info(
+            "firehose delivery accepted",
+            extra={"signal": signal.name, "status": 200, "project_id": record.project_id, "events": len(events)},
+        )
 
 
 def _sampled(share: float) -> bool:
@@ -193,11 +282,16 @@ def build_messages(
     events: list[Event],
     reply: dict[str, Any],
     idempotency_key: str | None,
+    carried: Mapping[str, str] | None = None,
 ) -> list[enqueue.OutgoingMessage]:
-    """One queue message per event (CONTRACT §5), under the final ids of the 202 body `reply`."""
+    """One queue message per event (CONTRACT §5), under the final ids of the 202 body `reply`.
+
+    `headers` holds the request's `X-Lookout-*` headers and the door's `carried` ones.
+    """
     headers = request.headers
     received_at = envelope.utc_now_iso()
     sdk_headers = {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-lookout-")}
+    sdk_headers.update(carried or {})
     event_ids = reply.get("event_ids") or [reply["event_id"]]
     messages = []
     for event_id, event in zip(event_ids, events, strict=True):
@@ -244,20 +338,19 @@ def _enqueue(
 
 def _enqueue_once(
     conf: Any,
-    request: IngestRequest,
-    signal: Signal,
     record: KeyRecord,
-    events: list[Event],
     idempotency_key: str,
-    body: dict[str, Any],
+    planned: dict[str, Any],
+    messages_for: Callable[[dict[str, Any]], list[enqueue.OutgoingMessage]],
 ) -> dict[str, Any]:
     """Enqueue under an idempotency key: a replay returns the stored body and sends nothing.
 
-    The claim is taken with the planned 202 body; taking over a partial claim answers
-    with the stored body instead, and the messages are built once under its ids.
+    The claim is taken with the `planned` body; taking over a partial claim uses the
+    stored body instead. `messages_for(body)` builds the messages once under the ids the
+    body gives (and refuses a body that does not fit the request: 422).
     """
     try:
-        claim = idempotency.claim_or_wait(conf.idempotency_table, record.project_id, idempotency_key, body)
+        claim = idempotency.claim_or_wait(conf.idempotency_table, record.project_id, idempotency_key, planned)
     except idempotency.ClaimBusy:
         raise EdgeError(
             409, "idempotency_conflict", "a request with this Idempotency-Key is still being processed", retry_after=1
@@ -267,10 +360,7 @@ def _enqueue_once(
         raise unavailable("the idempotency store is unavailable; retry shortly") from None
     if claim.done:
         return claim.body
-    body = claim.body
-    if len(body.get("event_ids") or [body.get("event_id")]) != len(events):
-        raise EdgeError(422, "idempotency_mismatch", "this Idempotency-Key was used for a different request")
-    messages = build_messages(request, signal, record, events, body, idempotency_key)
+    messages = messages_for(claim.body)
     try:
         _enqueue(conf.queue_url, messages, frozenset(claim.sent))
     except enqueue.EnqueueFailed as failure:
@@ -283,7 +373,7 @@ def _enqueue_once(
         # replay after ABANDONED_AFTER seconds and resent under the same event ids, which
         # the backend stores once.
         logger().warning("could not mark the idempotency claim done", extra={"reason": type(exc).__name__})
-    return body
+    return claim.body
 
 
 def _release_quietly(table: str, claim: idempotency.Claim, sent: set[int]) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from chalice import Blueprint, Response
 
+from chalicelib.contract.errors import EdgeError
 from chalicelib.contract.signals import SIGNALS, Signal, sdk_route_signal
 from chalicelib.edge import cors, pipeline
+from chalicelib.edge.decoders import firehose
 from chalicelib.runtime.observability import logger, traced
 
 edge = Blueprint(__name__)
@@ -113,3 +115,18 @@ def ingest_unknown_nested(signal: str, rest: str) -> Response:
     """Unknown nested paths get the contract's JSON 404 instead of API Gateway's 403 (deeper
     ones too, through the stack's MISSING_AUTHENTICATION_TOKEN gateway response)."""
     return _ingest(f"/api/ingest/{signal}/{rest}", None)
+
+
+@edge.route("/api/firehose/{signal}", methods=["POST"], content_types=ANY_CONTENT)
+def firehose_delivery(signal: str) -> Response:
+    """Amazon Data Firehose HTTP endpoint deliveries (CONTRACT §9, docs/firehose.md)."""
+    request = current_ingest_request(f"/api/firehose/{signal}")
+    try:
+        with traced("firehose"):
+            reply = pipeline.handle_delivery(request, signal)
+    except Exception:
+        logger().exception("firehose delivery failed unexpectedly")
+        failure = EdgeError(500, "internal_error", "the edge failed; retry shortly")
+        request_id = firehose.header_request_id(request.headers)
+        reply = pipeline.Reply(500, firehose.error_body(request_id, failure))
+    return json_response(reply.status, reply.body, reply.headers)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,8 +24,8 @@ from typing import Any
 
 from chalicelib.contract import cloudwatch_logs
 from chalicelib.contract.errors import EdgeError, bad_request, too_large
-from chalicelib.contract.signals import SIGNALS as REGISTRY
 from chalicelib.edge.bodies import decode_content, parse_json
+from chalicelib.edge.decoders import Event
 
 SIGNALS = frozenset({"log", "error", "event", "metric", "security", "otlp", "otlp_logs", "otlp_metrics"})
 # Firehose's own bounds: a record's data is at most 1,000 KiB before base64 (PutRecord).
@@ -50,7 +50,7 @@ class Delivery:
     """A decoded delivery: its request id (echoed in every answer) and its events in order."""
 
     request_id: str
-    events: list[dict[str, Any]]
+    events: list[Event]
     records: int
 
 
@@ -95,16 +95,16 @@ def request_id_of(request: Mapping[str, Any], headers: Mapping[str, str]) -> str
 
 
 def decode_delivery(request: Mapping[str, Any], headers: Mapping[str, str], signal: str) -> Delivery:
-    """Every record → its events, each checked as `/api/ingest/{signal}` checks a body."""
+    """Every record → its events, in order; `pipeline.accept_delivery` checks each one."""
     records = request.get("records")
     if not isinstance(records, list):
         raise bad_request('"records" must be a JSON array')
     if len(records) > MAX_RECORDS:
         raise too_large(f"a delivery holds at most {MAX_RECORDS} records, got {len(records)}")
-    events: list[dict[str, Any]] = []
+    events: list[Event] = []
     for number, record in enumerate(records, start=1):
         try:
-            events.extend(decode_record(record, signal))
+            events.extend(decode_record(record, signal, f"record {number}"))
         except EdgeError as error:
             raise EdgeError(error.status, error.code, f"record {number}: {error.message}") from None
         if len(events) > MAX_EVENTS:
@@ -112,7 +112,7 @@ def decode_delivery(request: Mapping[str, Any], headers: Mapping[str, str], sign
     return Delivery(request_id=request_id_of(request, headers), events=events, records=len(records))
 
 
-def decode_record(record: Any, signal: str) -> list[dict[str, Any]]:
+def decode_record(record: Any, signal: str, where: str) -> list[Event]:
     """One record's events: none for an empty record or a CloudWatch Logs control message."""
     if not isinstance(record, dict) or not isinstance(record.get("data"), str):
         raise bad_request('a record must be an object with a base64 "data" string')
@@ -125,42 +125,26 @@ def decode_record(record: Any, signal: str) -> list[dict[str, Any]]:
     if cloudwatch_logs.is_gzip(data):
         if signal != "log":
             raise bad_request("CloudWatch Logs data belongs on /api/firehose/log")
-        return cloudwatch_logs.decode_log_payloads(data)
+        payloads = cloudwatch_logs.decode_log_payloads(data)
+        return [Event(payload, len(json.dumps(payload, separators=(",", ":"))), where) for payload in payloads]
     if not data.strip():
         return []
-    events = _json_events(data)
-    for event in events:
-        REGISTRY[signal].check(event)
-    return events
-
-
-def _json_events(data: bytes) -> list[Any]:
-    """One JSON document (a pretty-printed object may span lines), else NDJSON."""
     try:
-        return [parse_json(data)]
+        return [Event(parse_json(data), len(data), where)]
     except EdgeError:
         if b"\n" not in data.strip():
             raise
+    return _ndjson_events(data, where)
+
+
+def _ndjson_events(data: bytes, where: str) -> list[Event]:
+    """NDJSON: one event per non-blank line (a pretty-printed JSON object was tried first)."""
     events = []
     for number, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
-            events.append(parse_json(line))
+            events.append(Event(parse_json(line), len(line), f"{where} line {number}"))
         except EdgeError as error:
             raise bad_request(f"line {number}: {error.message}") from None
     return events
-
-
-def stable_event_ids(request_id: str, first_seen_ms: int, count: int) -> list[str]:
-    """ULIDs that a retry of the same delivery gets again: the time of its first attempt,
-    64 bits of the request id's hash and the event's position (≤ 65,535) as randomness.
-
-    So a retry after a partial enqueue resends the missing events under the ids they were
-    first given, and the backend, which stores an event id once, keeps each once.
-    """
-    from ulid import ULID
-
-    seed = int.from_bytes(hashlib.sha256(request_id.encode("utf-8", "surrogatepass")).digest()[:8], "big")
-    base = (first_seen_ms & (2**48 - 1)) << 80 | seed << 16
-    return [str(ULID.from_int(base | position)) for position in range(count)]
