@@ -25,9 +25,14 @@ TARGET = 1.00
 
 def child_seconds(kind: str, env: dict[str, str]) -> float:
     """One fresh interpreter; its own clock, from its first line to its first accepted event."""
-    done = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "bench.cold_child", kind],
-        cwd=ROOT,
+    return timed_child([sys.executable, "-m", "bench.cold_child", kind], env, ROOT)
+
+
+def timed_child(command: list[str], env: dict[str, str], cwd: Path) -> float:
+    """Run a child that prints `{"seconds": ...}` as its last stderr line; return that."""
+    done = subprocess.run(  # noqa: S603 - our own interpreter
+        command,
+        cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -127,20 +132,6 @@ def lambda_env(stack: Stack, python_path: list[Path]) -> dict[str, str]:
     }
 
 
-def lambda_child_seconds(program: str, env: dict[str, str], cwd: Path) -> float:
-    done = subprocess.run(  # noqa: S603 - our own interpreter
-        [sys.executable, "-S", "-c", program],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return float(json.loads(done.stderr.strip().splitlines()[-1])["seconds"])
-
-
 def lambda_like(stack: Stack, repeats: int) -> dict[str, Any]:
     """Cold start from the real artifact, as Lambda runs it, ÷ bare boto3 under the same conditions."""
     with tempfile.TemporaryDirectory(prefix="lookout-edge-lambda-") as tmp:
@@ -152,8 +143,8 @@ def lambda_like(stack: Stack, repeats: int) -> dict[str, Any]:
         edge_s: list[float] = []
         bare_s: list[float] = []
         for _ in range(repeats):
-            edge_s.append(lambda_child_seconds(LAMBDA_EDGE, edge_env, work))
-            bare_s.append(lambda_child_seconds(LAMBDA_BARE, bare_env, work))
+            edge_s.append(timed_child([sys.executable, "-S", "-c", LAMBDA_EDGE], edge_env, work))
+            bare_s.append(timed_child([sys.executable, "-S", "-c", LAMBDA_BARE], bare_env, work))
         logged = subprocess.run(  # noqa: S603 - our own interpreter
             [sys.executable, "-S", "-c", LAMBDA_LOG],
             cwd=work,

@@ -101,21 +101,15 @@ def http_api_event(
     joined), cookies taken out of the headers into `cookies`, a named stage in front of
     `rawPath`, bodies of binary or encoded content base64.
     """
-    lowered = {k.lower(): v for k, v in headers.items()}
-    cookie = lowered.pop("cookie", None)
-    event = _v2_event(
-        path if stage == "$default" else f"/{stage}{path}", body, lowered, source_ip, method, query, base64_body
-    )
-    event["routeKey"] = event["requestContext"]["routeKey"] = "$default"
-    event["requestContext"].update(
-        apiId="a1b2c3d4e5",
-        domainName="a1b2c3d4e5.execute-api.us-east-1.amazonaws.com",
-        domainPrefix="a1b2c3d4e5",
-        stage=stage,
-    )
-    if cookie:
-        event["cookies"] = [c.strip() for c in cookie.split(";")]
-    return event
+    raw_path = path if stage == "$default" else f"/{stage}{path}"
+    api = "a1b2c3d4e5"
+    door = {
+        "accountId": ACCOUNT,
+        "apiId": api,
+        "domainName": f"{api}.execute-api.{REGION}.amazonaws.com",
+        "stage": stage,
+    }
+    return _v2_event(raw_path, body, headers, source_ip, method, query, base64_body, door, keep_cookie_header=False)
 
 
 def function_url_event(
@@ -129,20 +123,9 @@ def function_url_event(
 ) -> dict[str, Any]:
     """A Lambda function URL event (payload 2.0, auth NONE): routeKey and stage `$default`,
     the `cookie` header kept beside `cookies`."""
-    lowered = {k.lower(): v for k, v in headers.items()}
-    event = _v2_event(path, body, lowered, source_ip, method, query, base64_body)
     url_id = "abcdefghijklmnopqrstuvwxyz012345"
-    event["routeKey"] = event["requestContext"]["routeKey"] = "$default"
-    event["requestContext"].update(
-        accountId="anonymous",
-        apiId=url_id,
-        domainName=f"{url_id}.lambda-url.{REGION}.on.aws",
-        domainPrefix=url_id,
-        stage="$default",
-    )
-    if "cookie" in lowered:
-        event["cookies"] = [c.strip() for c in lowered["cookie"].split(";")]
-    return event
+    door = {"accountId": "anonymous", "apiId": url_id, "domainName": f"{url_id}.lambda-url.{REGION}.on.aws"}
+    return _v2_event(path, body, headers, source_ip, method, query, base64_body, door, keep_cookie_header=True)
 
 
 def _v2_event(
@@ -153,20 +136,28 @@ def _v2_event(
     method: str,
     query: str,
     base64_body: bool | None,
+    door: dict[str, str],
+    keep_cookie_header: bool,
 ) -> dict[str, Any]:
+    """Payload 2.0 as both doors send it; `door` holds the requestContext fields that tell them apart."""
     from urllib.parse import parse_qs
 
+    headers = {k.lower(): v for k, v in headers.items()}
+    cookie = headers.get("cookie") if keep_cookie_header else headers.pop("cookie", None)
     if base64_body is None:
         content_type = headers.get("content-type", "")
         base64_body = "content-encoding" in headers or not content_type.startswith(_TEXT_TYPES)
     now = time.time()
     event: dict[str, Any] = {
         "version": "2.0",
+        "routeKey": "$default",
         "rawPath": raw_path,
         "rawQueryString": query,
         "headers": {"x-forwarded-for": source_ip, "x-forwarded-proto": "https", "x-forwarded-port": "443", **headers},
         "requestContext": {
-            "accountId": ACCOUNT,
+            "stage": "$default",
+            **door,
+            "domainPrefix": door["domainName"].split(".", 1)[0],
             "http": {
                 "method": method,
                 "path": raw_path,
@@ -175,11 +166,14 @@ def _v2_event(
                 "userAgent": headers.get("user-agent", ""),
             },
             "requestId": str(uuid.uuid4()),
+            "routeKey": "$default",
             "time": datetime.fromtimestamp(now, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000"),
             "timeEpoch": int(now * 1000),
         },
         "isBase64Encoded": bool(base64_body) and body is not None,
     }
+    if cookie:
+        event["cookies"] = [c.strip() for c in cookie.split(";")]
     if query:
         event["queryStringParameters"] = {k: ",".join(v) for k, v in parse_qs(query, keep_blank_values=True).items()}
     if body is not None:
