@@ -2,7 +2,7 @@
 
 Sizes come from the environment: BENCH_EDGE_N, BENCH_COLD_N, BENCH_FORWARD_BATCHES,
 BENCH_FORWARD_EVENTS, BENCH_LOAD_SECONDS, BENCH_LOAD_CONNECTIONS, BENCH_KEYS, BENCH_FIREHOSE_RECORDS,
-BENCH_FIREHOSE_ROUNDS; BENCH_ONLY=edge,cold
+BENCH_FIREHOSE_ROUNDS, BENCH_OTLP_SPANS_N; BENCH_ONLY=edge,cold
 runs a subset. A benchmark that fails is reported as failed; the others still run.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.stack import ROOT, say, start_stack
 
-SECTIONS = ("edge", "cold", "forwarder", "load", "firehose", "keysync")  # key sync last: it rewrites the keys table
+SECTIONS = ("edge", "cold", "otlp", "forwarder", "load", "firehose", "keysync")  # key sync last: it rewrites the keys table
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -117,6 +117,19 @@ def table(results: dict[str, Any]) -> str:
                 lines.append("  import time top (ms):")
                 for offender in like["import_offenders"]:
                     lines.append(f"    {offender['cumulative_ms']:8.1f}  {offender['module']}")
+        elif name == "otlp":
+            cold = section["cold"]
+            row(
+                "6 OTLP cold start: first 200 / first SDK 202",
+                f"{cold['otlp_ms_median']:.0f}/{cold['sdk_ms_median']:.0f} ms",
+            )
+            for spans, warm in section["warm"].items():
+                row(
+                    f"  warm CPU per span, {spans} spans/request",
+                    f"{warm['request_cpu_us_per_span']:.1f} µs",
+                    "",
+                    f"(decoder alone {warm['decode_cpu_us_per_span']:.1f} µs)",
+                )
         elif name == "forwarder":
             row("3 forwarder batch of 10 / 50 ms backend", f"{section['batch_ms_median']:.1f} ms")
             row(

@@ -1,4 +1,4 @@
-"""One cold start, run as a fresh process: `python -m bench.cold_child edge|bare`.
+"""One cold start, run as a fresh process: `python -m bench.cold_child edge|otlp|bare`.
 
 Prints one JSON line on stderr: seconds from the child's first line of code to its first
 accepted event (stdout carries the handler's log lines and is discarded by the parent).
@@ -25,6 +25,17 @@ def edge() -> None:
     invoke_edge(app, event)
 
 
+def otlp() -> None:
+    """Import the app and serve one protobuf `/v1/traces` request (its body made by the parent)."""
+    from bench.events import BODY_FILE_ENV, invoke_otlp, otlp_event
+
+    with open(os.environ[BODY_FILE_ENV], "rb") as body:
+        event = otlp_event(body.read())
+    from app import app
+
+    invoke_otlp(app, event)
+
+
 def bare() -> None:
     """The least a container that checks a key and enqueues could do: boto3, two clients, one
     GetItem, one SendMessage."""
@@ -42,5 +53,5 @@ def bare() -> None:
 
 
 if __name__ == "__main__":
-    {"edge": edge, "bare": bare}[sys.argv[1]]()
+    {"edge": edge, "otlp": otlp, "bare": bare}[sys.argv[1]]()
     print(json.dumps({"seconds": time.perf_counter() - STARTED}), file=sys.stderr)

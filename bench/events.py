@@ -29,3 +29,21 @@ def invoke_edge(app: Any, event: dict) -> None:
     response = app(event, None)
     if response["statusCode"] != 202:
         raise RuntimeError(f"edge answered {response['statusCode']}: {response['body']}")
+
+
+# The cold-start child reads its OTLP body from this file: building it would import protobuf,
+# the very cost the first OTLP request is measured for.
+BODY_FILE_ENV = "BENCH_OTLP_BODY_FILE"
+
+
+def otlp_event(body: bytes) -> dict:
+    """`POST /v1/traces` as the OpenTelemetry Collector sends it: protobuf, no Accept header."""
+    headers = {"Content-Type": "application/x-protobuf", "X-Api-Key": BENCH_KEY}
+    return api_gateway_event("/v1/traces", body, headers, base64_body=True)
+
+
+def invoke_otlp(app: Any, event: dict) -> None:
+    """One OTLP request through the Chalice app; anything but 200 is a broken benchmark."""
+    response = app(event, None)
+    if response["statusCode"] != 200:
+        raise RuntimeError(f"edge answered {response['statusCode']}: {response['body']}")
