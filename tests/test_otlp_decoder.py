@@ -117,6 +117,10 @@ def refused(kind, raw: bytes, content_type: str = PROTOBUF, encoding: str | None
     return info.value
 
 
+def payloads(decoded: otlp.Decoded) -> list[dict]:
+    return [event.payload for event in decoded.events]
+
+
 def spans_of(event: dict) -> list[dict]:
     return [span for rs in event["resourceSpans"] for ss in rs["scopeSpans"] for span in ss["spans"]]
 
@@ -127,7 +131,7 @@ def spans_of(event: dict) -> list[dict]:
 def test_protobuf_spans_become_otlp_json_with_hex_ids_string_int64_and_integer_enums():
     decoded = otlp.decode(otlp.TRACES, traces_request().SerializeToString(), PROTOBUF, None)
     assert (decoded.accepted, decoded.rejected, decoded.reason) == (1, 0, None)
-    [event] = decoded.events
+    [event] = payloads(decoded)
     span = spans_of(event)[0]
     assert span["traceId"] == "5b8efff798038103d269b633813fc60c"
     assert span["spanId"] == "0000000000000001"
@@ -139,7 +143,7 @@ def test_protobuf_spans_become_otlp_json_with_hex_ids_string_int64_and_integer_e
     # Only the ids are hex: other bytes keep the standard base64 of the JSON mapping.
     assert span["attributes"][1]["value"] == {"bytesValue": base64.b64encode(b"\x00\xffraw").decode()}
     assert event["resourceSpans"][0]["resource"]["attributes"][0]["value"] == {"stringValue": "checkout"}
-    assert decoded.sizes == [len(json.dumps(event, separators=(",", ":")))]
+    assert decoded.events[0].size == len(json.dumps(event, separators=(",", ":")))
 
 
 @pytest.mark.parametrize(
@@ -148,11 +152,11 @@ def test_protobuf_spans_become_otlp_json_with_hex_ids_string_int64_and_integer_e
 )
 def test_each_signal_matches_protobufs_json_mapping_with_hex_ids(kind, message):
     decoded = otlp.decode(kind, message.SerializeToString(), PROTOBUF, None)
-    assert decoded.events == [oracle(message)]
+    assert payloads(decoded) == [oracle(message)]
 
 
 def test_metrics_keep_exact_64_bit_values_and_non_finite_doubles_as_strings():
-    [event] = otlp.decode(otlp.METRICS, metrics_request().SerializeToString(), PROTOBUF, None).events
+    [event] = payloads(otlp.decode(otlp.METRICS, metrics_request().SerializeToString(), PROTOBUF, None))
     metrics = event["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
     point = metrics[0]["sum"]["dataPoints"][0]
     assert point["asInt"] == "9007199254740993"
@@ -166,7 +170,7 @@ def test_metrics_keep_exact_64_bit_values_and_non_finite_doubles_as_strings():
 def test_gzip_protobuf_is_decoded():
     raw = gzip.compress(traces_request().SerializeToString())
     decoded = otlp.decode(otlp.TRACES, raw, "application/x-protobuf", "gzip")
-    assert spans_of(decoded.events[0])[0]["traceId"] == TRACE_ID.hex()
+    assert spans_of(payloads(decoded)[0])[0]["traceId"] == TRACE_ID.hex()
 
 
 def test_an_empty_request_is_a_success_with_no_event():
@@ -178,7 +182,7 @@ def test_an_empty_request_is_a_success_with_no_event():
 def test_unknown_protobuf_fields_are_ignored():
     unknown = b"\xa8\x1f\x01"  # field 500, varint 1: from a newer OTLP
     decoded = otlp.decode(otlp.TRACES, traces_request().SerializeToString() + unknown, PROTOBUF, None)
-    assert decoded.events == [oracle(traces_request())]
+    assert payloads(decoded) == [oracle(traces_request())]
 
 
 # --- JSON in -----------------------------------------------------------------------------------
@@ -187,7 +191,7 @@ def test_unknown_protobuf_fields_are_ignored():
 def test_json_request_with_hex_ids_gives_the_same_event_as_protobuf():
     as_json = json.dumps(oracle(traces_request(2))).encode()
     decoded = otlp.decode(otlp.TRACES, as_json, "application/json; charset=utf-8", None)
-    assert decoded.events == [oracle(traces_request(2))]
+    assert payloads(decoded) == [oracle(traces_request(2))]
 
 
 def test_json_ids_are_case_insensitive_hex_and_enum_names_and_unknown_fields_are_tolerated():
@@ -212,7 +216,7 @@ def test_json_ids_are_case_insensitive_hex_and_enum_names_and_unknown_fields_are
             }
         ]
     }
-    [event] = otlp.decode(otlp.TRACES, json.dumps(body).encode(), "application/json", None).events
+    [event] = payloads(otlp.decode(otlp.TRACES, json.dumps(body).encode(), "application/json", None))
     assert spans_of(event) == [
         {"traceId": TRACE_ID.hex(), "spanId": SPAN_ID.hex(), "name": "n", "kind": 3, "startTimeUnixNano": "5"}
     ]
@@ -229,7 +233,7 @@ def test_json_with_base64_ids_is_400_naming_the_field():
 
 def test_json_log_and_exemplar_ids_are_hex_too():
     logs = oracle(logs_request())
-    assert otlp.decode(otlp.LOGS, json.dumps(logs).encode(), "application/json", None).events == [logs]
+    assert payloads(otlp.decode(otlp.LOGS, json.dumps(logs).encode(), "application/json", None)) == [logs]
     metrics = oracle(metrics_request())
     exemplar = metrics["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["sum"]["dataPoints"][0]["exemplars"][0]
     exemplar["spanId"] = base64.b64encode(SPAN_ID).decode()
@@ -293,7 +297,7 @@ def test_spans_without_valid_ids_are_rejected_and_the_rest_kept():
     decoded = otlp.decode(otlp.TRACES, request.SerializeToString(), PROTOBUF, None)
     assert (decoded.accepted, decoded.rejected) == (1, 2)
     assert "trace id" in decoded.reason and "span id" in decoded.reason
-    assert [span["spanId"] for span in spans_of(decoded.events[0])] == ["0000000000000002"]
+    assert [span["spanId"] for span in spans_of(payloads(decoded)[0])] == ["0000000000000002"]
 
 
 def test_every_span_rejected_leaves_no_event():
@@ -307,7 +311,7 @@ def test_log_records_with_malformed_ids_are_rejected_but_absent_ids_are_fine():
     request.resource_logs[0].scope_logs[0].log_records[0].trace_id = b"\x01" * 5
     decoded = otlp.decode(otlp.LOGS, request.SerializeToString(), PROTOBUF, None)
     assert (decoded.accepted, decoded.rejected) == (1, 1)
-    records = decoded.events[0]["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+    records = payloads(decoded)[0]["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
     assert records == [{"body": {"stringValue": "no trace context at all"}}]
 
 
@@ -333,13 +337,15 @@ def test_a_request_over_the_event_limit_is_cut_into_valid_requests_under_it():
     limit = 4000
     decoded = otlp.decode(otlp.TRACES, request.SerializeToString(), PROTOBUF, None, max_event_bytes=limit)
     assert len(decoded.events) > 2
-    for event, size in zip(decoded.events, decoded.sizes, strict=True):
-        assert size == len(json.dumps(event, separators=(",", ":"))) <= limit
+    for number, event in enumerate(decoded.events, start=1):
+        assert event.size == len(json.dumps(event.payload, separators=(",", ":"))) <= limit
+        assert event.where == f"part {number}"
         # each piece is itself an export request
-        assert otlp.decode(otlp.TRACES, json.dumps(event).encode(), "application/json", None).events == [event]
-    assert [span for event in decoded.events for span in spans_of(event)] == spans_of(whole)
+        again = otlp.decode(otlp.TRACES, json.dumps(event.payload).encode(), "application/json", None)
+        assert payloads(again) == [event.payload]
+    assert [span for event in payloads(decoded) for span in spans_of(event)] == spans_of(whole)
     # every piece keeps the resource its spans came from
-    for event in decoded.events:
+    for event in payloads(decoded):
         for resource_spans in event["resourceSpans"]:
             assert resource_spans["resource"] in [rs["resource"] for rs in whole["resourceSpans"]]
     assert (decoded.accepted, decoded.rejected) == (50, 0)
@@ -351,7 +357,7 @@ def test_an_item_alone_over_the_event_limit_is_rejected():
     decoded = otlp.decode(otlp.TRACES, request.SerializeToString(), PROTOBUF, None, max_event_bytes=3000)
     assert (decoded.accepted, decoded.rejected) == (1, 1)
     assert "limit" in decoded.reason
-    assert [span["name"] for event in decoded.events for span in spans_of(event)] == ["GET /items/0"]
+    assert [span["name"] for event in payloads(decoded) for span in spans_of(event)] == ["GET /items/0"]
 
 
 # --- answers -----------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 A route resolves its `Signal` from the registry and hands `pipeline.handle` an
 `IngestRequest`; an unknown `/api/ingest/...` word is the contract's JSON 404.
 Other doors (OTLP `/v1/*`, Firehose `/api/firehose/{signal}`) add their routes beside
-these, call their decoder, then `pipeline.accept`, and answer through `answer`.
+these, call their decoder, then `pipeline.accept`, and answer through `answer` (OTLP in
+its own encodings: protobuf or JSON, `google.rpc.Status` errors).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from chalice import Blueprint, Response
 
 from chalicelib.contract.errors import EdgeError
 from chalicelib.contract.signals import SIGNALS, Signal, sdk_route_signal
-from chalicelib.edge import cors, pipeline
-from chalicelib.edge.decoders import firehose
+from chalicelib.edge import auth, cors, pipeline
+from chalicelib.edge.decoders import firehose, otlp
 from chalicelib.runtime.observability import logger, traced
 
 edge = Blueprint(__name__)
@@ -130,3 +131,62 @@ def firehose_delivery(signal: str) -> Response:
         request_id = firehose.header_request_id(request.headers)
         reply = pipeline.Reply(500, firehose.error_body(request_id, failure))
     return json_response(reply.status, reply.body, reply.headers)
+
+
+# --- OTLP/HTTP (CONTRACT §10, docs/otlp.md) -------------------------------------------------
+
+
+@edge.route("/v1/traces", methods=INGEST_METHODS, content_types=ANY_CONTENT)
+def otlp_traces() -> Response:
+    return _otlp("/v1/traces")
+
+
+@edge.route("/v1/logs", methods=INGEST_METHODS, content_types=ANY_CONTENT)
+def otlp_logs() -> Response:
+    return _otlp("/v1/logs")
+
+
+@edge.route("/v1/metrics", methods=INGEST_METHODS, content_types=ANY_CONTENT)
+def otlp_metrics() -> Response:
+    return _otlp("/v1/metrics")
+
+
+def _otlp(path: str) -> Response:
+    """One OTLP/HTTP export: 200 with the Export*ServiceResponse once its events are in SQS,
+    or a google.rpc.Status; both in the request's encoding."""
+    request = edge.current_request
+    if request.method == "OPTIONS":
+        return preflight()
+    kind = otlp.KINDS[path]
+    signal = SIGNALS[kind.signal]
+    answer_type = otlp.answer_type(request.headers.get("content-type"))
+    headers = {"Content-Type": answer_type, **cors.response_headers(request.headers.get("origin"))}
+    try:
+        with traced("otlp"):
+            status, body = 200, _export(current_ingest_request(path), kind, signal, answer_type)
+    except EdgeError as error:
+        headers.update(pipeline.refusal(signal, error).headers)
+        status, body = error.status, otlp.status_body(error, answer_type)
+    except Exception:
+        logger().exception("otlp ingest failed unexpectedly")
+        status = 500
+        body = otlp.status_body(EdgeError(500, "internal_error", "the edge failed; retry shortly"), answer_type)
+    # Protobuf leaves base64-encoded as a binary type; JSON as text (see FrontDoorApp).
+    return Response(
+        body=body if answer_type == otlp.PROTOBUF else body.decode("utf-8"), status_code=status, headers=headers
+    )
+
+
+def _export(request: pipeline.IngestRequest, kind: otlp.OtlpKind, signal: Signal, answer_type: str) -> bytes:
+    """Decode, then accept the events (all of them durably, or an EdgeError); the success body.
+
+    A request with no items to store is still checked (key, billing, allowlist, flag):
+    the spec answers it with success, and a bad key must hear 401 all the same.
+    """
+    headers = request.headers
+    decoded = otlp.decode(kind, request.body, headers.get("content-type"), headers.get("content-encoding"))
+    if decoded.events:
+        pipeline.accept(request, signal, decoded.events, many=len(decoded.events) > 1)
+    else:
+        pipeline.authenticate(request, signal, auth.extract_api_key(headers, None))
+    return otlp.success_body(kind, answer_type, decoded.rejected, decoded.reason)

@@ -31,9 +31,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.contract.errors import EdgeError, bad_request, too_large, unsupported
+from chalicelib.contract.errors import EdgeError, bad_request, unsupported
 from chalicelib.contract.signals import MAX_EVENT_BYTES
-from chalicelib.edge.bodies import MAX_RAW_BYTES, decode_content, media_type, parse_json
+from chalicelib.edge.bodies import check_received_size, decode_content, media_type, parse_json
+from chalicelib.edge.decoders import Event
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -103,8 +104,7 @@ KINDS = {"/v1/traces": TRACES, "/v1/logs": LOGS, "/v1/metrics": METRICS}
 class Decoded:
     """A decoded export request: the events to queue and what was rejected."""
 
-    events: list[dict[str, Any]]
-    sizes: list[int]  # each event's JSON size in bytes
+    events: list[Event]  # each an export request in OTLP JSON, with its JSON size
     accepted: int  # items (spans, log records, data points) in the events
     rejected: int
     reason: str | None  # why items were rejected, for `partial_success.error_message`
@@ -126,17 +126,16 @@ def decode(
     kind_name = media_type(content_type)
     if kind_name not in _PROTOBUF_TYPES and kind_name != JSON:
         raise unsupported(f"content type {kind_name!r} is not OTLP/HTTP; send {PROTOBUF} or {JSON}")
-    if len(raw) > MAX_RAW_BYTES:
-        raise too_large(f"the request body is {len(raw)} bytes; the limit is {MAX_RAW_BYTES}")
+    check_received_size(raw)
     data = decode_content(raw, content_encoding)
     message = _parse_json_request(kind, data) if kind_name == JSON else _parse_protobuf_request(kind, data)
     accepted, rejected, reason = _drop_invalid(kind, message)
-    events, sizes, oversized = _to_events(kind, _to_otlp_json(message), max_event_bytes)
+    events, oversized = _to_events(kind, _to_otlp_json(message), max_event_bytes)
     if oversized:
         accepted -= oversized
         rejected += oversized
         reason = reason or f"some {kind.noun} are over the {max_event_bytes}-byte event limit on their own"
-    return Decoded(events, sizes, accepted, rejected, reason)
+    return Decoded(events, accepted, rejected, reason)
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -339,10 +338,10 @@ def _to_events(kind: OtlpKind, document: dict[str, Any], limit: int) -> tuple[li
     """
     resources = document.get(kind.resources) or []
     if not any(scope.get(kind.items) for resource in resources for scope in resource.get(kind.scopes) or []):
-        return [], [], 0
+        return [], 0
     size = _json_size(document)
     if size <= limit:
-        return [document], [size], 0
+        return [Event(document, size)], 0
     packer = _Packer(kind, limit)
     for resource in resources:
         for scope in resource.get(kind.scopes) or []:
@@ -363,8 +362,7 @@ class _Packer:
     def __init__(self, kind: OtlpKind, limit: int):
         self.kind = kind
         self.limit = limit
-        self.events: list[dict[str, Any]] = []
-        self.sizes: list[int] = []
+        self.events: list[Event] = []
         self.oversized = 0
         self._start()
 
@@ -407,14 +405,13 @@ class _Packer:
         return self._scope_of[1]
 
     def _flush(self) -> None:
-        self.events.append(self.current)
-        self.sizes.append(_json_size(self.current))
+        self.events.append(Event(self.current, _json_size(self.current), f"part {len(self.events) + 1}"))
         self._start()
 
-    def finish(self) -> tuple[list[dict[str, Any]], list[int], int]:
+    def finish(self) -> tuple[list[Event], int]:
         if self._resource_of is not None:
             self._flush()
-        return self.events, self.sizes, self.oversized
+        return self.events, self.oversized
 
 
 def _without(document: dict[str, Any], field_name: str) -> dict[str, Any]:
