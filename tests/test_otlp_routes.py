@@ -59,9 +59,9 @@ def collector_headers(**extra: str) -> dict[str, str]:
 
 def call(event: dict) -> tuple[int, dict, bytes]:
     """The Lambda entry point every front door uses; (status, headers, body bytes)."""
-    from app import handler
+    from app import app
 
-    response = handler(event, None)
+    response = app(event, None)
     body = response["body"]
     raw = base64.b64decode(body) if response.get("isBase64Encoded") else body.encode()
     return response["statusCode"], response["headers"], raw
