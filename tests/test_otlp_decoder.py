@@ -9,6 +9,8 @@ import sys
 import pytest
 from google.protobuf.json_format import MessageToDict
 from google.rpc import status_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -28,6 +30,32 @@ TRACE_ID = bytes.fromhex("5b8efff798038103d269b633813fc60c")
 SPAN_ID = bytes.fromhex("eee19b7ec3c1b174")
 PARENT_ID = bytes.fromhex("eee19b7ec3c1b173")
 PROTOBUF = "application/x-protobuf"
+# Field names of trace export requests, so that generated JSON reaches deep into the schema.
+JSON_KEYS = [
+    "resourceSpans",
+    "resource",
+    "attributes",
+    "key",
+    "value",
+    "stringValue",
+    "intValue",
+    "arrayValue",
+    "values",
+    "scopeSpans",
+    "scope",
+    "name",
+    "spans",
+    "traceId",
+    "spanId",
+    "parentSpanId",
+    "kind",
+    "startTimeUnixNano",
+    "links",
+    "status",
+    "code",
+    "droppedAttributesCount",
+    "unknownField",
+]
 
 
 def traces_request(spans: int = 1, **overrides) -> ExportTraceServiceRequest:
@@ -400,3 +428,34 @@ def test_importing_the_decoder_does_not_import_protobuf():
     code = "import sys, chalicelib.edge.decoders.otlp; print('google.protobuf' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --- never anything but the contract's refusals ---------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.binary(max_size=400), kind=st.sampled_from([otlp.TRACES, otlp.LOGS, otlp.METRICS]))
+def test_arbitrary_protobuf_bytes_decode_or_are_refused_with_400(raw, kind):
+    try:
+        decoded = otlp.decode(kind, raw, PROTOBUF, None)
+    except EdgeError as error:
+        assert error.status == 400
+        return
+    for event in decoded.events:
+        json.dumps(event.payload, allow_nan=False)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(JSON_KEYS), inner, max_size=4),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(document=json_values)
+def test_arbitrary_json_in_otlp_shape_decodes_or_is_refused_with_400(document):
+    try:
+        otlp.decode(otlp.TRACES, json.dumps(document).encode(), "application/json", None)
+    except EdgeError as error:
+        assert error.status == 400
