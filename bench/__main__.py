@@ -21,7 +21,8 @@ from typing import Any
 
 from bench.stack import ROOT, say, start_stack
 
-SECTIONS = ("edge", "cold", "otlp", "forwarder", "load", "firehose", "keysync")  # key sync last: it rewrites the keys table
+# Key sync last: it rewrites the keys table.
+SECTIONS = ("edge", "cold", "otlp", "forwarder", "load", "firehose", "keysync")
 RESULTS = ROOT / "bench" / "results"
 
 
