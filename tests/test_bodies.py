@@ -113,3 +113,23 @@ def test_one_event_over_1_mib_is_413_even_when_the_body_fits():
 def test_ndjson_bad_line_names_the_line():
     error = refused(b'{"a": 1}\n{oops\n', "application/x-ndjson")
     assert error.status == 400 and "line 2" in error.message
+
+
+def test_every_gzip_member_is_decoded():
+    """RFC 1952: a gzip body may be several members; each one is part of the body (issue #15 item 1)."""
+    lines = [json.dumps({"n": n}).encode() + b"\n" for n in range(3)]
+    body = b"".join(gzip.compress(line) for line in lines)
+    assert payloads(body, "application/x-ndjson", "gzip") == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert decode_content(body + b"\0" * 8, "gzip") == b"".join(lines)  # zero padding, as gzip(1) allows
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_trailing_garbage_after_the_stream_is_400(encoding):
+    packed = gzip.compress(b'{"a": 1}') if encoding == "gzip" else zlib.compress(b'{"a": 1}')
+    error = refused(packed + b"garbage", encoding=encoding)
+    assert error.status == 400 and "trailing" in error.message
+
+
+def test_the_cap_counts_every_member():
+    member = gzip.compress(b" " * (MAX_DECODED_BYTES // 2 + 1))
+    assert refused(member + member, encoding="gzip").status == 413

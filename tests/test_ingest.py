@@ -348,9 +348,19 @@ def test_concurrent_requests_with_one_key_enqueue_once(put_key, aws):
     assert len(drain_queue(aws.queue_url)) == 1
 
 
+def fingerprint(path: str, signal: str, *payloads: dict) -> str:
+    """The fingerprint the edge keeps for a request to `path` carrying `payloads`."""
+    from chalicelib.edge import pipeline
+    from chalicelib.edge.decoders import Event
+
+    request = pipeline.IngestRequest(path=path, headers={}, body=b"", client_ip=None)
+    return pipeline.request_fingerprint(request, SIGNALS[signal], [Event(p, 0) for p in payloads])
+
+
 def test_a_duplicate_still_in_flight_after_the_wait_is_409(put_key, aws, http):
     put_key(KEY, project_id="42")
-    idempotency.claim(aws.idempotency_table, "42", "stuck", {"event_id": "A", "status": "accepted"})
+    same = fingerprint("/api/ingest", "error", {"n": 1})
+    idempotency.claim(aws.idempotency_table, "42", "stuck", {"event_id": "A", "status": "accepted"}, same)
     response = post(http, "/api/ingest", {"n": 1}, x_api_key=KEY, idempotency_key="stuck")
     assert error_of(response) == (409, "idempotency_conflict")
     assert response.headers["Retry-After"] == "1"
@@ -372,10 +382,12 @@ def test_claim_bookkeeping_failing_after_enqueue_still_answers_202(http, put_key
 
 
 def test_claim_in_flight_is_busy(aws):
-    idempotency.claim(aws.idempotency_table, "42", "k", {"event_id": "A"}, now=1000)
+    idempotency.claim(aws.idempotency_table, "42", "k", {"event_id": "A"}, "f1", now=1000)
     with pytest.raises(idempotency.ClaimBusy):
-        idempotency.claim(aws.idempotency_table, "42", "k", {"event_id": "B"}, now=1005)
-    taken = idempotency.claim(aws.idempotency_table, "42", "k", {"event_id": "B"}, now=1000 + 31)
+        idempotency.claim(aws.idempotency_table, "42", "k", {"event_id": "B"}, "f1", now=1005)
+    with pytest.raises(idempotency.FingerprintMismatch):  # another request: refused at once, never waited for
+        idempotency.claim(aws.idempotency_table, "42", "k", {"event_id": "B"}, "f2", now=1005)
+    taken = idempotency.claim(aws.idempotency_table, "42", "k", {"event_id": "B"}, "f1", now=1000 + 31)
     assert taken.owned and taken.body == {"event_id": "A"}
 
 
@@ -385,13 +397,6 @@ def test_claim_in_flight_is_busy(aws):
 class PartlyFailingSQS:
     def __init__(self, real, failing_bodies):
         self.real, self.failing, self.sent = real, failing_bodies, []
-
-    def send_message(self, QueueUrl, MessageBody, MessageAttributes):
-        n = json.loads(MessageBody)["payload"]["n"]
-        if n in self.failing:
-            raise ConnectionError("sqs down")
-        self.sent.append(n)
-        return self.real.send_message(QueueUrl=QueueUrl, MessageBody=MessageBody, MessageAttributes=MessageAttributes)
 
     def send_message_batch(self, QueueUrl, Entries):
         ok = [e for e in Entries if json.loads(e["MessageBody"])["payload"]["n"] not in self.failing]
@@ -406,6 +411,7 @@ def test_partial_enqueue_is_503_and_retry_sends_only_the_rest(http, put_key, aws
     real = aws_clients.client("sqs")
     flaky = PartlyFailingSQS(real, failing_bodies={3})
     monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name: flaky)
+    monkeypatch.setattr("chalicelib.edge.pipeline.ENQUEUE_BUDGET_SECONDS", 0.3)
     lines = b"\n".join(json.dumps({"n": i}).encode() for i in range(5))
     headers = {"content-type": "application/x-ndjson", "x-api-key": KEY, "idempotency-key": "batch-1"}
     first = http.post("/api/ingest/event", body=lines, headers=headers)

@@ -1,10 +1,17 @@
 import json
+import time
 
 import pytest
+from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
 from chalicelib.edge.enqueue import EnqueueFailed, OutgoingMessage, plan_batches, send_messages
 from chalicelib.runtime import aws as aws_clients
 from tests.conftest import drain_queue
+
+
+def soon(seconds: float = 5.0) -> float:
+    """A send deadline (time.monotonic()) `seconds` from now."""
+    return time.monotonic() + seconds
 
 
 def msg(i: int, size: int = 10) -> OutgoingMessage:
@@ -21,7 +28,7 @@ def test_batches_respect_count_and_bytes():
 
 
 def test_send_messages_puts_all_with_attributes(aws):
-    send_messages(aws.queue_url, [msg(i) for i in range(23)])
+    send_messages(aws.queue_url, [msg(i) for i in range(23)], soon())
     got = drain_queue(aws.queue_url)
     assert sorted(m["i"] for m in got) == list(range(23))
     assert got[0]["_attributes"] == {"signal": "log", "project_id": "42"}
@@ -51,7 +58,7 @@ class FlakySQS:
 def test_failed_entries_are_retried_alone(aws, monkeypatch):
     flaky = FlakySQS(aws_clients.client("sqs"), {"3"}, times=1)
     monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name: flaky)
-    send_messages(aws.queue_url, [msg(i) for i in range(5)])
+    send_messages(aws.queue_url, [msg(i) for i in range(5)], soon())
     assert flaky.calls == [["0", "1", "2", "3", "4"], ["3"]]
     assert sorted(m["i"] for m in drain_queue(aws.queue_url)) == [0, 1, 2, 3, 4]
 
@@ -60,14 +67,14 @@ def test_persistent_failure_raises_with_what_got_in(aws, monkeypatch):
     flaky = FlakySQS(aws_clients.client("sqs"), {"1"}, times=10)
     monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name: flaky)
     with pytest.raises(EnqueueFailed) as info:
-        send_messages(aws.queue_url, [msg(i) for i in range(3)])
+        send_messages(aws.queue_url, [msg(i) for i in range(3)], soon(0.3))
     assert info.value.sent == {0, 2}
     assert sorted(m["i"] for m in drain_queue(aws.queue_url)) == [0, 2]
 
 
 def test_missing_queue_raises(aws):
     with pytest.raises(EnqueueFailed):
-        send_messages(aws.queue_url + "-missing", [msg(0)])
+        send_messages(aws.queue_url + "-missing", [msg(0)], soon())
 
 
 class MeetingSQS:
@@ -90,6 +97,73 @@ def test_batches_are_sent_concurrently(aws, monkeypatch):
 
     meeting = MeetingSQS(aws_clients.client("sqs"), parties=enqueue.CONCURRENT_BATCHES)
     monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name: meeting)
-    send_messages(aws.queue_url, [msg(i) for i in range(10 * enqueue.CONCURRENT_BATCHES)])
+    send_messages(aws.queue_url, [msg(i) for i in range(10 * enqueue.CONCURRENT_BATCHES)], soon())
     assert meeting.calls == enqueue.CONCURRENT_BATCHES
     assert sorted(m["i"] for m in drain_queue(aws.queue_url)) == list(range(10 * enqueue.CONCURRENT_BATCHES))
+
+
+class LostAnswersSQS:
+    """Wraps the real client. Batches holding an index in `lose` reach SQS, but the answer is lost
+    (botocore's ReadTimeoutError or ConnectionClosedError: `response` is None) `times` times."""
+
+    def __init__(self, real, lose, error, times):
+        self.real, self.lose, self.error, self.times, self.calls = real, set(lose), error, times, []
+
+    def send_message_batch(self, QueueUrl, Entries):
+        ids = [e["Id"] for e in Entries]
+        self.calls.append(ids)
+        answer = self.real.send_message_batch(QueueUrl=QueueUrl, Entries=Entries)
+        if self.times > 0 and self.lose & set(ids):
+            self.times -= 1
+            raise self.error
+        return answer
+
+
+READ_TIMEOUT = ReadTimeoutError(endpoint_url="http://sqs.local")
+CLOSED = ConnectionClosedError(endpoint_url="http://sqs.local")
+
+
+def test_a_lost_answer_is_resent_with_the_same_body(aws, monkeypatch):
+    """#15 items 3 and 4: a timeout has no `response`; the batch is resent, same bodies (same event
+    ids: the backend stores an id once), and the call succeeds within its deadline."""
+    lossy = LostAnswersSQS(aws_clients.client("sqs"), {"0"}, READ_TIMEOUT, times=1)
+    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name: lossy)
+    messages = [msg(i) for i in range(3)]
+    send_messages(aws.queue_url, messages, soon())
+    assert lossy.calls == [["0", "1", "2"], ["0", "1", "2"]]
+    queued = drain_queue(aws.queue_url)
+    assert sorted(m["i"] for m in queued) == [0, 0, 1, 1, 2, 2]  # twice, byte for byte the same message
+    assert {json.dumps({k: v for k, v in m.items() if k != "_attributes"}) for m in queued} == {
+        json.dumps(json.loads(m.body)) for m in messages
+    }
+
+
+def test_an_unanswered_batch_keeps_the_record_of_what_was_sent(aws, monkeypatch):
+    lossy = LostAnswersSQS(aws_clients.client("sqs"), {"12"}, CLOSED, times=1000)
+    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name: lossy)
+    with pytest.raises(EnqueueFailed) as info:
+        send_messages(aws.queue_url, [msg(i) for i in range(15)], soon(0.3))
+    assert info.value.sent == set(range(10))
+    assert info.value.unconfirmed == set(range(10, 15))  # SQS may hold them: the 503 must say so
+    assert str(info.value) == "ConnectionClosedError"
+
+
+class RefusingSQS:
+    """Answers every batch with a sender-fault error, as SQS does for a message it will never take."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def send_message_batch(self, QueueUrl, Entries):
+        self.calls += 1
+        error = {"Error": {"Code": "InvalidMessageContents"}, "ResponseMetadata": {"HTTPStatusCode": 400}}
+        raise ClientError(error, "SendMessageBatch")
+
+
+def test_a_batch_sqs_refuses_for_good_is_not_resent(aws, monkeypatch):
+    refusing = RefusingSQS()
+    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name: refusing)
+    with pytest.raises(EnqueueFailed) as info:
+        send_messages(aws.queue_url, [msg(0)], soon(30))
+    assert (str(info.value), info.value.sent, info.value.unconfirmed) == ("InvalidMessageContents", set(), set())
+    assert refusing.calls == 1

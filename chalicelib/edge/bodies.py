@@ -17,6 +17,7 @@ MIB = 1024 * 1024
 MAX_RAW_BYTES = 5 * MIB
 MAX_DECODED_BYTES = 5 * MIB
 _CHUNK = 64 * 1024
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 def media_type(content_type: str | None) -> str:
@@ -53,29 +54,41 @@ class _CorruptStream(Exception):
 
 
 def _inflate(raw: bytes, wbits: int, name: str, limit: int) -> bytes:
-    decompressor = zlib.decompressobj(wbits)
+    """Every member of the stream (RFC 1952 lets gzip concatenate members), all or nothing.
+
+    Data after the last member is refused (400), except gzip's zero padding: a body is
+    never accepted with part of it silently dropped.
+    """
     out = bytearray()
     pending = raw
-    try:
-        while pending:
-            out += decompressor.decompress(pending, _CHUNK)
-            if len(out) > limit:
-                raise too_large(f"the decoded body is over the {limit}-byte limit")
-            pending = decompressor.unconsumed_tail
-            if decompressor.eof:
-                break
-        out += decompressor.flush()
-    except zlib.error as exc:
-        if name == "deflate" and wbits > 0:
-            raise _CorruptStream from exc
-        raise bad_request(f"the body is not valid {name} data") from exc
-    if len(out) > limit:
-        raise too_large(f"the decoded body is over the {limit}-byte limit")
-    if not decompressor.eof:
-        if name == "deflate" and wbits > 0:
-            raise _CorruptStream
-        raise bad_request(f"the {name} body is truncated")
-    return bytes(out)
+    while True:
+        decompressor = zlib.decompressobj(wbits)
+        try:
+            while pending:
+                out += decompressor.decompress(pending, _CHUNK)
+                if len(out) > limit:
+                    raise too_large(f"the decoded body is over the {limit}-byte limit")
+                pending = decompressor.unconsumed_tail
+                if decompressor.eof:
+                    break
+            out += decompressor.flush()
+        except zlib.error as exc:
+            if name == "deflate" and wbits > 0:
+                raise _CorruptStream from exc
+            raise bad_request(f"the body is not valid {name} data") from exc
+        if len(out) > limit:
+            raise too_large(f"the decoded body is over the {limit}-byte limit")
+        if not decompressor.eof:
+            if name == "deflate" and wbits > 0:
+                raise _CorruptStream
+            raise bad_request(f"the {name} body is truncated")
+        pending = decompressor.unused_data
+        if name == "gzip" and pending.startswith(GZIP_MAGIC):
+            continue  # the next member
+        trailing = pending.rstrip(b"\0") if name == "gzip" else pending
+        if trailing:
+            raise bad_request(f"the {name} body has {len(trailing)} bytes of trailing data after its end")
+        return bytes(out)
 
 
 def _reject_constant(name: str) -> Any:

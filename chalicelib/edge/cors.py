@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
+# RFC 6454 serialized origin, as browsers send it: scheme "://" ASCII host (punycode, [IPv6]) [":" port].
+_SERIALIZED_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[A-Za-z0-9._~%\[\]:-]+")
 DEFAULT_ALLOWED_HEADERS = "Content-Type, X-Api-Key, X-Api-Token, Authorization, Idempotency-Key"
 
 
 def response_headers(origin: str | None) -> dict[str, str]:
     """Headers every answer to a request with `Origin` carries (202 and errors alike).
 
-    An Origin with control characters is no browser's: echoing a line break into a
-    header would make Chalice answer 500, so such a request gets no CORS headers.
+    Only a real origin (`scheme://host[:port]`) is echoed. `null` (sandboxed frames,
+    file: pages, redirects) and `*` are not origins a site owns: echoing them with
+    `Allow-Credentials: true` would hand any such context a credentialed answer, and
+    `*` with credentials is refused by every browser anyway. An Origin with control
+    characters is no browser's (a line break echoed into a header would be a 500).
+    Those requests get no CORS headers; the answer itself is unchanged.
     """
-    if not origin or not origin.isprintable():
+    if not origin or not _SERIALIZED_ORIGIN.fullmatch(origin):
         return {}
     return {
         "Access-Control-Allow-Origin": origin,

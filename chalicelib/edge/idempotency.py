@@ -3,11 +3,17 @@
 One item per (project, key): a conditional put claims it before anything is
 enqueued, so two concurrent requests enqueue once. The item remembers which
 events already got into SQS, so a retry after a partial failure sends only
-the rest, under the same event ids.
+the rest, under the same event ids. It also keeps the request's fingerprint
+(route and body hash): the key used again for a different request is refused
+(`FingerprintMismatch`), never answered with the first request's body.
+
+Item size at the 1,000-event cap: the 202 body (1,000 ULIDs, ~29 KB), the sent
+indices and a 64-character fingerprint, far under DynamoDB's 400 KB.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -32,10 +38,16 @@ class Claim:
     done: bool
     sent: set[int] = field(default_factory=set)
     owned: bool = False  # this request claimed it and must enqueue
+    claimed_at: str = ""  # epoch seconds as stored: the owner's mark for `forget`
+    fresh: bool = False  # created by this request (not taken over from an earlier attempt)
 
 
 class ClaimBusy(Exception):
     """Another request with the same key is enqueuing right now."""
+
+
+class FingerprintMismatch(Exception):
+    """The key was used for a different request (another route or body)."""
 
 
 def item_key(project_id: str, idempotency_key: str) -> str:
@@ -47,7 +59,12 @@ def item_key(project_id: str, idempotency_key: str) -> str:
 
 
 def claim_or_wait(
-    table: str, project_id: str, idempotency_key: str, body: dict[str, Any], wait_seconds: float = 2.0
+    table: str,
+    project_id: str,
+    idempotency_key: str,
+    body: dict[str, Any],
+    fingerprint: str,
+    wait_seconds: float = 2.0,
 ) -> Claim:
     """Like `claim`, but a request that finds the key in flight waits for that one to finish.
 
@@ -57,17 +74,29 @@ def claim_or_wait(
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
-            return claim(table, project_id, idempotency_key, body)
+            return claim(table, project_id, idempotency_key, body, fingerprint)
         except ClaimBusy:
             if time.monotonic() >= deadline:
                 raise
             time.sleep(0.05)
 
 
-def claim(table: str, project_id: str, idempotency_key: str, body: dict[str, Any], now: float | None = None) -> Claim:
-    """Claim the key for `body`, or return the stored state when it was claimed before."""
+def claim(
+    table: str,
+    project_id: str,
+    idempotency_key: str,
+    body: dict[str, Any],
+    fingerprint: str,
+    now: float | None = None,
+) -> Claim:
+    """Claim the key for `body`, or return the stored state when it was claimed before.
+
+    Raises FingerprintMismatch when the stored claim is another request's, ClaimBusy
+    when the same request is in flight elsewhere.
+    """
     now = time.time() if now is None else now
     pk = item_key(project_id, idempotency_key)
+    claimed_at = str(int(now))
     dynamodb = client("dynamodb")
     try:
         dynamodb.put_item(
@@ -75,19 +104,23 @@ def claim(table: str, project_id: str, idempotency_key: str, body: dict[str, Any
             Item={
                 "pk": {"S": pk},
                 "body": {"S": json.dumps(body)},
+                "fingerprint": {"S": fingerprint},
                 "state": {"S": "pending"},
-                "claimed_at": {"N": str(int(now))},
+                "claimed_at": {"N": claimed_at},
                 "expires_at": {"N": str(int(now) + TTL_SECONDS)},
             },
             ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
-            ExpressionAttributeValues={":now": {"N": str(int(now))}},
+            ExpressionAttributeValues={":now": {"N": claimed_at}},
         )
-        return Claim(pk=pk, body=body, done=False, owned=True)
+        return Claim(pk=pk, body=body, done=False, owned=True, claimed_at=claimed_at, fresh=True)
     except dynamodb.exceptions.ConditionalCheckFailedException:
         pass
     item = dynamodb.get_item(TableName=table, Key={"pk": {"S": pk}}, ConsistentRead=True).get("Item")
     if item is None:  # expired and removed between the two calls: claim again
-        return claim(table, project_id, idempotency_key, body, now)
+        return claim(table, project_id, idempotency_key, body, fingerprint, now)
+    # Claims written before fingerprints existed have none: they match (they expire within 24 h).
+    if item.get("fingerprint", {}).get("S", fingerprint) != fingerprint:
+        raise FingerprintMismatch
     stored = Claim(
         pk=pk,
         body=json.loads(item["body"]["S"]),
@@ -120,12 +153,30 @@ def _take_over(table: str, stored: Claim, claimed_at: str, now: float) -> Claim:
     except dynamodb.exceptions.ConditionalCheckFailedException:
         raise ClaimBusy from None
     stored.owned = True
+    stored.claimed_at = str(int(now))
     return stored
 
 
 def finish(table: str, claim_: Claim) -> None:
     """Mark the claim done: from now on replays get its body and enqueue nothing."""
     _set_state(table, claim_.pk, "done", None)
+
+
+def forget(table: str, claim_: Claim) -> None:
+    """The request was refused before anything was sent (429): drop a claim this request
+    created, so the key stays free; a claim taken over keeps what earlier attempts sent."""
+    if not claim_.fresh:
+        release(table, claim_, claim_.sent)
+        return
+    dynamodb = client("dynamodb")
+    with contextlib.suppress(dynamodb.exceptions.ConditionalCheckFailedException):  # taken over meanwhile
+        dynamodb.delete_item(
+            TableName=table,
+            Key={"pk": {"S": claim_.pk}},
+            ConditionExpression="claimed_at = :mine AND #s = :pending",
+            ExpressionAttributeNames={"#s": "state"},
+            ExpressionAttributeValues={":mine": {"N": claim_.claimed_at}, ":pending": {"S": "pending"}},
+        )
 
 
 def release(table: str, claim_: Claim, sent: set[int]) -> None:

@@ -17,6 +17,7 @@ replaces the `Idempotency-Key` header.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -32,6 +33,11 @@ from chalicelib.edge.decoders import Event, firehose, sdk_json
 from chalicelib.edge.keys import KeyStoreUnavailable, key_cache
 from chalicelib.runtime.config import settings
 from chalicelib.runtime.observability import correlate, count, count_per_interval, logger
+
+# From the start of `accept`, how long the edge keeps resending what SQS did not confirm. The
+# PHP SDK gives up after 5 s; this leaves room for the cold start, the key lookup and one more
+# SQS call (the client's own timeouts) before the answer.
+ENQUEUE_BUDGET_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -129,13 +135,10 @@ def accept(
 
     `many`: the body lists `event_ids` (NDJSON, batches) rather than one `event_id`.
     """
+    deadline = time.monotonic() + ENQUEUE_BUDGET_SECONDS
     check_events(signal, events)
-    raw_key = api_key or auth.extract_api_key(request.headers, events[0].payload)
-    record = authenticate(request, signal, raw_key)
+    record = authenticate(request, signal, api_key or auth.extract_api_key(request.headers, events[0].payload))
     conf = settings()
-    if record.rate_limit_per_minute is not None:
-        _enforce_rate_limit(conf.idempotency_table, record, len(events))
-
     body = plan_reply(signal, events, many)
     correlate(body.get("event_id") or body["event_ids"][0])
     config_version = remote_config.cached_version(record.key_hash)
@@ -143,20 +146,13 @@ def accept(
         body["config_version"] = config_version
     if idempotency_key is None:
         idempotency_key = (request.headers.get("idempotency-key") or "").strip() or None
-    if idempotency_key:
 
-        def messages_for(stored: dict[str, Any]) -> list[enqueue.OutgoingMessage]:
-            if len(stored.get("event_ids") or [stored.get("event_id")]) != len(events):
-                raise EdgeError(422, "idempotency_mismatch", "this Idempotency-Key was used for a different request")
-            return build_messages(request, signal, record, events, stored, idempotency_key)
+    def messages_for(stored: dict[str, Any]) -> list[enqueue.OutgoingMessage]:
+        if len(stored.get("event_ids") or [stored.get("event_id")]) != len(events):  # a claim from before fingerprints
+            raise EdgeError(422, "idempotency_mismatch", "this Idempotency-Key was used for a different request")
+        return build_messages(request, signal, record, events, stored, idempotency_key)
 
-        body = _enqueue_once(conf, record, idempotency_key, body, messages_for)
-    else:
-        messages = build_messages(request, signal, record, events, body, None)
-        try:
-            _enqueue(conf.queue_url, messages)
-        except enqueue.EnqueueFailed as failure:
-            raise _queue_down(failure) from None
+    body = _enqueue_once(conf, request, signal, record, events, idempotency_key, body, messages_for, deadline)
     count_per_interval("accepted", len(events))
     if _sampled(conf.log_accepted_share):
         event_ids = body.get("event_ids") or [body.get("event_id")]
@@ -186,6 +182,7 @@ def accept_delivery(
     enqueue sends what is missing under the same ids, and the record stays a few hundred
     bytes whatever the delivery's size.
     """
+    deadline = time.monotonic() + ENQUEUE_BUDGET_SECONDS
     for event in events:
         check_event(signal, event.payload, event.size, event.where)
     first = events[0].payload if events else None
@@ -193,24 +190,21 @@ def accept_delivery(
     if not events:
         return
     conf = settings()
-    if record.rate_limit_per_minute is not None:
-        _enforce_rate_limit(conf.idempotency_table, record, len(events))
 
     def messages_for(stored: dict[str, Any]) -> list[enqueue.OutgoingMessage]:
+        if not delivery_id:  # not Firehose itself: fresh ids, nothing to deduplicate by
+            return build_messages(request, signal, record, events, stored, None, carried)
         if stored.get("events") != len(events):
             raise EdgeError(422, "idempotency_mismatch", "this request id was used for a different delivery")
         ids = envelope.stable_ulids(delivery_id, stored["first_seen_ms"], len(events))
         return build_messages(request, signal, record, events, {"event_ids": ids}, delivery_id, carried)
 
     if delivery_id:
-        planned = {"first_seen_ms": firehose.now_ms(), "events": len(events)}
-        _enqueue_once(conf, record, f"firehose:{delivery_id}", planned, messages_for)
-    else:  # not Firehose itself: no request id to deduplicate by
-        reply = {"event_ids": [envelope.new_ulid() for _ in events]}
-        try:
-            _enqueue(conf.queue_url, build_messages(request, signal, record, events, reply, None, carried))
-        except enqueue.EnqueueFailed as failure:
-            raise _queue_down(failure) from None
+        planned: dict[str, Any] = {"first_seen_ms": firehose.now_ms(), "events": len(events)}
+    else:
+        planned = {"event_ids": [envelope.new_ulid() for _ in events]}
+    key = f"firehose:{delivery_id}" if delivery_id else None
+    _enqueue_once(conf, request, signal, record, events, key, planned, messages_for, deadline)
     count_per_interval("accepted", len(events))
     if _sampled(conf.log_accepted_share):
         logger().info(
@@ -322,35 +316,98 @@ def build_messages(
     return messages
 
 
+def _enqueue_once(
+    conf: Any,
+    request: IngestRequest,
+    signal: Signal,
+    record: KeyRecord,
+    events: list[Event],
+    idempotency_key: str | None,
+    planned: dict[str, Any],
+    messages_for: Callable[[dict[str, Any]], list[enqueue.OutgoingMessage]],
+    deadline: float,
+) -> dict[str, Any]:
+    """Replay, rate limit, enqueue: the common end of every door; the body the client gets.
+
+    Under an idempotency key, the claim is taken with the `planned` body first, so a replay
+    is answered from its record before the rate limit is spent (a request refused with 429
+    leaves the key unused); taking over a partial claim uses the stored body instead.
+    `messages_for(body)` builds the messages once, under the ids the body gives.
+    """
+    claim = None
+    if idempotency_key:
+        claim = _claim(conf, request, signal, record, events, idempotency_key, planned)
+        if claim.done:
+            count_per_interval("idempotent_replays")
+            return claim.body
+        planned = claim.body
+    if record.rate_limit_per_minute is not None:
+        try:
+            _enforce_rate_limit(conf.idempotency_table, record, len(events))
+        except EdgeError:
+            if claim is not None:
+                _quietly("forget the refused claim", idempotency.forget, conf.idempotency_table, claim)
+            raise
+    messages = messages_for(planned)
+    try:
+        _enqueue(conf.queue_url, messages, deadline, frozenset(claim.sent) if claim else frozenset())
+    except enqueue.EnqueueFailed as failure:
+        if claim is not None:
+            _quietly("record the partial enqueue", idempotency.release, conf.idempotency_table, claim, failure.sent)
+        raise _queue_down(failure, claim is not None) from None
+    if claim is not None:
+        # The events are in SQS: the answer is 202 whatever happens here. An unfinished claim is
+        # taken over by a replay after ABANDONED_AFTER seconds and resent under the same event
+        # ids, which the backend stores once.
+        _quietly("mark the idempotency claim done", idempotency.finish, conf.idempotency_table, claim)
+    return planned
+
+
 def _enqueue(
-    queue_url: str | None, messages: list[enqueue.OutgoingMessage], skip: frozenset[int] = frozenset()
+    queue_url: str | None, messages: list[enqueue.OutgoingMessage], deadline: float, skip: frozenset[int]
 ) -> None:
     if not queue_url:
         logger().error("LOOKOUT_EDGE_QUEUE_URL is not set")
         raise unavailable("the edge has no queue configured")
     try:
-        enqueue.send_messages(queue_url, messages, skip)
+        enqueue.send_messages(queue_url, messages, deadline, skip)
     except enqueue.EnqueueFailed:
         raise
     except Exception as exc:  # client construction, credentials
         raise enqueue.EnqueueFailed(type(exc).__name__, set(skip)) from exc
 
 
-def _enqueue_once(
+def request_fingerprint(request: IngestRequest, signal: Signal, events: list[Event]) -> str:
+    """Route and body hash: what makes two requests under one Idempotency-Key the same request.
+
+    Over the decoded events (without `api_key`), so a retry that compresses differently
+    or sends the key another way is still the same request.
+    """
+    digest = hashlib.sha256(f"{request.path}\n{signal.name}\n".encode())
+    for event in events:
+        digest.update(envelope.dumps(envelope.strip_api_key(event.payload)).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def _claim(
     conf: Any,
+    request: IngestRequest,
+    signal: Signal,
     record: KeyRecord,
+    events: list[Event],
     idempotency_key: str,
     planned: dict[str, Any],
-    messages_for: Callable[[dict[str, Any]], list[enqueue.OutgoingMessage]],
-) -> dict[str, Any]:
-    """Enqueue under an idempotency key: a replay returns the stored body and sends nothing.
-
-    The claim is taken with the `planned` body; taking over a partial claim uses the
-    stored body instead. `messages_for(body)` builds the messages once under the ids the
-    body gives (and refuses a body that does not fit the request: 422).
-    """
+) -> idempotency.Claim:
+    """The key's claim for this request (409, 422 or 503 when it cannot be had)."""
+    fingerprint = request_fingerprint(request, signal, events)
     try:
-        claim = idempotency.claim_or_wait(conf.idempotency_table, record.project_id, idempotency_key, planned)
+        table, project = conf.idempotency_table, record.project_id
+        return idempotency.claim_or_wait(table, project, idempotency_key, planned, fingerprint)
+    except idempotency.FingerprintMismatch:
+        raise EdgeError(
+            422, "idempotency_mismatch", "this Idempotency-Key was used for a different request (route or body)"
+        ) from None
     except idempotency.ClaimBusy:
         raise EdgeError(
             409, "idempotency_conflict", "a request with this Idempotency-Key is still being processed", retry_after=1
@@ -358,34 +415,30 @@ def _enqueue_once(
     except Exception as exc:
         logger().warning("idempotency store unavailable", extra={"reason": type(exc).__name__})
         raise unavailable("the idempotency store is unavailable; retry shortly") from None
-    if claim.done:
-        return claim.body
-    messages = messages_for(claim.body)
+
+
+def _quietly(what: str, step: Callable[..., None], *args: Any) -> None:
+    """Bookkeeping whose failure must not change the answer (the claim expires on its own)."""
     try:
-        _enqueue(conf.queue_url, messages, frozenset(claim.sent))
-    except enqueue.EnqueueFailed as failure:
-        _release_quietly(conf.idempotency_table, claim, failure.sent)
-        raise _queue_down(failure) from None
-    try:
-        idempotency.finish(conf.idempotency_table, claim)
+        step(*args)
     except Exception as exc:
-        # The events are in SQS: the answer is 202. An unfinished claim is taken over by a
-        # replay after ABANDONED_AFTER seconds and resent under the same event ids, which
-        # the backend stores once.
-        logger().warning("could not mark the idempotency claim done", extra={"reason": type(exc).__name__})
-    return claim.body
+        logger().warning(f"could not {what}", extra={"reason": type(exc).__name__})
 
 
-def _release_quietly(table: str, claim: idempotency.Claim, sent: set[int]) -> None:
-    try:
-        idempotency.release(table, claim, sent)
-    except Exception:
-        logger().warning("could not record the partial enqueue; the claim expires on its own")
-
-
-def _queue_down(failure: enqueue.EnqueueFailed) -> EdgeError:
-    logger().error("enqueue failed", extra={"reason": str(failure), "sent": len(failure.sent)})
-    return unavailable("the event queue is unavailable; nothing was accepted, retry shortly")
+def _queue_down(failure: enqueue.EnqueueFailed, idempotent: bool) -> EdgeError:
+    """503, honest about what may be in the queue already."""
+    logger().error(
+        "enqueue failed",
+        extra={"reason": str(failure), "sent": len(failure.sent), "unconfirmed": len(failure.unconfirmed)},
+    )
+    if not failure.sent and not failure.unconfirmed:
+        return unavailable("the event queue is unavailable; nothing was accepted, retry shortly")
+    retry = (
+        "retry with the same Idempotency-Key: only the rest is sent, under the same event ids"
+        if idempotent
+        else "a retry may store some events twice; send an Idempotency-Key to avoid that"
+    )
+    return unavailable(f"the event queue did not confirm every event; some may have been accepted: {retry}")
 
 
 def config_request(headers: Mapping[str, str]) -> tuple[int, bytes, dict[str, str]]:
