@@ -78,6 +78,17 @@ def table(results: dict[str, Any]) -> str:
                 f"≤{section['target']}",
                 verdict(section["ratio"], section["target"]),
             )
+            ndjson = section["ndjson"]
+            row(
+                f"1 {ndjson['lines']} NDJSON lines: to the 202 (median)",
+                f"{ndjson['edge_ms_median']:.0f} ms",
+                f"≤{ndjson['target_ms']}",
+                verdict(ndjson["edge_ms_median"], ndjson["target_ms"]),
+            )
+            row(
+                "  p99 / 100 sequential SendMessageBatch",
+                f"{ndjson['edge_ms_p99']:.0f}/{ndjson['sequential_batches_ms_median']:.0f} ms",
+            )
         elif name == "cold":
             row(
                 "2 cold start: app to first 202 / bare boto3",

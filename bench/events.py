@@ -24,6 +24,13 @@ def ingest_event() -> dict:
     return api_gateway_event("/api/ingest", json.dumps(EVENT_BODY).encode(), HEADERS)
 
 
+def ndjson_event(lines: int) -> dict:
+    """`lines` NDJSON events of the typical report in one request (the per-request cap is 1,000)."""
+    body = b"\n".join(json.dumps({**EVENT_BODY, "n": n}).encode() for n in range(lines))
+    headers = {**HEADERS, "Content-Type": "application/x-ndjson"}
+    return api_gateway_event("/api/ingest/event", body, headers, resource="/api/ingest/{signal}")
+
+
 def invoke_edge(app: Any, event: dict) -> None:
     """One request through the Chalice app; anything but 202 is a broken benchmark."""
     response = app(event, None)
