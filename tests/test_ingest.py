@@ -329,10 +329,23 @@ def test_idempotency_keys_are_per_project(http, put_key, aws):
     assert len(drain_queue(aws.queue_url)) == 2
 
 
-def test_concurrent_requests_with_one_key_enqueue_once(put_key, aws):
+def test_concurrent_requests_with_one_key_enqueue_once(put_key, aws, monkeypatch):
     """Six containers at once (threads calling the ingest path; Chalice's test client is not thread-safe)."""
+    from moto.dynamodb.models import DynamoDBBackend
+
     from chalicelib.edge import pipeline
 
+    # DynamoDB applies a conditional write atomically; moto checks and writes in two steps, so
+    # threads can both pass the check. Serialise moto's writes as DynamoDB would.
+    atomic = threading.Lock()
+    for name in ("put_item", "update_item"):
+        unlocked = getattr(DynamoDBBackend, name)
+
+        def locked(self, *args, _write=unlocked, **kwargs):
+            with atomic:
+                return _write(self, *args, **kwargs)
+
+        monkeypatch.setattr(DynamoDBBackend, name, locked)
     put_key(KEY)
     headers = {"content-type": "application/json", "x-api-key": KEY, "idempotency-key": "race"}
     request = pipeline.IngestRequest(path="/api/ingest", headers=headers, body=b'{"n": 1}', client_ip="203.0.113.9")
