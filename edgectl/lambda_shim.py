@@ -245,6 +245,16 @@ def poll_once(
         result = handler({"Records": records}, LambdaContext("forward_events"))
     except Exception:
         return len(records), False
+    delete_returned_batch(sqs, queue_url, records, result)
+    return len(records), True
+
+
+def delete_returned_batch(sqs: Any, queue_url: str | None, records: list[dict[str, Any]], result: Any) -> None:
+    """What Lambda's SQS event source mapping does when the handler returns: delete the batch,
+    except the messages a `batchItemFailures` answer names. Without `queue_url`, the queue is
+    the one the records name."""
+    if records and queue_url is None:
+        queue_url = sqs.get_queue_url(QueueName=records[0]["eventSourceARN"].rsplit(":", 1)[-1])["QueueUrl"]
     failed = (
         {f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])}
         if isinstance(result, dict)
@@ -253,9 +263,7 @@ def poll_once(
     done = [r for r in records if r["messageId"] not in failed]
     for start in range(0, len(done), 10):
         chunk = done[start : start + 10]
-        # Already-deleted receipts (the forwarder deletes what it delivered) fail harmlessly.
         sqs.delete_message_batch(
             QueueUrl=queue_url,
             Entries=[{"Id": str(i), "ReceiptHandle": r["receiptHandle"]} for i, r in enumerate(chunk)],
         )
-    return len(records), True

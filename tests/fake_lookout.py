@@ -191,3 +191,13 @@ def release(queue_url: str, event: dict[str, Any]) -> None:
             sqs.change_message_visibility(
                 QueueUrl=queue_url, ReceiptHandle=record["receiptHandle"], VisibilityTimeout=0
             )
+
+
+def forward_like_lambda(event: dict[str, Any], region: str = REGION) -> Any:
+    """Invoke the forwarder as Lambda's SQS trigger does: when it returns, Lambda deletes the batch."""
+    from app import forward_events
+    from edgectl.lambda_shim import delete_returned_batch
+
+    result = forward_events(event, None)
+    delete_returned_batch(boto3.client("sqs", region_name=region), None, event["Records"], result)
+    return result

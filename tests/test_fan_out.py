@@ -14,7 +14,17 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from fake_lookout import REGION, FakeLookout, Seen, accept_all, enqueue, queue_counts, queue_message, sqs_event
+from fake_lookout import (
+    REGION,
+    FakeLookout,
+    Seen,
+    accept_all,
+    enqueue,
+    forward_like_lambda,
+    queue_counts,
+    queue_message,
+    sqs_event,
+)
 from fake_sinks import StrictLoki, StrictOtlp
 
 from chalicelib.runtime import container
@@ -55,10 +65,6 @@ def dest(aws: StackNames, monkeypatch: pytest.MonkeyPatch) -> Iterator[Destinati
     container.reset()
 
 
-def forward(event: dict) -> dict:
-    from app import forward_events
-
-    return forward_events(event, None)
 
 
 def log_message(n: int) -> dict:
@@ -88,7 +94,7 @@ def test_each_signal_goes_to_lookout_and_its_sinks(aws: StackNames, dest: Destin
     log, trace, error = log_message(1), otlp_message(), queue_message()
     enqueue(aws.queue_url, [log, trace, error])
 
-    assert forward(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
+    assert forward_like_lambda(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
 
     assert sorted(lookout_ids(dest.lookout)) == sorted(m["event_id"] for m in (log, trace, error))
     lines = dest.loki.lines()
@@ -110,7 +116,7 @@ def test_a_sink_down_loses_nothing_and_the_others_get_each_event_once(aws: Stack
     enqueue(aws.queue_url, messages)
 
     # Lookout took them all; Loki did not: each message is replaced by a copy that says so.
-    assert forward(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
+    assert forward_like_lambda(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
     assert sorted(lookout_ids(dest.lookout)) == sorted(m["event_id"] for m in messages)
     assert dest.loki.requests == []
     wait_visible(aws.queue_url, 3)
@@ -121,12 +127,12 @@ def test_a_sink_down_loses_nothing_and_the_others_get_each_event_once(aws: Stack
 
     # Still down: the copies are retried in place (nothing new to record), nothing sent to Lookout.
     with pytest.raises(Exception, match="3 of 3 messages left"):
-        forward(sqs_event(aws.queue_url))
+        forward_like_lambda(sqs_event(aws.queue_url))
     assert len(dest.lookout.requests) == 1
 
     dest.loki.down = None
     wait_visible(aws.queue_url, 3)
-    assert forward(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
+    assert forward_like_lambda(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
     assert len(dest.lookout.requests) == 1  # never sent again because Loki failed
     assert len(dest.loki.lines()) == 6
     assert queue_counts(aws.queue_url) == (0, 0)
@@ -141,7 +147,7 @@ def test_a_refusing_sink_is_named_in_the_dlq_and_redrive_sends_only_to_it(
     (message,) = [log_message(7)]
     enqueue(aws.queue_url, [message])
 
-    assert forward(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
+    assert forward_like_lambda(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
     (dead,) = boto3.client("sqs", region_name=REGION).receive_message(
         QueueUrl=aws.dlq_url, MessageAttributeNames=["All"], VisibilityTimeout=0
     )["Messages"]
@@ -159,7 +165,7 @@ def test_a_refusing_sink_is_named_in_the_dlq_and_redrive_sends_only_to_it(
     dest.loki.down = None
     assert main(["dlq", "redrive", "--queue-url", aws.queue_url, "--dlq-url", aws.dlq_url]) == 0
     capsys.readouterr()
-    assert forward(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
+    assert forward_like_lambda(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
     assert lookout_ids(dest.lookout) == [message["event_id"]]  # once, before the DLQ
     assert len(dest.loki.lines()) == 2
     assert queue_counts(aws.queue_url) == (0, 0) and queue_counts(aws.dlq_url) == (0, 0)
@@ -185,7 +191,7 @@ def test_destinations_are_called_at_the_same_time(aws: StackNames, dest: Destina
         server.check = together(server.check)  # type: ignore[method-assign]
     enqueue(aws.queue_url, [log_message(1), otlp_message()])
 
-    assert forward(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
+    assert forward_like_lambda(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
     assert (len(dest.loki.requests), len(dest.tempo.requests)) == (1, 1)
 
 
@@ -193,7 +199,7 @@ def test_each_sink_has_its_own_metrics(aws: StackNames, dest: Destinations, caps
     dest.tempo.down = 503
     enqueue(aws.queue_url, [log_message(1), otlp_message()])
 
-    forward(sqs_event(aws.queue_url))
+    forward_like_lambda(sqs_event(aws.queue_url))
 
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     by_sink = {line.get("sink"): line for line in emf}
@@ -216,7 +222,7 @@ def test_a_sink_that_crashes_parks_its_events_for_itself_alone(
     message = log_message(3)
     enqueue(aws.queue_url, [message])
 
-    assert forward(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
+    assert forward_like_lambda(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
 
     assert lookout_ids(dest.lookout) == [message["event_id"]]
     (dead,) = boto3.client("sqs", region_name=REGION).receive_message(

@@ -15,6 +15,7 @@ from fake_lookout import (
     Seen,
     accept_all,
     enqueue,
+    forward_like_lambda,
     queue_counts,
     queue_message,
     release,
@@ -42,10 +43,6 @@ def lookout(aws: StackNames, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLo
     container.reset()
 
 
-def forward(event: dict) -> dict:
-    from app import forward_events
-
-    return forward_events(event, None)
 
 
 def results(*verdicts: tuple[str, str]) -> dict:
@@ -60,7 +57,7 @@ def test_all_accepted_are_posted_once_and_deleted(aws: StackNames, lookout: Fake
     messages = [queue_message({"message": f"m{i}"}) for i in range(3)]
     enqueue(aws.queue_url, messages)
 
-    answer = forward(sqs_event(aws.queue_url))
+    answer = forward_like_lambda(sqs_event(aws.queue_url))
 
     assert answer == {"batchItemFailures": []}
     assert len(lookout.requests) == 1
@@ -73,13 +70,35 @@ def test_all_accepted_are_posted_once_and_deleted(aws: StackNames, lookout: Fake
     assert queue_counts(aws.dlq_url) == (0, 0)
 
 
+def test_a_settled_batch_is_left_for_lambda_to_delete(
+    aws: StackNames, lookout: FakeLookout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lambda deletes a batch whose handler returned: a DeleteMessageBatch of the forwarder's own
+    would be a second, billed call for the same messages."""
+    from app import forward_events
+    from chalicelib.runtime import sqs_batch
+
+    calls: list[str] = []
+    monkeypatch.setattr(sqs_batch, "delete_messages", lambda url, handles: calls.append(url) or set())
+    messages = [queue_message({"message": f"m{i}"}) for i in range(3)]
+    ids = [m["event_id"] for m in messages]
+    enqueue(aws.queue_url, messages)
+    lookout.answer = lambda r: (207, {}, results((ids[0], "accepted"), (ids[1], "rejected"), (ids[2], "duplicate")))
+
+    assert forward_events(sqs_event(aws.queue_url), None) == {"batchItemFailures": []}
+
+    assert calls == []
+    assert queue_counts(aws.queue_url) == (0, 3)  # in flight until Lambda deletes them
+    assert queue_counts(aws.dlq_url) == (1, 0)  # the refused one's copy is made first
+
+
 def test_rejected_event_alone_goes_to_dlq_with_reason(aws: StackNames, lookout: FakeLookout) -> None:
     messages = [queue_message() for _ in range(3)]
     bodies = enqueue(aws.queue_url, messages)
     ids = [m["event_id"] for m in messages]
     lookout.answer = lambda r: (207, {}, results((ids[0], "accepted"), (ids[1], "rejected"), (ids[2], "duplicate")))
 
-    forward(sqs_event(aws.queue_url))
+    forward_like_lambda(sqs_event(aws.queue_url))
 
     assert queue_counts(aws.queue_url) == (0, 0)
     (dead,) = boto3.client("sqs", region_name=REGION).receive_message(
@@ -103,7 +122,7 @@ def test_server_error_deletes_nothing_and_hides_for_backoff(aws: StackNames, loo
     lookout.answer = lambda r: (500, {}, {"error": "oops"})
 
     with pytest.raises(BatchIncomplete, match="4 of 4"):
-        forward(sqs_event(aws.queue_url))
+        forward_like_lambda(sqs_event(aws.queue_url))
 
     assert queue_counts(aws.queue_url) == (0, 4)
     assert queue_counts(aws.dlq_url) == (0, 0)
@@ -117,7 +136,7 @@ def test_retry_after_is_honoured(aws: StackNames, lookout: FakeLookout) -> None:
     lookout.answer = lambda r: (503, {"Retry-After": "3"}, {"error": "token_unset"})
 
     with pytest.raises(BatchIncomplete):
-        forward(sqs_event(aws.queue_url))
+        forward_like_lambda(sqs_event(aws.queue_url))
 
     time.sleep(1.5)  # backoff alone (1 s) would have released it by now
     assert queue_counts(aws.queue_url) == (0, 1)
@@ -132,7 +151,7 @@ def test_timeout_is_transient(aws: StackNames, lookout: FakeLookout, monkeypatch
     enqueue(aws.queue_url, [queue_message(), queue_message()])
 
     with pytest.raises(BatchIncomplete):
-        forward(sqs_event(aws.queue_url))
+        forward_like_lambda(sqs_event(aws.queue_url))
 
     assert queue_counts(aws.queue_url) == (0, 2)
     assert queue_counts(aws.dlq_url) == (0, 0)
@@ -146,7 +165,7 @@ def test_connection_refused_is_transient(
     enqueue(aws.queue_url, [queue_message()])
 
     with pytest.raises(BatchIncomplete):
-        forward(sqs_event(aws.queue_url))
+        forward_like_lambda(sqs_event(aws.queue_url))
 
     assert queue_counts(aws.queue_url) == (0, 1)
 
@@ -173,7 +192,7 @@ def test_wrong_token_loses_nothing_and_delivers_once_fixed(
 
     event = sqs_event(aws.queue_url)
     with pytest.raises(BatchIncomplete):
-        forward(event)
+        forward_like_lambda(event)
     assert queue_counts(aws.queue_url) == (0, 3)
     assert queue_counts(aws.dlq_url) == (0, 0)
     output = capsys.readouterr()
@@ -185,7 +204,7 @@ def test_wrong_token_loses_nothing_and_delivers_once_fixed(
     monkeypatch.setenv("LOOKOUT_INGEST_EDGE_TOKEN", TOKEN)
     settings.cache_clear()
     release(aws.queue_url, event)
-    assert forward(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
+    assert forward_like_lambda(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
     assert queue_counts(aws.queue_url) == (0, 0)
     assert lookout.requests[-1].body == {"events": messages}
 
@@ -196,7 +215,7 @@ def test_gzip_payload_arrives_as_the_original_json(aws: StackNames, lookout: Fak
     (body,) = enqueue(aws.queue_url, [message])
     assert json.loads(body)["payload_encoding"] == "gzip+base64"
 
-    forward(sqs_event(aws.queue_url))
+    forward_like_lambda(sqs_event(aws.queue_url))
 
     (sent,) = lookout.requests[0].body["events"]
     assert sent["payload"] == payload
@@ -209,7 +228,7 @@ def test_permanent_status_dead_letters_the_whole_batch(aws: StackNames, lookout:
     enqueue(aws.queue_url, [queue_message() for _ in range(3)])
     lookout.answer = lambda r: (status, {}, {"error": "invalid", "message": "events[0] has no signal"})
 
-    assert forward(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
+    assert forward_like_lambda(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
 
     assert queue_counts(aws.queue_url) == (0, 0)
     dead = drain_queue(aws.dlq_url)
@@ -237,7 +256,7 @@ def test_a_413_for_a_combined_batch_dead_letters_only_the_event_too_large_on_its
     messages[6] = queue_message({"message": "huge", "pad": "y" * 30_000})
     bodies = enqueue(aws.queue_url, messages)
 
-    assert forward(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
+    assert forward_like_lambda(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
 
     stored = [e["event_id"] for r in lookout.requests if len(json.dumps(r.body)) <= limit for e in r.body["events"]]
     assert sorted(stored) == sorted(m["event_id"] for i, m in enumerate(messages) if i != 6)
@@ -258,7 +277,7 @@ def test_partial_answer_settles_each_message_and_raises_for_the_rest(aws: StackN
 
     event = sqs_event(aws.queue_url)
     with pytest.raises(BatchIncomplete, match="1 of 3"):
-        forward(event)
+        forward_like_lambda(event)
 
     assert queue_counts(aws.queue_url) == (0, 1)
     assert queue_counts(aws.dlq_url) == (1, 0)
@@ -281,7 +300,7 @@ def test_dlq_send_failure_keeps_the_rejected_event_queued(
     )
 
     with pytest.raises(BatchIncomplete, match="1 of 2"):
-        forward(sqs_event(aws.queue_url))
+        forward_like_lambda(sqs_event(aws.queue_url))
 
     assert queue_counts(aws.queue_url) == (0, 1)  # the accepted one is deleted, the rejected one kept
 
@@ -289,7 +308,7 @@ def test_dlq_send_failure_keeps_the_rejected_event_queued(
 def test_malformed_message_is_dead_lettered_without_posting(aws: StackNames, lookout: FakeLookout) -> None:
     enqueue(aws.queue_url, ["not json at all"])
 
-    forward(sqs_event(aws.queue_url))
+    forward_like_lambda(sqs_event(aws.queue_url))
 
     assert lookout.requests == []
     (dead,) = drain_queue_raw(aws.dlq_url)
@@ -306,7 +325,7 @@ def test_records_from_another_queue_are_refused_before_posting(
     settings.cache_clear()
 
     with pytest.raises(ConfigError, match="LOOKOUT_EDGE_QUEUE_URL"):
-        forward(event)
+        forward_like_lambda(event)
     assert lookout.requests == []
 
 
@@ -318,7 +337,7 @@ def test_metrics_are_flushed_once_per_invocation(
     ids = [m["event_id"] for m in messages]
     lookout.answer = lambda r: (200, {}, results((ids[0], "accepted"), (ids[1], "duplicate"), (ids[2], "rejected")))
 
-    forward(sqs_event(aws.queue_url))
+    forward_like_lambda(sqs_event(aws.queue_url))
 
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     assert len(emf) == 1

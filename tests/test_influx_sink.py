@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from fake_lookout import FakeLookout, enqueue, queue_counts, queue_message, sqs_event
+from fake_lookout import FakeLookout, enqueue, forward_like_lambda, queue_counts, queue_message, sqs_event
 from real_servers import InfluxDB1, VictoriaMetrics
 
 from chalicelib.forward.sinks.influx import line_protocol, lines
@@ -108,10 +108,6 @@ def use_sinks(monkeypatch: pytest.MonkeyPatch, *sinks: dict) -> None:
     settings.cache_clear()
 
 
-def forward(event: dict) -> dict:
-    from app import forward_events
-
-    return forward_events(event, None)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +127,7 @@ def test_metrics_land_in_victoriametrics(
     message = metric_message([{"name": "checkout", "value": 2.5, "tags": {"step": "pay"}}], project_id=project)
     enqueue(aws.queue_url, [message])
 
-    assert forward(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
+    assert forward_like_lambda(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
 
     (series,) = victoria.export(f'{{project_id="{project}"}}')
     assert series["metric"]["__name__"] == "checkout_value"
@@ -161,7 +157,7 @@ def test_metrics_land_in_influxdb_1(aws: StackNames, lookout: FakeLookout, monke
         entries = [{"name": "latency ms", "value": v, "route": "GET /a,b"} for v in (10, 20)]
         enqueue(aws.queue_url, [metric_message(entries)])
 
-        assert forward(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
+        assert forward_like_lambda(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
 
         rows = server.select("latency ms")
         assert [(r["time"], r["value"], r["route"], r["project_id"]) for r in rows] == [
@@ -188,7 +184,7 @@ def test_a_line_the_server_refuses_dead_letters_the_event_only_at_that_sink(
     )
     enqueue(aws.queue_url, [metric_message([{"name": "m", "value": 1}])])
 
-    assert forward(sqs_event(aws.queue_url)) == {"batchItemFailures": []}  # a 4xx is for good
+    assert forward_like_lambda(sqs_event(aws.queue_url)) == {"batchItemFailures": []}  # a 4xx is for good
 
     assert len(lookout.requests) == 1
     assert queue_counts(aws.dlq_url) == (1, 0)

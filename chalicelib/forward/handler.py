@@ -3,16 +3,17 @@
 Partial batch failure, and why the handler settles messages itself
 -------------------------------------------------------------------
 Chalice's `on_sqs_message` does not turn on `ReportBatchItemFailures`, and without it
-Lambda deletes the WHOLE batch when the handler returns, whatever it returns. So the
-handler never relies on Lambda to delete anything:
+Lambda deletes the WHOLE batch when the handler returns, whatever it returns. So:
 
-1. it deletes (DeleteMessageBatch) exactly the messages every destination took and
-   those it has safely copied to the dead-letter queue (or re-queued with their progress);
-2. it hides each message left for retry for a backoff period (ChangeMessageVisibility);
-3. if any message is left on the queue, it RAISES, so Lambda deletes nothing.
+- when every message is settled (every destination took it, or its dead-letter or
+  progress copy is safely sent), the handler returns and Lambda deletes the batch: the
+  handler makes no DeleteMessageBatch of its own, which Lambda would repeat and SQS bill;
+- when some must be retried, it deletes (DeleteMessageBatch) exactly the settled ones,
+  hides each one left for a backoff period (ChangeMessageVisibility) and RAISES, so
+  Lambda deletes nothing.
 
-With `ReportBatchItemFailures` on, raising marks the whole batch failed, which is the
-same thing: the only messages still on the queue are the ones left for retry.
+With `ReportBatchItemFailures` on, returning no failures and raising mean the same two
+things, so the handler is safe with the setting on or off.
 
 Destinations are called concurrently, so a batch costs about the slowest one's round trip.
 """

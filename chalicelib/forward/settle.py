@@ -8,7 +8,8 @@ Written once for every sink. The no-loss rules:
 - when some destinations took (or refused) it and others must try again, a copy that
   records that progress replaces it, so a destination that took it is not sent it again
   because another one failed; if that copy cannot be sent the original is retried as is;
-- the caller raises when anything is left, so Lambda deletes nothing itself.
+- the caller raises when anything is left, so Lambda deletes nothing itself; when nothing is
+  left it returns and Lambda deletes the batch (this module then deletes nothing).
 
 `verdict` and `plan` are pure; `execute` does the SQS calls.
 """
@@ -130,7 +131,12 @@ def plan(
 
 
 def execute(steps: Sequence[Step], queue_url: str, dlq_url: str) -> Settlement:
-    """Copies first (DLQ, then requeue), then delete what is done, then hide what is left."""
+    """Copies first (DLQ, then requeue), then delete what is done, then hide what is left.
+
+    When nothing is left, nothing is deleted here: the handler returns normally and Lambda
+    deletes the whole batch itself (one DeleteMessageBatch it makes and bills either way).
+    Deleting only pays when some messages must stay, because then the handler raises.
+    """
     failed: set[str] = set()
     sent: dict[Action, set[str]] = {}
     for action, url in ((Action.DEAD_LETTER, dlq_url), (Action.REQUEUE, queue_url)):
@@ -138,18 +144,15 @@ def execute(steps: Sequence[Step], queue_url: str, dlq_url: str) -> Settlement:
         not_sent = sqs_batch.send_messages(url, copies) if copies else set()
         failed |= not_sent
         sent[action] = copies.keys() - not_sent
-    done = {
-        s.record.message_id: s.record.receipt_handle
-        for s in steps
-        if s.verdict.action is Action.DELETE or (s.copy is not None and s.record.message_id not in failed)
-    }
-    not_deleted = sqs_batch.delete_messages(queue_url, done) if done else set()
     hidden = {
         s.record.message_id: (s.record.receipt_handle, s.visibility)
         for s in steps
         if s.verdict.action is Action.RETRY or s.record.message_id in failed
     }
+    not_deleted: set[str] = set()
     if hidden:
+        done = {s.record.message_id: s.record.receipt_handle for s in steps if s.record.message_id not in hidden}
+        not_deleted = sqs_batch.delete_messages(queue_url, done) if done else set()
         sqs_batch.change_visibility(queue_url, hidden)
     return Settlement(
         dead_lettered=sent[Action.DEAD_LETTER],
