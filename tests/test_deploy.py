@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib.forward.sinks.registry import NAME_PATTERN
 from chalicelib.runtime.config import ENV_NAMES
 from edgectl.cmd_render_policies import MERGE_TEMPLATE, ROOT, merge_template_text, render_stage
 
@@ -136,6 +137,30 @@ def test_alarms_watch_this_stacks_queue_forwarder_and_api(template: dict[str, An
     assert {d["Name"]: d["Value"] for d in rest_dimensions}["ApiName"] == {"Ref": "AWS::StackName"}
     assert resources["RestAPI"]["Properties"]["Name"] == {"Ref": "AWS::StackName"}
     assert "ForwarderFunctionName" not in template["Parameters"] and "EdgeApiName" not in template["Parameters"]
+
+
+@pytest.mark.parametrize("which", ["standalone", "packaged"])
+def test_each_named_sink_gets_its_own_alarm_in_both_stacks(which: str, template: dict[str, Any]) -> None:
+    """AlarmSink1..3 name sinks of LOOKOUT_EDGE_SINKS; each named one gets an alarm, an empty one none,
+    and Lookout (whose metrics carry no sink dimension) is refused at deploy time."""
+    stack = json.loads((ROOT / "infra" / "resources.json").read_text()) if which == "standalone" else template
+    for slot in (1, 2, 3):
+        parameter = stack["Parameters"][f"AlarmSink{slot}"]
+        assert parameter["Default"] == ""
+        assert parameter["AllowedPattern"] == f"^({NAME_PATTERN.pattern})?$"  # the names LOOKOUT_EDGE_SINKS takes
+        assert stack["Conditions"][f"AlarmsSink{slot}"] == {
+            "Fn::Not": [{"Fn::Equals": [{"Ref": f"AlarmSink{slot}"}, ""]}]
+        }
+        alarm = stack["Resources"][f"Sink{slot}FailingAlarm"]
+        assert alarm["Condition"] == f"AlarmsSink{slot}"
+        assert (
+            alarm["Properties"]["AlarmActions"]
+            == stack["Resources"]["ForwarderErrorsAlarm"]["Properties"]["AlarmActions"]
+        )
+    assertions = stack["Rules"]["SinkAlarmsNameSinksBesideLookout"]["Assertions"]
+    assert [a["Assert"] for a in assertions] == [
+        {"Fn::Not": [{"Fn::Equals": [{"Ref": f"AlarmSink{slot}"}, "lookout"]}]} for slot in (1, 2, 3)
+    ]
 
 
 def test_unmatched_paths_answer_the_contracts_json_404(template: dict[str, Any]) -> None:

@@ -65,8 +65,6 @@ def dest(aws: StackNames, monkeypatch: pytest.MonkeyPatch) -> Iterator[Destinati
     container.reset()
 
 
-
-
 def log_message(n: int) -> dict:
     entries = [{"message": f"line {n}.{i}", "level": "WARN", "service": "checkout", "order_id": i} for i in range(2)]
     return queue_message({"entries": entries}, signal="log", path="/api/ingest/log")
@@ -208,6 +206,54 @@ def test_each_sink_has_its_own_metrics(aws: StackNames, dest: Destinations, caps
     assert by_sink[None]["forwarded"] == [2.0] and by_sink[None]["requeued"] == [1.0]
     dimensions = by_sink["tempo"]["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
     assert ["sink", "service"] in dimensions
+
+
+def alarm_metrics(stack: dict, slot: int, sink: str) -> dict[str, tuple[str, dict[str, str]]]:
+    """What the stack's alarm for sink slot `slot` reads, with that slot's parameter set to `sink`:
+    metric name → (namespace, dimensions)."""
+    alarm = stack["Resources"][f"Sink{slot}FailingAlarm"]
+    assert alarm["Condition"] == f"AlarmsSink{slot}"
+    read = {}
+    for query in alarm["Properties"]["Metrics"]:
+        if "MetricStat" in query:
+            metric = query["MetricStat"]["Metric"]
+            dimensions = {
+                d["Name"]: sink if d["Value"] == {"Ref": f"AlarmSink{slot}"} else d["Value"]
+                for d in metric["Dimensions"]
+            }
+            read[metric["MetricName"]] = (metric["Namespace"], dimensions)
+    return read
+
+
+@pytest.mark.parametrize("slot", [1, 2, 3])
+def test_the_stacks_sink_alarms_read_what_a_failing_sink_emits(
+    aws: StackNames, dest: Destinations, capsys: pytest.CaptureFixture, slot: int
+) -> None:
+    """A sink down (tempo, 503) and a sink refusing (loki, 400): their EMF lines carry exactly the
+    namespace, metric names and dimensions the stack's per-sink alarm reads."""
+    from edgectl.resources import load_template
+
+    dest.tempo.down = 503
+    dest.loki.down = 400
+    enqueue(aws.queue_url, [log_message(1), otlp_message()])
+
+    forward_like_lambda(sqs_event(aws.queue_url))  # loki's event dead-lettered, tempo's re-queued
+
+    emitted = {}
+    for line in capsys.readouterr().out.splitlines():
+        if '"_aws"' in line and '"sink"' in line:
+            emf = json.loads(line)
+            (directive,) = emf["_aws"]["CloudWatchMetrics"]
+            (dimension_names,) = directive["Dimensions"]
+            for metric in directive["Metrics"]:
+                emitted[(emf["sink"], metric["Name"])] = (
+                    directive["Namespace"],
+                    {name: emf[name] for name in dimension_names},
+                )
+    stack = load_template()
+    for sink, metric in (("tempo", "retried"), ("loki", "refused")):
+        assert alarm_metrics(stack, slot, sink)[metric] == emitted[(sink, metric)]
+    assert set(alarm_metrics(stack, slot, "loki")) == {"retried", "refused"}
 
 
 def test_a_sink_that_crashes_parks_its_events_for_itself_alone(
