@@ -22,9 +22,11 @@ dev-seed: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest
 
 # The deployable artifact (docs/deploy.md): dist/$(STAGE)/sam.json and a byte-compiled arm64

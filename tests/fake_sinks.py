@@ -115,7 +115,7 @@ class StrictLoki(StrictServer):
                 raise Refused("each stream needs values")
             for entry in values:
                 if not (isinstance(entry, list) and len(entry) in (2, 3) and isinstance(entry[1], str)):
-                    raise Refused(f"a value is [\"<ns>\", \"<line>\"], got {entry!r}")
+                    raise Refused(f'a value is ["<ns>", "<line>"], got {entry!r}')
                 if not (isinstance(entry[0], str) and entry[0].isdigit() and len(entry[0]) >= 19):
                     raise Refused(f"timestamps are nanosecond strings, got {entry[0]!r}")
         self.requests.append(body)

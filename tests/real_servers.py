@@ -55,9 +55,7 @@ class Server:
     def __init__(self, command: list[str], ready_path: str, port: int, workdir: str, what: str) -> None:
         self.url = f"http://{HOST}:{port}"
         self.workdir = workdir
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir
-        )
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
         try:
             _wait_ready(self.url + ready_path, self.process, what)
         except Exception:

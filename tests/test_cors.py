@@ -29,5 +29,10 @@ def test_null_wildcard_and_non_origins_are_never_echoed_with_credentials():
         assert response_headers(origin) == {}, origin
         assert "Access-Control-Allow-Origin" not in preflight_headers(origin, "content-type")
         assert "Access-Control-Allow-Credentials" not in preflight_headers(origin, "content-type")
-    for origin in ("http://localhost:8080", "http://[::1]:3000", "https://xn--bcher-kva.example", "chrome-extension://abc"):
+    for origin in (
+        "http://localhost:8080",
+        "http://[::1]:3000",
+        "https://xn--bcher-kva.example",
+        "chrome-extension://abc",
+    ):
         assert response_headers(origin)["Access-Control-Allow-Origin"] == origin

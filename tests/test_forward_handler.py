@@ -43,8 +43,6 @@ def lookout(aws: StackNames, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLo
     container.reset()
 
 
-
-
 def results(*verdicts: tuple[str, str]) -> dict:
     return {
         "results": [

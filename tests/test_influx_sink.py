@@ -108,8 +108,6 @@ def use_sinks(monkeypatch: pytest.MonkeyPatch, *sinks: dict) -> None:
     settings.cache_clear()
 
 
-
-
 @pytest.fixture(scope="module")
 def victoria() -> Iterator[VictoriaMetrics]:
     server = VictoriaMetrics()

@@ -207,7 +207,6 @@ def test_database_down_deletes_nothing_and_says_why(aws, source, batch_writes, s
     monkeypatch.setenv("LOOKOUT_DB_URL", "mysql://root:db-pass-secret@127.0.0.1:1/lookout")
     settings.cache_clear()
 
-
     from app import KeySyncFailed
 
     with chalice_client() as test_client, pytest.raises(KeySyncFailed, match="Can't connect") as caught:
@@ -413,7 +412,6 @@ def test_scan_reads_only_hash_and_content_hash(aws, put_key):
 
 def test_edge_accepts_a_key_after_one_scheduled_sync_and_refuses_it_once_revoked(aws, source, http):
     """Done when: a key inserted in MariaDB and one sync → 202; revoked → 401 after the next."""
-
 
     raw = source.insert_key(key_id=1)
     other = source.insert_key(key_id=2)

@@ -92,7 +92,6 @@ def _refusals(attributes: dict[str, dict[str, Any]]) -> dict[str, Outcome]:
     return refusals
 
 
-
 def decode_envelope(body: str) -> Envelope | None:
     """The queue message with its payload back as JSON, or None for a poison message."""
     try:

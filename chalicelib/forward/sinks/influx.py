@@ -150,9 +150,7 @@ def line_protocol(measurement: str, tags: dict[str, Any], fields: dict[str, Any]
     )
     if not field_text:
         return None
-    tag_text = "".join(
-        f",{_key(k)}={_key(value)}" for k, v in sorted(tags.items()) if (value := label_value(v)) and k
-    )
+    tag_text = "".join(f",{_key(k)}={_key(value)}" for k, v in sorted(tags.items()) if (value := label_value(v)) and k)
     name = _escape(" ".join(measurement.split()).lstrip("#"), ", ") or DEFAULT_MEASUREMENT  # "#" starts a comment
     return f"{name}{tag_text} {field_text} {timestamp}"
 
