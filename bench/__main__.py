@@ -150,6 +150,8 @@ def table(results: dict[str, Any]) -> str:
                 f"≤{section['target']}",
                 verdict(section["ratio"], section["target"]),
             )
+            if "log_bytes_per_batch" in section:
+                row("  log written per batch (healthy)", f"{section['log_bytes_per_batch']:.1f} B")
             if "fan_out_ms_median" in section:
                 row("  batch of 10 to Lookout + Loki + Influx", f"{section['fan_out_ms_median']:.1f} ms")
                 row(

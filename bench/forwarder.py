@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -204,7 +205,8 @@ def run(stack: Stack) -> dict[str, Any]:
         say(f"forwarder: {single} single batches of {BATCH} against a {BACKEND_DELAY * 1000:.0f} ms backend")
         fill(queue_url, template, BATCH * (single + 1))
         durations = []
-        with quiet_stdout():
+        log = Path(tempfile.mkdtemp(prefix="bench-forwarder-")) / "stdout"
+        with quiet_stdout(into=str(log)):
             for number in range(single + 1):
                 event = receive_event(queue_url, queue_arn)
                 started = time.perf_counter()
@@ -214,6 +216,8 @@ def run(stack: Stack) -> dict[str, Any]:
                 delete_like_lambda(event, result)
                 if len(event["Records"]) != BATCH:
                     raise RuntimeError(f"received {len(event['Records'])} messages, wanted {BATCH}")
+        log_bytes = log.stat().st_size
+        shutil.rmtree(log.parent)
         fan_out = fan_out_batches(queue_url, queue_arn, template, single)
         say(f"forwarder: {sustained} events in batches of {BATCH}, {CONCURRENCY} worker processes")
         batches = received_batches(queue_url, queue_arn, template, sustained)
@@ -230,6 +234,9 @@ def run(stack: Stack) -> dict[str, Any]:
         "batches": single,
         "batch_ms_median": round(batch_ms, 1),
         "batch_ms_max": round(max(durations) * 1000, 1),
+        # Everything a healthy forwarder writes, per batch, at this rate (a busy container's;
+        # its delivery counts are one line per metrics interval).
+        "log_bytes_per_batch": round(log_bytes / (single + 1), 1),
         "ratio": round(batch_ms / (BACKEND_DELAY * 1000), 3),
         "target": TARGET,
         "fan_out_ms_median": round(median(fan_out) * 1000, 1),

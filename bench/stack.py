@@ -111,12 +111,13 @@ def reset_chalicelib() -> None:
 
 
 @contextlib.contextmanager
-def quiet_stdout() -> Iterator[None]:
-    """Send fd 1 to /dev/null while handlers run: their JSON log and EMF lines are real work
-    (Lambda ships them to CloudWatch), but they must not drown the table."""
+def quiet_stdout(into: str = os.devnull) -> Iterator[None]:
+    """Send fd 1 to /dev/null (or the file `into`, to measure it) while handlers run: their JSON
+    log and EMF lines are real work (Lambda ships them to CloudWatch), but they must not drown
+    the table."""
     sys.stdout.flush()
     saved = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
+    devnull = os.open(into, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     os.dup2(devnull, 1)
     try:
         yield

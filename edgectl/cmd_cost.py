@@ -30,9 +30,11 @@ DEFAULT_FORWARDER_MS = 80.0
 # default level, its count in the container's EMF line (~190 B a minute; tests/test_log_bill.py),
 # no START/END/REPORT (system log level WARN). `make bench` measures it (log_bytes_per_event).
 EDGE_LOG_BYTES = 20
-# Per forwarder invocation: one Powertools EMF line (343 B with forwarded, accepted and
-# backend_latency); it logs nothing else on success, and Lambda's own lines are off (WARN).
-FORWARDER_LOG_BYTES = 350
+# Per forwarder invocation without a bench result: a healthy forwarder logs nothing of its own
+# and writes its delivery counts as one ~270 B EMF line per container and metrics interval
+# (60 s), so one line per invocation is an upper bound; Lambda's own lines are off (WARN).
+# `make bench` measures it (log_bytes_per_batch).
+FORWARDER_LOG_BYTES = 270
 # moto answers SendMessage in ~25 ms, SQS in ~8 (in-region p50): the edge's billed duration is its
 # own measured work (edge minus bare SendMessage, both on moto) plus SQS's latency.
 AWS_SQS_SEND_MS = 8.0
@@ -219,7 +221,8 @@ def latest_bench(directory: Path = BENCH_RESULTS) -> tuple[Path, dict[str, Any]]
 
 
 def measured_durations(results: dict[str, Any]) -> dict[str, float]:
-    """edge_ms / forwarder_ms / edge_log_bytes from a bench result, where those benchmarks succeeded."""
+    """edge_ms / forwarder_ms / edge_log_bytes / forwarder_log_bytes from a bench result, where
+    those benchmarks succeeded."""
     sections = results.get("sections", {})
     found = {}
     edge = sections.get("edge", {})
@@ -227,8 +230,11 @@ def measured_durations(results: dict[str, Any]) -> dict[str, float]:
         found["edge_ms"] = float(edge["edge_ms_median"])
         if "bare_send_ms_median" in edge:  # moto's SendMessage out, SQS's in
             found["edge_ms"] = max(0.0, found["edge_ms"] - float(edge["bare_send_ms_median"])) + AWS_SQS_SEND_MS
-    if "batch_ms_median" in sections.get("forwarder", {}):
-        found["forwarder_ms"] = float(sections["forwarder"]["batch_ms_median"])
+    forwarder = sections.get("forwarder", {})
+    if "batch_ms_median" in forwarder:
+        found["forwarder_ms"] = float(forwarder["batch_ms_median"])
+    if "log_bytes_per_batch" in forwarder:
+        found["forwarder_log_bytes"] = float(forwarder["log_bytes_per_batch"])
     lambda_like = sections.get("cold", {}).get("lambda_like") or {}
     if "log_bytes_per_event" in lambda_like:
         found["edge_log_bytes"] = float(lambda_like["log_bytes_per_event"])
@@ -258,6 +264,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--edge-log-bytes", type=float, help="log bytes per edge request (default: latest bench, else 20)"
     )
+    parser.add_argument(
+        "--forwarder-log-bytes", type=float, help="log bytes per forwarder batch (default: latest bench, else 270)"
+    )
     parser.add_argument("--arch", choices=("x86_64", "arm64"), default="arm64", help="default arm64, as deployed")
     parser.add_argument("--prices", type=Path, default=PRICES, help="prices file (default edgectl/prices.json)")
     parser.add_argument("--regions", type=int, default=1, help="edge regions, home included: adds what they cost more")
@@ -279,6 +288,8 @@ def run(args: argparse.Namespace) -> int:
         durations["forwarder_ms"] = args.forwarder_ms
     if args.edge_log_bytes is not None:
         durations["edge_log_bytes"] = args.edge_log_bytes
+    if args.forwarder_log_bytes is not None:
+        durations["forwarder_log_bytes"] = args.forwarder_log_bytes
     print(f"prices as of {prices['as_of']}, {prices['region']}, list prices without free tiers (edgectl/prices.json)")
     for door in [args.front_door] if args.front_door else FRONT_DOORS:
         inputs = CostInputs(
@@ -304,7 +315,8 @@ def format_estimate(inputs: CostInputs, result: Estimate) -> str:
         "",
         f"front door {inputs.front_door}: {inputs.event_bytes} B events, {inputs.events_per_request} per request, "
         f"forwarder batches of {inputs.batch_size}, edge {inputs.edge_ms:g} ms, forwarder {inputs.forwarder_ms:g} ms, "
-        f"{inputs.architecture}, edge log {inputs.edge_log_bytes:g} B/request",
+        f"{inputs.architecture}, log {inputs.edge_log_bytes:g} B/edge request, "
+        f"{inputs.forwarder_log_bytes:g} B/forwarder batch",
         f"  {'AWS (this edge)':<28} $ per 1M events",
     ]
     lines += [f"  {name:<28} {dollars:>10.4f}" for name, dollars in result.aws.items()]

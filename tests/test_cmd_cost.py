@@ -105,22 +105,24 @@ def test_prices_file_is_dated_and_sourced():
 
 def test_durations_come_from_a_bench_result(tmp_path):
     (tmp_path / "bench-20260101T000000Z.json").write_text(json.dumps({"sections": {"edge": {"error": "x"}}}))
-    result = {"sections": {"edge": {"edge_ms_median": 8.5}, "forwarder": {"batch_ms_median": 57.0}}}
+    forwarder = {"batch_ms_median": 57.0, "log_bytes_per_batch": 6.5}
+    result = {"sections": {"edge": {"edge_ms_median": 8.5}, "forwarder": forwarder}}
     (tmp_path / "bench-20260102T000000Z.json").write_text(json.dumps(result))
     path, newest = latest_bench(tmp_path)
     assert path.name == "bench-20260102T000000Z.json"
-    assert measured_durations(newest) == {"edge_ms": 8.5, "forwarder_ms": 57.0}
+    assert measured_durations(newest) == {"edge_ms": 8.5, "forwarder_ms": 57.0, "forwarder_log_bytes": 6.5}
     assert measured_durations({"sections": {"edge": {"error": "x"}}}) == {}
     assert latest_bench(tmp_path / "none") is None
 
 
 def test_command_prints_aws_beside_cloudflare(capsys):
     fixed = ["--edge-ms", "20", "--forwarder-ms", "100", "--arch", "x86_64", "--edge-log-bytes", "700"]
+    fixed += ["--forwarder-log-bytes", "350"]
     code = main(["cost", "--front-door", "rest", *fixed])
     out = capsys.readouterr().out
     assert code == 0
     assert "API Gateway REST" in out and "total Cloudflare" in out
-    # forwarder log: 350 B per batch by default (600 B in FIXED above): 100k x 250 B x $0.50/GB less
+    # forwarder log: 350 B per batch (600 B when this total was worked out): 100k x 250 B x $0.50/GB less
     assert f"{4.791458 - 0.0125:.4f}" in out.split("total AWS")[1].splitlines()[0]
 
 

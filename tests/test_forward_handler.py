@@ -327,23 +327,39 @@ def test_records_from_another_queue_are_refused_before_posting(
     assert lookout.requests == []
 
 
-def test_metrics_are_flushed_once_per_invocation(
-    aws: StackNames, lookout: FakeLookout, capsys: pytest.CaptureFixture
+def test_a_healthy_forwarder_counts_once_per_interval_and_failures_at_once(
+    aws: StackNames, lookout: FakeLookout, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    messages = [queue_message() for _ in range(3)]
-    enqueue(aws.queue_url, messages)
-    ids = [m["event_id"] for m in messages]
-    lookout.answer = lambda r: (200, {}, results((ids[0], "accepted"), (ids[1], "duplicate"), (ids[2], "rejected")))
+    """Deliveries are summed in the container (a line per batch would be most of the log bill);
+    a refusal is written by the invocation that saw it, so alarms see it at once."""
 
-    forward_like_lambda(sqs_event(aws.queue_url))
+    def emf_lines() -> list[dict]:
+        return [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
 
-    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
-    assert len(emf) == 1
-    (line,) = emf
-    assert line["service"] == "lookout-edge-forwarder"
-    assert [line[name] for name in ("forwarded", "duplicate", "rejected", "dead_lettered")] == [[1.0]] * 4
-    assert "retried" not in line
-    assert line["backend_latency"][0] >= 0
+    def batch(*statuses: str) -> None:
+        messages = [queue_message() for _ in statuses]
+        enqueue(aws.queue_url, messages)
+        answer = results(*((m["event_id"], status) for m, status in zip(messages, statuses, strict=True)))
+        lookout.answer = lambda r: (200, {}, answer)
+        forward_like_lambda(sqs_event(aws.queue_url))
+
+    batch("accepted", "duplicate", "rejected")
+    first, refused = emf_lines()  # the container's first counts are written at once
+    assert all(line["service"] == "lookout-edge-forwarder" for line in (first, refused))
+    assert (first["forwarded"], first["duplicate"], len(first["backend_latency"])) == (1, 1, 1)
+    assert (refused["rejected"], refused["dead_lettered"]) == ([1.0], [1.0])
+    assert "forwarded" not in refused and "retried" not in first
+
+    batch("accepted", "accepted")
+    assert emf_lines() == []  # within the interval: nothing written
+
+    monkeypatch.setenv("LOOKOUT_EDGE_METRICS_INTERVAL_SECONDS", "0")
+    settings.cache_clear()
+    batch("accepted")
+    (line,) = emf_lines()
+    assert line["forwarded"] == 3 and len(line["backend_latency"]) == 2
+    units = {m["Name"]: m.get("Unit") for m in line["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert units == {"forwarded": None, "backend_latency": "Milliseconds"}
 
 
 def drain_queue_raw(queue_url: str) -> list[dict]:

@@ -32,7 +32,7 @@ from chalicelib.forward.records import Record, parse_records
 from chalicelib.forward.sinks import registry
 from chalicelib.forward.sinks.base import Outcome, OutcomeKind, Reason, Sink, rejected
 from chalicelib.runtime.config import ConfigError, settings
-from chalicelib.runtime.observability import NAMESPACE, count, logger
+from chalicelib.runtime.observability import NAMESPACE, count, count_per_interval, logger, sample_per_interval
 
 SERVICE = "forwarder"
 # Lookout's counts keep the names of the forwarder's first release (alarms, dashboards, cost).
@@ -42,6 +42,11 @@ LOOKOUT_METRICS = {
     "rejected": "rejected",
     "backend_latency": "latency",
 }
+
+# What a healthy forwarder counts, summed in the container and written once per metrics interval
+# (a line per batch would be ~270 B of log per 10 events); every failure is counted at once,
+# so alarms see it in the invocation's own line.
+SUCCESS_COUNTS = frozenset({"forwarded", "duplicate"})
 
 
 class BatchIncomplete(RuntimeError):
@@ -56,7 +61,12 @@ def forward(event: dict[str, Any]) -> dict[str, Any]:
         return _forward(event, tally, per_sink)
     finally:
         for name, value in tally.items():
-            count(name, value, SERVICE, unit="Milliseconds" if name.endswith("latency") else "Count")
+            if name in SUCCESS_COUNTS:
+                count_per_interval(name, value, SERVICE)
+            elif name == "backend_latency":
+                sample_per_interval(name, value, SERVICE)
+            else:
+                count(name, value, SERVICE)
         _flush_sink_metrics(per_sink)  # per-sink lines; the middleware flushes the rest once
 
 

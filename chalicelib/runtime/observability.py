@@ -61,44 +61,60 @@ def count(name: str, value: float = 1, service: str = "api", unit: str = "Count"
     metrics(service).add_metric(name=name, unit=unit, value=value)
 
 
-class IntervalCounts:
-    """Counts summed in the container and written as one compact EMF line at most once per
-    interval: one line per accepted request would cost more log than the event itself.
+# EMF takes at most 100 values of one metric in one line.
+MAX_SAMPLES = 100
 
-    The first flush writes at once; counts of a container Lambda retires before its next
-    flush are lost (the queue's NumberOfMessagesSent is the exact count of accepted events).
+
+class IntervalCounts:
+    """Counts summed in the container, and millisecond samples, written as one compact EMF line
+    at most once per interval: one line per accepted request (or per delivered batch) would cost
+    more log than the events themselves.
+
+    The first flush writes at once; a metric reaching MAX_SAMPLES samples writes before its
+    interval is over. Counts of a container Lambda retires before its next flush are lost (the
+    queue's NumberOfMessagesSent and NumberOfMessagesDeleted are the exact counts).
     """
 
     def __init__(self, service: str, clock: Callable[[], float] = time.monotonic):
         self.service = service
         self.clock = clock
         self.counts: dict[str, int] = {}
+        self.samples: dict[str, list[float]] = {}
         self.written_at: float | None = None
 
     def add(self, name: str, value: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + value
 
+    def add_sample(self, name: str, milliseconds: float) -> None:
+        self.samples.setdefault(name, []).append(round(milliseconds))
+
     def line_if_due(self, interval: float) -> str | None:
         """The EMF line to write now, if any (and the counts start over)."""
         now = self.clock()
-        if not self.counts or (self.written_at is not None and now - self.written_at < interval):
+        full = any(len(values) >= MAX_SAMPLES for values in self.samples.values())
+        if not (self.counts or self.samples) or (
+            self.written_at is not None and now - self.written_at < interval and not full
+        ):
             return None
-        line = emf_line(self.counts, self.service)
-        self.counts, self.written_at = {}, now
+        line = emf_line(self.counts, self.service, self.samples)
+        self.counts, self.samples, self.written_at = {}, {}, now
         return line
 
 
-def emf_line(counts: dict[str, int], service: str) -> str:
-    """CloudWatch embedded metric format, as short as it can be: integer values, no spaces."""
+def emf_line(counts: dict[str, int], service: str, samples: dict[str, list[float]] | None = None) -> str:
+    """CloudWatch embedded metric format, as short as it can be: integer values, no spaces;
+    samples are millisecond values, each list one metric."""
+    samples = samples or {}
+    definitions: list[dict[str, str]] = [{"Name": n} for n in counts]
+    definitions += [{"Name": n, "Unit": "Milliseconds"} for n in samples]
     document = {
         "_aws": {
             "Timestamp": int(time.time() * 1000),
-            "CloudWatchMetrics": [
-                {"Namespace": NAMESPACE, "Dimensions": [["service"]], "Metrics": [{"Name": n} for n in counts]}
-            ],
+            "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [["service"]], "Metrics": definitions}],
         },
         "service": f"lookout-edge-{service}",
         **counts,
+        **samples,
     }
     return json.dumps(document, separators=(",", ":"))
 
@@ -111,6 +127,11 @@ def _interval_counts(service: str) -> IntervalCounts:
 def count_per_interval(name: str, value: int = 1, service: str = "api") -> None:
     """Count without a line per request: see IntervalCounts."""
     _interval_counts(service).add(name, value)
+
+
+def sample_per_interval(name: str, milliseconds: float, service: str = "api") -> None:
+    """A duration without a line per invocation: see IntervalCounts."""
+    _interval_counts(service).add_sample(name, milliseconds)
 
 
 def flush(service: str = "api") -> None:
