@@ -423,7 +423,7 @@ def test_partial_enqueue_is_503_and_retry_sends_only_the_rest(http, put_key, aws
     put_key(KEY)
     real = aws_clients.client("sqs")
     flaky = PartlyFailingSQS(real, failing_bodies={3})
-    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name: flaky)
+    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name, **_: flaky)
     monkeypatch.setattr("chalicelib.edge.pipeline.ENQUEUE_BUDGET_SECONDS", 0.3)
     lines = b"\n".join(json.dumps({"n": i}).encode() for i in range(5))
     headers = {"content-type": "application/x-ndjson", "x-api-key": KEY, "idempotency-key": "batch-1"}

@@ -60,7 +60,7 @@ def test_sqs_unreachable_is_503_never_202_and_nothing_is_half_accepted(
     http, put_key, aws: StackNames, monkeypatch: pytest.MonkeyPatch, path, body, content_type, events
 ) -> None:
     put_key(KEY)
-    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda _name: unreachable_sqs())
+    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda _name, **_: unreachable_sqs())
     monkeypatch.setattr("chalicelib.edge.pipeline.ENQUEUE_BUDGET_SECONDS", 0.3)  # resends until then
     headers = {"Content-Type": content_type, "Idempotency-Key": f"outage-{events}"}
     for _ in range(2):  # the SDK retries: still 503, still nothing

@@ -57,7 +57,7 @@ class FlakySQS:
 
 def test_failed_entries_are_retried_alone(aws, monkeypatch):
     flaky = FlakySQS(aws_clients.client("sqs"), {"3"}, times=1)
-    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name: flaky)
+    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name, **_: flaky)
     send_messages(aws.queue_url, [msg(i) for i in range(5)], soon())
     assert flaky.calls == [["0", "1", "2", "3", "4"], ["3"]]
     assert sorted(m["i"] for m in drain_queue(aws.queue_url)) == [0, 1, 2, 3, 4]
@@ -65,7 +65,7 @@ def test_failed_entries_are_retried_alone(aws, monkeypatch):
 
 def test_persistent_failure_raises_with_what_got_in(aws, monkeypatch):
     flaky = FlakySQS(aws_clients.client("sqs"), {"1"}, times=10)
-    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name: flaky)
+    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name, **_: flaky)
     with pytest.raises(EnqueueFailed) as info:
         send_messages(aws.queue_url, [msg(i) for i in range(3)], soon(0.3))
     assert info.value.sent == {0, 2}
@@ -96,7 +96,7 @@ def test_batches_are_sent_concurrently(aws, monkeypatch):
     from chalicelib.edge import enqueue
 
     meeting = MeetingSQS(aws_clients.client("sqs"), parties=enqueue.CONCURRENT_BATCHES)
-    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name: meeting)
+    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name, **_: meeting)
     send_messages(aws.queue_url, [msg(i) for i in range(10 * enqueue.CONCURRENT_BATCHES)], soon())
     assert meeting.calls == enqueue.CONCURRENT_BATCHES
     assert sorted(m["i"] for m in drain_queue(aws.queue_url)) == list(range(10 * enqueue.CONCURRENT_BATCHES))
@@ -127,7 +127,7 @@ def test_a_lost_answer_is_resent_with_the_same_body(aws, monkeypatch):
     """#15 items 3 and 4: a timeout has no `response`; the batch is resent, same bodies (same event
     ids: the backend stores an id once), and the call succeeds within its deadline."""
     lossy = LostAnswersSQS(aws_clients.client("sqs"), {"0"}, READ_TIMEOUT, times=1)
-    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name: lossy)
+    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name, **_: lossy)
     messages = [msg(i) for i in range(3)]
     send_messages(aws.queue_url, messages, soon())
     assert lossy.calls == [["0", "1", "2"], ["0", "1", "2"]]
@@ -140,7 +140,7 @@ def test_a_lost_answer_is_resent_with_the_same_body(aws, monkeypatch):
 
 def test_an_unanswered_batch_keeps_the_record_of_what_was_sent(aws, monkeypatch):
     lossy = LostAnswersSQS(aws_clients.client("sqs"), {"12"}, CLOSED, times=1000)
-    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name: lossy)
+    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name, **_: lossy)
     with pytest.raises(EnqueueFailed) as info:
         send_messages(aws.queue_url, [msg(i) for i in range(15)], soon(0.3))
     assert info.value.sent == set(range(10))
@@ -162,8 +162,44 @@ class RefusingSQS:
 
 def test_a_batch_sqs_refuses_for_good_is_not_resent(aws, monkeypatch):
     refusing = RefusingSQS()
-    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name: refusing)
+    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name, **_: refusing)
     with pytest.raises(EnqueueFailed) as info:
         send_messages(aws.queue_url, [msg(0)], soon(30))
     assert (str(info.value), info.value.sent, info.value.unconfirmed) == ("InvalidMessageContents", set(), set())
     assert refusing.calls == 1
+
+
+def test_a_stalled_send_is_tried_once_per_round_so_the_deadline_holds(aws, monkeypatch):
+    """The enqueue loop is the retry, bounded by the request's deadline: botocore's own retry
+    would repeat a stalled call (connect + read timeout) once more past it."""
+    import socket
+    import threading
+
+    from chalicelib.runtime import container
+
+    requests: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept_and_never_answer() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            held.append(connection)
+            requests.append(connection.recv(65536))
+
+    threading.Thread(target=accept_and_never_answer, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    container.reset()
+    try:
+        with pytest.raises(EnqueueFailed) as failed:
+            send_messages(aws.queue_url, [msg(0)], soon(0.1))
+    finally:
+        listener.close()
+        for connection in held:
+            connection.close()
+        container.reset()
+    assert failed.value.unconfirmed == {0}  # sent, no answer: SQS may hold it
+    assert len(requests) == 1

@@ -97,7 +97,7 @@ def send_messages(
 ) -> None:
     """Put every message (except indices in `skip`) in the queue by `deadline` (time.monotonic()),
     or raise EnqueueFailed. What did not get in is resent, same body, while time is left."""
-    sqs = client("sqs")
+    sqs = client("sqs", single_attempt=True)  # this loop is the retry, bounded by the deadline
     pending = sorted(set(range(len(messages))) - skip)
     sent: set[int] = set(skip)
     unconfirmed: set[int] = set()

@@ -22,23 +22,28 @@ def _session() -> Any:
     return botocore.session.get_session()
 
 
-def client(service: str, region: str | None = None) -> Any:
+def client(service: str, region: str | None = None, *, single_attempt: bool = False) -> Any:
     """A shared low-level client for `service` (sqs, dynamodb, ssm, cloudwatch).
 
     `region` None is the container's own region; another region is for a multi-region
     edge's home-region key lookups and `status --regions` (docs/multi-region.md).
+    `single_attempt` is for a caller that retries on its own within a deadline (the edge's
+    enqueue): botocore's retry would double a stalled call's time past that deadline.
     """
-    return _client(service, region)
+    return _client(service, region, single_attempt)
 
 
 @per_container
-def _client(service: str, region: str | None) -> Any:
+def _client(service: str, region: str | None, single_attempt: bool = False) -> Any:
     from botocore.config import Config
 
     config = Config(
         connect_timeout=1,
         read_timeout=2,
-        retries={"mode": "standard", "max_attempts": 2},
+        # botocore's max_attempts counts retries after the first try: 2 means 3 tries in all.
+        retries={"mode": "standard", "total_max_attempts": 1}
+        if single_attempt
+        else {"mode": "standard", "max_attempts": 2},
         max_pool_connections=25,
     )
     # Built under the container's lock: botocore sessions are not thread-safe (the local edge is threaded).
