@@ -204,15 +204,16 @@ def run(stack: Stack) -> dict[str, Any]:
         queue_url, queue_arn = fresh_queue("bench-forwarder")
         say(f"forwarder: {single} single batches of {BATCH} against a {BACKEND_DELAY * 1000:.0f} ms backend")
         fill(queue_url, template, BATCH * (single + 1))
-        durations = []
+        durations, cpu = [], []
         log = Path(tempfile.mkdtemp(prefix="bench-forwarder-")) / "stdout"
         with quiet_stdout(into=str(log)):
             for number in range(single + 1):
                 event = receive_event(queue_url, queue_arn)
-                started = time.perf_counter()
-                result = forward_events(event, None)
+                started, cpu_started = time.perf_counter(), time.thread_time()
+                result = forward_events(event, None)  # Lookout alone: posted from this thread
                 if number:  # the first opens the backend connection
                     durations.append(time.perf_counter() - started)
+                    cpu.append(time.thread_time() - cpu_started)
                 delete_like_lambda(event, result)
                 if len(event["Records"]) != BATCH:
                     raise RuntimeError(f"received {len(event['Records'])} messages, wanted {BATCH}")
@@ -234,6 +235,8 @@ def run(stack: Stack) -> dict[str, Any]:
         "batches": single,
         "batch_ms_median": round(batch_ms, 1),
         "batch_ms_max": round(max(durations) * 1000, 1),
+        "batch_cpu_ms_median": round(median(cpu) * 1000, 2),  # the forwarder's own CPU per batch
+        "backend_ms": BACKEND_DELAY * 1000,
         # Everything a healthy forwarder writes, per batch, at this rate (a busy container's;
         # its delivery counts are one line per metrics interval).
         "log_bytes_per_batch": round(log_bytes / (single + 1), 1),

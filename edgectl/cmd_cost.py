@@ -36,8 +36,13 @@ EDGE_LOG_BYTES = 20
 # `make bench` measures it (log_bytes_per_batch).
 FORWARDER_LOG_BYTES = 270
 # moto answers SendMessage in ~25 ms, SQS in ~8 (in-region p50): the edge's billed duration is its
-# own measured work (edge minus bare SendMessage, both on moto) plus SQS's latency.
+# own measured work plus SQS's latency.
 AWS_SQS_SEND_MS = 8.0
+# Lambda's CPU share grows with memory: "at 1,769 MB, a function has the equivalent of one vCPU"
+# (AWS Lambda docs). Work measured on one core here takes 1,769/memory times as long there.
+LAMBDA_MB_PER_VCPU = 1769
+EDGE_MEMORY_MB = 512  # .chalice/config.json
+FORWARDER_MEMORY_MB = 256
 
 
 @dataclass(frozen=True)
@@ -51,8 +56,8 @@ class CostInputs:
     rate_limited_share: float = 0.0  # requests whose project has a rate limit
     edge_ms: float = DEFAULT_EDGE_MS
     forwarder_ms: float = DEFAULT_FORWARDER_MS
-    edge_memory_mb: int = 512  # .chalice/config.json
-    forwarder_memory_mb: int = 256
+    edge_memory_mb: int = EDGE_MEMORY_MB
+    forwarder_memory_mb: int = FORWARDER_MEMORY_MB
     architecture: str = "arm64"  # lambda_architecture in .chalice/config.json
     edge_log_bytes: float = EDGE_LOG_BYTES  # CloudWatch Logs bytes per edge request
     forwarder_log_bytes: float = FORWARDER_LOG_BYTES  # per forwarder invocation
@@ -226,12 +231,18 @@ def measured_durations(results: dict[str, Any]) -> dict[str, float]:
     sections = results.get("sections", {})
     found = {}
     edge = sections.get("edge", {})
-    if "edge_ms_median" in edge:
+    if "edge_cpu_ms_median" in edge:  # its CPU at Lambda's share of a core, then SQS's answer
+        found["edge_ms"] = at_lambda_speed(edge["edge_cpu_ms_median"], EDGE_MEMORY_MB) + AWS_SQS_SEND_MS
+    elif "edge_ms_median" in edge:
         found["edge_ms"] = float(edge["edge_ms_median"])
         if "bare_send_ms_median" in edge:  # moto's SendMessage out, SQS's in
             found["edge_ms"] = max(0.0, found["edge_ms"] - float(edge["bare_send_ms_median"])) + AWS_SQS_SEND_MS
     forwarder = sections.get("forwarder", {})
-    if "batch_ms_median" in forwarder:
+    if "batch_cpu_ms_median" in forwarder:  # the backend's answer, then its CPU at Lambda's share
+        found["forwarder_ms"] = float(forwarder["backend_ms"]) + at_lambda_speed(
+            forwarder["batch_cpu_ms_median"], FORWARDER_MEMORY_MB
+        )
+    elif "batch_ms_median" in forwarder:
         found["forwarder_ms"] = float(forwarder["batch_ms_median"])
     if "log_bytes_per_batch" in forwarder:
         found["forwarder_log_bytes"] = float(forwarder["log_bytes_per_batch"])
@@ -239,6 +250,11 @@ def measured_durations(results: dict[str, Any]) -> dict[str, float]:
     if "log_bytes_per_event" in lambda_like:
         found["edge_log_bytes"] = float(lambda_like["log_bytes_per_event"])
     return found
+
+
+def at_lambda_speed(cpu_ms: float, memory_mb: int) -> float:
+    """CPU milliseconds measured on one core here, as a Lambda function of `memory_mb` spends them."""
+    return round(float(cpu_ms) * LAMBDA_MB_PER_VCPU / memory_mb, 3)
 
 
 def measured_inputs(directory: Path = BENCH_RESULTS) -> dict[str, float]:

@@ -149,3 +149,17 @@ def test_the_log_bill_follows_the_measured_bytes():
     loud = estimate(CostInputs(front_door="url", edge_log_bytes=573.0, forwarder_log_bytes=0), PRICES_NOW)
     assert quiet.aws["CloudWatch Logs"] == pytest.approx(1e6 * 1.0 / 1e9 * 0.50)
     assert loud.aws["CloudWatch Logs"] == pytest.approx(0.2865)
+
+
+def test_measured_cpu_is_stretched_to_lambdas_share_of_a_core():
+    """At 512 MB a function has 512/1,769 of a vCPU: 2 ms of CPU here are ~6.9 ms there, then
+    SQS's answer; the forwarder's CPU at 256 MB comes after the backend's answer."""
+    result = {
+        "sections": {
+            "edge": {"edge_ms_median": 30.0, "bare_send_ms_median": 28.0, "edge_cpu_ms_median": 2.0},
+            "forwarder": {"batch_ms_median": 58.0, "batch_cpu_ms_median": 3.0, "backend_ms": 50.0},
+        }
+    }
+    durations = measured_durations(result)
+    assert durations["edge_ms"] == pytest.approx(8.0 + 2.0 * 1769 / 512, abs=0.001)
+    assert durations["forwarder_ms"] == pytest.approx(50.0 + 3.0 * 1769 / 256, abs=0.001)
