@@ -36,15 +36,17 @@ def run(stack: Stack) -> dict[str, Any]:
     edge_s: list[float] = []
     edge_cpu_s: list[float] = []
     bare_s: list[float] = []
+    bare_cpu_s: list[float] = []
     with quiet_stdout():
         for _ in range(iterations):
             started, cpu_started = time.perf_counter(), time.thread_time()
             invoke_edge(app, event)  # one message: sent from this thread
             edge_s.append(time.perf_counter() - started)
             edge_cpu_s.append(time.thread_time() - cpu_started)
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.thread_time()
             sqs.send_message(QueueUrl=stack.names.queue_url, MessageBody=queued)
             bare_s.append(time.perf_counter() - started)
+            bare_cpu_s.append(time.thread_time() - cpu_started)
     edge_ms, bare_ms = median(edge_s) * 1000, median(bare_s) * 1000
     ndjson = ndjson_request(env_int("BENCH_NDJSON_N", 20))
     return {
@@ -56,6 +58,7 @@ def run(stack: Stack) -> dict[str, Any]:
         # The handler's own CPU, botocore's signing and serializing included: what Lambda's
         # share of a vCPU (memory / 1,769 MB) stretches (edgectl cost).
         "edge_cpu_ms_median": round(median(edge_cpu_s) * 1000, 3),
+        "bare_send_cpu_ms_median": round(median(bare_cpu_s) * 1000, 3),
         "bare_send_ms_median": round(bare_ms, 3),
         "overhead_ms": round(edge_ms - bare_ms, 3),
         "ratio": round(edge_ms / bare_ms, 3),
