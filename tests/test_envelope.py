@@ -1,4 +1,6 @@
+import hashlib
 import json
+import time
 
 import pytest
 
@@ -7,7 +9,9 @@ from chalicelib.contract.envelope import (
     decode_payload,
     encode_message,
     new_ulid,
+    stable_ulids,
     strip_api_key,
+    ulid_text,
     utc_now_iso,
 )
 from chalicelib.contract.errors import EdgeError
@@ -22,6 +26,27 @@ def test_ulids_are_monotonic_within_a_millisecond():
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
     assert all(len(i) == 26 for i in ids)
+
+
+def test_ulids_are_spelled_as_the_reference_implementation_spells_them():
+    """python-ulid (the spec's Python implementation) reads and writes the same 26 characters."""
+    import random
+
+    from ulid import ULID
+
+    rng = random.Random(7)
+    for value in [0, 2**128 - 1, *(rng.getrandbits(128) for _ in range(500))]:
+        assert ulid_text(value) == str(ULID.from_int(value))
+    fresh = ULID.from_str(new_ulid())
+    assert abs(fresh.milliseconds - time.time() * 1000) < 60_000  # its time is now
+    assert stable_ulids("delivery-1", 1_700_000_000_000, 3) == [
+        str(
+            ULID.from_int(
+                1_700_000_000_000 << 80 | int.from_bytes(hashlib.sha256(b"delivery-1").digest()[:8]) << 16 | i
+            )
+        )
+        for i in range(3)
+    ]
 
 
 def test_received_at_format():

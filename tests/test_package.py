@@ -72,7 +72,7 @@ from app import app
 health = app({"version": "2.0", "rawPath": "/health", "requestContext": {"http": {"method": "GET"}}}, None)
 refused = app({"version": "2.0", "rawPath": "/api/ingest", "headers": {"content-type": "application/json"},
                "body": "{}", "requestContext": {"http": {"method": "POST", "sourceIp": "203.0.113.9"}}}, None)
-import chalicelib.forward.handler, chalicelib.keysync.job, pymysql, ulid
+import chalicelib.forward.handler, chalicelib.keysync.job, pymysql
 from aws_lambda_powertools.utilities.parameters import SSMProvider
 import botocore
 print(json.dumps({"health": health["statusCode"], "refused": refused["statusCode"], "botocore": botocore.__file__,
