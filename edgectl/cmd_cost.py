@@ -188,7 +188,10 @@ def multi_region_extra(inputs: RegionsInputs, prices: dict[str, Any]) -> MultiRe
     extra.monthly["Route 53 health checks"] = inputs.regions * (
         endpoint + 2 * mr["health_check_calculated_or_metric_per_month"]
     )
-    stack_alarms = sum(r["Type"] == "AWS::CloudWatch::Alarm" for r in load_template()["Resources"].values())
+    # The stack's alarms every region has (a sink's alarm only exists where AlarmSink<N> names it).
+    stack_alarms = sum(
+        r["Type"] == "AWS::CloudWatch::Alarm" and "Condition" not in r for r in load_template()["Resources"].values()
+    )
     extra.monthly["alarms"] = replicas * (stack_alarms + 1) * mr["cloudwatch_alarm_per_month"]  # + replication lag
     extra.dns_if_billed = inputs.dns_queries_per_event * mr["route53_latency_queries_per_million"]
     extra.per_million_events["Route 53 latency queries"] = (
