@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from bench.events import ingest_event, invoke_edge, ndjson_event
-from bench.stack import Stack, env_int, median, percentile, quiet_stdout, reset_chalicelib, say
+from bench.stack import Stack, env_int, median, own_stack, percentile, quiet_stdout, reset_chalicelib, say
 
 TARGET = 1.10
 NDJSON_LINES = 1000
@@ -69,14 +69,11 @@ def run(stack: Stack) -> dict[str, Any]:
 def ndjson_request(iterations: int) -> dict[str, Any]:
     """NDJSON_LINES events in one request to its 202, and the same count sent batch after batch.
 
-    On the Firehose bench's moto server (bench/moto_linear_sqs.py): stock moto recounts the
-    whole queue on every send, which would time the mock, not the edge.
+    On a moto server of its own, so the queue starts empty.
     """
     import botocore.session
 
-    from bench.firehose import linear_sqs_stack
-
-    with linear_sqs_stack() as stack:
+    with own_stack() as stack:
         from app import app
 
         event = ndjson_event(NDJSON_LINES)

@@ -4,35 +4,26 @@ Firehose gives an HTTP endpoint 3 minutes; the target here is 10 s for the whole
 (decode, checks, 4,000 queue messages, idempotency record). Edge CPU per record is the
 handler process's CPU time (moto runs in its own process) over the records.
 
-It runs against a moto server of its own (bench/moto_linear_sqs.py): stock moto recounts
-the whole queue on every SendMessage, so 4,000 messages into one queue take minutes there.
+It runs against a moto server of its own, with an empty queue (bench/moto_linear_sqs.py, as
+every section: stock moto recounts the whole queue on every SendMessage, so 4,000 messages
+into one queue take minutes there).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from bench.events import BENCH_KEY
 from bench.stack import (
-    HOST,
-    ROOT,
     Stack,
-    aws_env,
     env_int,
     median,
-    put_bench_key,
+    own_stack,
     quiet_stdout,
-    reset_chalicelib,
     say,
 )
-from edgectl.devstack import free_port, wait_for_http
 from edgectl.lambda_shim import api_gateway_event
 
 TARGET_SECONDS = 10.0
@@ -55,42 +46,8 @@ def delivery_event(records: list[bytes]) -> tuple[dict[str, Any], int]:
     return event, len(body)
 
 
-@contextlib.contextmanager
-def linear_sqs_stack() -> Iterator[Stack]:
-    """The stack's resources and the bench key on a moto server of this benchmark's own;
-    the process environment points at it meanwhile."""
-    import boto3
-
-    from edgectl.resources import create_resources
-
-    port = free_port(HOST)
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter
-        [sys.executable, "-m", "bench.moto_linear_sqs", "-H", HOST, "-p", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-    )
-    saved = dict(os.environ)
-    aws_url = f"http://{HOST}:{port}"
-    stack = Stack(process, aws_url, None)  # type: ignore[arg-type]
-    try:
-        wait_for_http(f"{aws_url}/moto-api/", 30)
-        os.environ.update(aws_env(aws_url))
-        stack.names = create_resources(boto3.Session(region_name=os.environ["AWS_DEFAULT_REGION"]))
-        os.environ.update(stack.names.environment())
-        put_bench_key(stack)
-        reset_chalicelib()
-        yield stack
-    finally:
-        stack.stop()
-        os.environ.clear()
-        os.environ.update(saved)
-        reset_chalicelib()
-
-
 def run(_shared: Stack) -> dict[str, Any]:
-    with linear_sqs_stack():
+    with own_stack():
         return _measure()
 
 

@@ -86,6 +86,22 @@ def start_stack() -> Stack:
     return stack
 
 
+@contextlib.contextmanager
+def own_stack() -> Iterator[Stack]:
+    """A stack of a section's own (a fresh moto server: an empty queue), the bench key in it;
+    the process environment points at it meanwhile."""
+    saved = dict(os.environ)
+    stack = start_stack()
+    try:
+        reset_chalicelib()
+        yield stack
+    finally:
+        stack.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+        reset_chalicelib()
+
+
 def put_bench_key(stack: Stack) -> None:
     """The key every edge request uses, written as the key sync would write it."""
     import boto3
