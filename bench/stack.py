@@ -60,7 +60,7 @@ def start_stack() -> Stack:
 
     The server is bench/moto_linear_sqs.py, moto with a SendMessage that does not recount the
     queue: the sections put tens of thousands of messages in the edge's queue, and stock moto
-    would slow each send down with the queue's length (the OTLP section once took 45 minutes),
+    would slow each send down with the queue's length (the OTLP section crawled at ~7 requests/s, ~45 minutes),
     timing the mock instead of the edge."""
     import boto3
 
