@@ -118,6 +118,23 @@ def test_interval_counts_wait_for_their_interval():
     assert json.loads(counts.line_if_due(60) or "")["accepted"] == 1
 
 
+def test_interval_samples_are_written_before_their_interval_once_emf_holds_no_more():
+    """EMF takes at most 100 values of a metric in one line: the 100th sample writes the line."""
+    clock = Clock(100.0)
+    counts = IntervalCounts("forwarder", clock)
+    counts.add("forwarded", 10)
+    counts.add_sample("backend_latency", 52.4)
+    first = json.loads(counts.line_if_due(60) or "")  # a container's first counts: at once
+    assert (first["forwarded"], first["backend_latency"]) == (10, [52])
+    assert {"Name": "backend_latency", "Unit": "Milliseconds"} in first["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+    for _ in range(99):
+        counts.add_sample("backend_latency", 50)
+    assert counts.line_if_due(60) is None  # 99 values, within the interval
+    counts.add_sample("backend_latency", 51)
+    line = json.loads(counts.line_if_due(60) or "")
+    assert len(line["backend_latency"]) == 100 and "forwarded" not in line
+
+
 def test_emf_line_is_compact():
     line = emf_line({"accepted": 3}, "api")
     assert " " not in line and '"accepted":3' in line and len(line) < 200
