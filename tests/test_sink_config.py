@@ -147,3 +147,125 @@ def test_sinks_from_an_ssm_secure_string(aws) -> None:
     missing = load_settings({"LOOKOUT_EDGE_SINKS_PARAM": "/lookout/absent", "LOOKOUT_INGEST_EDGE_BACKEND_URL": BACKEND})
     with pytest.raises(ConfigError, match="LOOKOUT_EDGE_SINKS_PARAM: cannot read SSM parameter /lookout/absent"):
         registry.sinks(missing)
+
+
+BASE = {
+    "loki": {"name": "l", "type": "loki", "url": "http://loki:3100", "signals": ["log"]},
+    "influx": {
+        "name": "m",
+        "type": "influx",
+        "url": "http://influx:8086",
+        "signals": ["metric"],
+        "org": "o",
+        "bucket": "b",
+    },
+    "influx1": {"name": "v", "type": "influx", "url": "http://vm:8428", "signals": ["metric"], "version": 1, "db": "d"},
+    "otlp": {"name": "t", "type": "otlp", "url": "http://tempo:4318", "signals": ["otlp"]},
+}
+# Every key each type reads, on the entry that reads it.
+FIELDS = [
+    *((kind, key) for kind in ("loki", "otlp") for key in ("name", "type", "url", "signals")),
+    ("loki", "tenant"),
+    ("loki", "token"),
+    ("influx", "version"),
+    ("influx", "org"),
+    ("influx", "bucket"),
+    ("influx", "token"),
+    ("influx1", "db"),
+    ("influx1", "rp"),
+    ("influx1", "username"),
+    ("influx1", "password"),
+    ("otlp", "headers"),
+]
+WRONG_TYPES = [["loki"], {"a": "b"}, 7, 2.0, True, False]
+
+
+def refusal(entry: dict) -> str:
+    """The ConfigError a list holding this entry gets (never another exception)."""
+    with pytest.raises(ConfigError) as raised:
+        registry.build(json.dumps([entry]), None, BACKEND)
+    return str(raised.value)
+
+
+@pytest.mark.parametrize(("kind", "key"), FIELDS)
+@pytest.mark.parametrize("wrong", WRONG_TYPES, ids=repr)
+def test_every_wrong_type_is_a_config_error_naming_the_entry_and_the_field(kind: str, key: str, wrong: object) -> None:
+    if key == "headers" and isinstance(wrong, dict):
+        wrong = {"X-Tenant": ["b"]}  # an object is right there: a value of the wrong type
+    entry = {**BASE[kind], key: wrong}
+    if key == "username":
+        entry["password"] = "p"
+    message = refusal(entry)
+    assert message.startswith("LOOKOUT_EDGE_SINKS: ")
+    assert f'"{key}"' in message
+    # Common keys are checked per entry (its index), a type's own options per named sink.
+    assert ("entry 0" if key in registry.COMMON_KEYS else f"sink {entry['name']!r}") in message
+
+
+@pytest.mark.parametrize(
+    ("kind", "options", "message"),
+    [
+        ("loki", {"tenant": "a\r\nX-Injected: 1"}, '"tenant" must not contain control characters'),
+        ("loki", {"token": "t\nX-Injected: 1"}, '"token" must not contain control characters'),
+        ("loki", {"token": "t\x00"}, '"token" must not contain control characters'),
+        ("loki", {"tenant": "café"}, '"tenant" is sent in a header: printable ASCII only'),
+        ("influx", {"token": "t\r\n"}, '"token" must not contain control characters'),
+        ("influx1", {"username": "u\r\nX: 1", "password": "p"}, '"username" must not contain control characters'),
+        ("influx1", {"username": "u", "password": "p\n"}, '"password" must not contain control characters'),
+        ("influx1", {"username": "a:b", "password": "p"}, '"username" must not contain ":"'),
+        ("otlp", {"headers": {"X-Tenant": "a\r\nX-Injected: 1"}}, "the value of X-Tenant must be printable ASCII"),
+        ("otlp", {"headers": {"X-Tenant": "a\n"}}, "the value of X-Tenant must be printable ASCII"),
+        ("otlp", {"headers": {"X-Tenant\r\nX-Injected": "1"}}, "is not a header name"),
+        ("otlp", {"headers": {"X Tenant": "1"}}, "is not a header name"),
+        ("otlp", {"headers": {"": "1"}}, "is not a header name"),
+        ("otlp", {"headers": {"X-Tenant": "é"}}, "the value of X-Tenant must be printable ASCII"),
+        ("otlp", {"headers": {"Content-Length": "1"}}, "Content-Length is set by the sink itself"),
+        ("otlp", {"headers": {"host": "evil"}}, "host is set by the sink itself"),
+    ],
+)
+def test_header_injection_is_refused_at_start(kind: str, options: dict, message: str) -> None:
+    text = refusal({**BASE[kind], **options})
+    assert message in text and repr(BASE[kind]["name"]) in text
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://[::1", "Invalid IPv6 URL"),
+        ("http://loki:99999", "out of range"),
+        ("http://loki:0", "port must be 1-65535"),
+        ("http://loki:31oo", "Port could not be cast"),
+        ("http://:3100", "with a host"),
+        ("ftp://loki", "with a host"),
+        ("http://lo ki", "without spaces or control characters"),
+        ("http://loki\r\n:3100", "without spaces or control characters"),
+        ("http://loki:3100/?tenant=x", "without ?query or #fragment"),
+        ("http://loki:3100#x", "without ?query or #fragment"),
+        ("http://user:secret@loki:3100", "without user:password@"),
+    ],
+)
+def test_a_malformed_url_or_port_is_refused_at_start(url: str, message: str) -> None:
+    text = refusal({**BASE["loki"], "url": url})
+    assert message in text and "entry 0 (l)" in text and '"url"' in text
+    assert "secret" not in text
+
+
+@pytest.mark.parametrize("url", ["http://[::1]:3100", "https://loki.example:443/prefix/", "http://127.0.0.1:65535"])
+def test_good_urls_still_build(url: str) -> None:
+    _, loki = build([{**BASE["loki"], "url": url}])
+    assert loki.push_url == url.rstrip("/") + "/loki/api/v1/push"
+
+
+def test_otlp_headers_and_header_tokens_that_are_fine_are_sent() -> None:
+    _, loki, tempo = build(
+        [
+            {**BASE["loki"], "tenant": " lookout ", "token": "abc.DEF-123_=="},
+            {**BASE["otlp"], "headers": {"X-Scope-OrgID": "lookout", "Authorization": "Basic dTpw"}},
+        ]
+    )
+    assert loki.headers["X-Scope-OrgID"] == "lookout" and loki.headers["Authorization"] == "Bearer abc.DEF-123_=="
+    assert tempo.headers == {
+        "X-Scope-OrgID": "lookout",
+        "Authorization": "Basic dTpw",
+        "Content-Type": "application/json",
+    }

@@ -19,6 +19,7 @@ Mapping (docs/sinks.md):
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlencode
@@ -65,10 +66,12 @@ class InfluxSink:
 
 def build(spec: SinkSpec) -> InfluxSink:
     version = spec.options.get("version", 2)
+    if type(version) is not int:  # true == 1 and 2.0 == 2 in Python: only the JSON integers 1 and 2
+        raise spec.error(f'"version" must be 1 or 2, got {json.dumps(version)}')
     headers = {"Content-Type": "text/plain; charset=utf-8"}
     if version == 2:
         query = {"org": spec.text("org", required=True), "bucket": spec.text("bucket", required=True)}
-        token = spec.text("token")
+        token = spec.text("token", header=True)
         if token:
             headers["Authorization"] = f"Token {token}"
         path = "/api/v2/write"
@@ -80,6 +83,8 @@ def build(spec: SinkSpec) -> InfluxSink:
         if username or password:
             if not (username and password):
                 raise spec.error('"username" and "password" go together')
+            if ":" in username:  # RFC 7617: Basic auth's user-id ends at the first colon
+                raise spec.error('"username" must not contain ":"')
             headers["Authorization"] = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
         path = "/write"
     else:

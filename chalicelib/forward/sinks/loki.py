@@ -61,7 +61,7 @@ class LokiSink:
 
 def build(spec: SinkSpec) -> LokiSink:
     headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
-    tenant, token = spec.text("tenant"), spec.text("token")
+    tenant, token = spec.text("tenant", header=True), spec.text("token", header=True)
     if tenant:
         headers["X-Scope-OrgID"] = tenant
     if token:

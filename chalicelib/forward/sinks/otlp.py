@@ -52,7 +52,4 @@ class OtlpSink:
 
 
 def build(spec: SinkSpec) -> OtlpSink:
-    extra = spec.options.get("headers") or {}
-    if not isinstance(extra, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
-        raise spec.error('"headers" must be an object of header names to strings')
-    return OtlpSink(spec.name, spec.signals, spec.url, {**extra, "Content-Type": "application/json"})
+    return OtlpSink(spec.name, spec.signals, spec.url, {**spec.headers("headers"), "Content-Type": "application/json"})

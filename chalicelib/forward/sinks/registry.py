@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from chalicelib.contract.signals import NAMED_SIGNALS
 from chalicelib.forward.sinks.base import Sink
@@ -34,6 +35,15 @@ SINK_MODULES = {
 COMMON_KEYS = frozenset({"name", "type", "url", "signals"})
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 SOURCE = "LOOKOUT_EDGE_SINKS"
+# RFC 9110 §5.1 field name (a token) and a value of visible ASCII, space and tab: what http.client
+# sends unchanged. CR/LF would split the request (header injection), anything else fails at delivery.
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Set by the sink itself (framing, encoding of its body): an extra one would break every request.
+RESERVED_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "content-type", "content-encoding"}
+)
 
 
 @per_container
@@ -55,15 +65,36 @@ class SinkSpec:
     def error(self, text: str) -> ConfigError:
         return ConfigError(f"{SOURCE}: sink {self.name!r} ({self.type}): {text}")
 
-    def text(self, key: str, required: bool = False, default: str | None = None) -> str | None:
+    def text(self, key: str, required: bool = False, header: bool = False) -> str | None:
+        """A string option, stripped; `header`: it is sent as (part of) a header value."""
         value = self.options.get(key)
         if value is None:
             if required:
                 raise self.error(f'"{key}" is required')
-            return default
+            return None
         if not isinstance(value, str) or not value.strip():
             raise self.error(f'"{key}" must be a non-empty string')
+        if CONTROL.search(value):
+            raise self.error(f'"{key}" must not contain control characters (CR, LF, ...)')
+        if header and not HEADER_VALUE.fullmatch(value):
+            raise self.error(f'"{key}" is sent in a header: printable ASCII only')
         return value.strip()
+
+    def headers(self, key: str) -> dict[str, str]:
+        """An object of extra request headers: valid names, values that cannot split the request."""
+        value = self.options.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise self.error(f'"{key}" must be an object of header names to strings')
+        for name, text in value.items():
+            if not HEADER_NAME.fullmatch(name):
+                raise self.error(f'"{key}": {name!r} is not a header name (letters, digits, -, no spaces or CR/LF)')
+            if name.lower() in RESERVED_HEADERS:
+                raise self.error(f'"{key}": {name} is set by the sink itself')
+            if not HEADER_VALUE.fullmatch(text):
+                raise self.error(f'"{key}": the value of {name} must be printable ASCII (no CR, LF or other controls)')
+        return {name: text.strip() for name, text in value.items()}
 
 
 def sinks(config: Settings) -> list[Sink]:
@@ -107,7 +138,7 @@ def build(text: str | None, lookout_signals: str | None, backend_url: str | None
         supported = module.SUPPORTED_SIGNALS
         if supported is not None and not spec.signals <= supported:
             refused = ", ".join(sorted(spec.signals - supported))
-            raise spec.error(f"cannot take signal(s) {refused}; it maps {', '.join(sorted(supported))}")
+            raise spec.error(f'"signals": cannot take signal(s) {refused}; it maps {", ".join(sorted(supported))}')
         destinations.append(module.build(spec))
     covered = set().union(*(SIGNALS if d.signals is None else d.signals for d in destinations))
     if SIGNALS - covered:
@@ -145,19 +176,38 @@ def _spec(index: int, entry: Any) -> SinkSpec:
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise ConfigError(f'{where}: "name" must match {NAME_PATTERN.pattern} (it names metrics and DLQ reasons)')
     kind = entry.get("type")
-    if kind not in SINK_MODULES:
+    if not isinstance(kind, str) or kind not in SINK_MODULES:
         raise ConfigError(f'{where} ({name}): "type" must be one of {", ".join(SINK_MODULES)}, got {kind!r}')
-    url = entry.get("url")
-    if not isinstance(url, str) or not re.fullmatch(r"https?://[^/\s]+(/\S*)?", url):
-        raise ConfigError(f'{where} ({name}): "url" must be an http(s) URL')
+    url = _url(entry.get("url"), f"{where} ({name})")
     signals = entry.get("signals")
     if not isinstance(signals, list) or not signals or not all(isinstance(s, str) for s in signals):
         raise ConfigError(f'{where} ({name}): "signals" must be a non-empty list of signal names')
     unknown = sorted(set(signals) - SIGNALS)
     if unknown:
-        raise ConfigError(f"{where} ({name}): unknown signal(s) {', '.join(unknown)}")
+        raise ConfigError(f'{where} ({name}): "signals": unknown signal(s) {", ".join(unknown)}')
     options = {k: v for k, v in entry.items() if k not in COMMON_KEYS}
-    return SinkSpec(name, kind, url.rstrip("/"), frozenset(signals), options)
+    return SinkSpec(name, kind, url, frozenset(signals), options)
+
+
+def _url(url: Any, where: str) -> str:
+    """An http(s) base URL the sink can append its path to, checked as urllib3 will read it."""
+    problem = '"url" must be an http(s) URL'
+    if not isinstance(url, str) or CONTROL.search(url) or " " in url:
+        raise ConfigError(f"{where}: {problem} (a string without spaces or control characters)")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError when not a number in 0-65535
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {problem}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where}: {problem} with a host (scheme://host[:port][/path])")
+    if port == 0:
+        raise ConfigError(f"{where}: {problem}: port must be 1-65535")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{where}: {problem} without user:password@ (it is not sent; use the sink's token keys)")
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ConfigError(f"{where}: {problem} without ?query or #fragment (the sink appends its own path)")
+    return url.rstrip("/")
 
 
 def _lookout_signals(value: str | None) -> frozenset[str] | None:
