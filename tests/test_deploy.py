@@ -54,6 +54,25 @@ def template(packaged: Path) -> dict[str, Any]:
     return json.loads(packaged.read_text())
 
 
+STATEFUL_TYPES = ("AWS::DynamoDB::Table", "AWS::DynamoDB::GlobalTable", "AWS::SQS::Queue")
+
+
+def stack_of(which: str, template: dict[str, Any]) -> dict[str, Any]:
+    """The standalone stack (infra/resources.json, for `chalice deploy`) or the packaged one."""
+    return json.loads((ROOT / "infra" / "resources.json").read_text()) if which == "standalone" else template
+
+
+@pytest.mark.parametrize("which", ["standalone", "packaged"])
+def test_queues_and_tables_outlive_a_stack_deletion_or_replacement(which: str, template: dict[str, Any]) -> None:
+    """Accepted but undelivered events, keys and idempotency records are kept when the stack is
+    deleted or a name change replaces the resource (docs/deploy.md, "Retained resources")."""
+    resources = stack_of(which, template)["Resources"]
+    stateful = {name: r for name, r in resources.items() if r["Type"] in STATEFUL_TYPES}
+    assert set(stateful) == {"KeysTable", "IdempotencyTable", "EventsQueue", "DeadLetterQueue"}
+    for name, resource in stateful.items():
+        assert (resource.get("DeletionPolicy"), resource.get("UpdateReplacePolicy")) == ("Retain", "Retain"), name
+
+
 def test_the_committed_merge_template_is_generated_from_the_standalone_stack() -> None:
     assert MERGE_TEMPLATE.read_text() == merge_template_text(), "run: python -m edgectl render-merge-template"
 
@@ -143,7 +162,7 @@ def test_alarms_watch_this_stacks_queue_forwarder_and_api(template: dict[str, An
 def test_each_named_sink_gets_its_own_alarm_in_both_stacks(which: str, template: dict[str, Any]) -> None:
     """AlarmSink1..3 name sinks of LOOKOUT_EDGE_SINKS; each named one gets an alarm, an empty one none,
     and Lookout (whose metrics carry no sink dimension) is refused at deploy time."""
-    stack = json.loads((ROOT / "infra" / "resources.json").read_text()) if which == "standalone" else template
+    stack = stack_of(which, template)
     for slot in (1, 2, 3):
         parameter = stack["Parameters"][f"AlarmSink{slot}"]
         assert parameter["Default"] == ""
@@ -199,7 +218,8 @@ def test_functions_log_json_without_lambdas_per_invocation_lines(template: dict[
 def test_front_door_parameter_picks_one_way_in(template: dict[str, Any]) -> None:
     """CONTRACT §8: REST (what `chalice deploy` makes), HTTP API or function URL, one stack parameter."""
     parameter = template["Parameters"]["FrontDoor"]
-    assert parameter["AllowedValues"] == ["rest", "http", "url"] and parameter["Default"] == "rest"
+    assert parameter["AllowedValues"] == ["rest", "http", "url"]
+    assert parameter["Default"] == "url"  # the cheapest door, the docs' recommendation
     resources = template["Resources"]
     doors = {
         "RestDoor": ["RestAPI", "APIHandlerInvokePermission", "UnknownPathIsNotFound"],
@@ -262,7 +282,7 @@ def dashboard_metrics(stack: dict[str, Any]) -> dict[str, set[str]]:
 
 @pytest.mark.parametrize("which", ["standalone", "packaged"])
 def test_both_stacks_have_a_dashboard_operators_look_at_first(which: str, template: dict[str, Any]) -> None:
-    stack = json.loads((ROOT / "infra" / "resources.json").read_text()) if which == "standalone" else template
+    stack = stack_of(which, template)
     metrics = dashboard_metrics(stack)
     assert {"accepted", "NumberOfMessagesSent"} <= metrics["Edge: accepted events"]
     assert {f"rejected_{status}" for status in (400, 401, 403, 413, 429, 503)} <= metrics["Edge: refused, by status"]
@@ -272,3 +292,182 @@ def test_both_stacks_have_a_dashboard_operators_look_at_first(which: str, templa
     assert "ApproximateNumberOfMessagesVisible" in metrics["Dead-letter queue"]
     assert {"forwarded", "dead_lettered", "retried", "auth_failed"} <= metrics["Forwarder outcomes"]
     assert {"sync_written", "sync_deleted", "sync_failed"} <= metrics["Key sync results"]
+
+
+# Alarm: (namespace, metric, statistic, period, evaluation periods, threshold, missing data).
+LAMBDA_ALARMS = {
+    "EdgeErrorsAlarm": ("AWS/Lambda", "Errors", "Sum", 300, 1, 0, "notBreaching"),
+    "EdgeThrottlesAlarm": ("AWS/Lambda", "Throttles", "Sum", 300, 1, 0, "notBreaching"),
+    "ForwarderThrottlesAlarm": ("AWS/Lambda", "Throttles", "Sum", 300, 1, 0, "notBreaching"),
+    "ForwarderErrorsAlarm": ("AWS/Lambda", "Errors", "Sum", 300, 3, 0, "notBreaching"),
+    # Liveness: the smallest sync_failed of 15 minutes is 0 when any run succeeded; no run at all is breaching.
+    "KeySyncFailedAlarm": ("LookoutEdge", "sync_failed", "Minimum", 900, 1, 0, "breaching"),
+}
+FUNCTION_OF = {
+    "EdgeErrorsAlarm": ("EdgeFunctionName", "APIHandler"),
+    "EdgeThrottlesAlarm": ("EdgeFunctionName", "APIHandler"),
+    "ForwarderThrottlesAlarm": ("ForwarderFunctionName", "ForwardEvents"),
+    "ForwarderErrorsAlarm": ("ForwarderFunctionName", "ForwardEvents"),
+}
+
+
+@pytest.mark.parametrize("which", ["standalone", "packaged"])
+def test_alarms_read_the_metric_statistic_and_threshold_their_runbook_describes(
+    which: str, template: dict[str, Any]
+) -> None:
+    resources = stack_of(which, template)["Resources"]
+    for name, (namespace, metric, statistic, period, periods, threshold, missing) in LAMBDA_ALARMS.items():
+        alarm = resources[name]["Properties"]
+        assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"], alarm["Period"]) == (
+            namespace,
+            metric,
+            statistic,
+            period,
+        ), name
+        assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"], alarm["Threshold"]) == (
+            periods,
+            periods,
+            threshold,
+        )
+        assert (alarm["ComparisonOperator"], alarm["TreatMissingData"]) == ("GreaterThanThreshold", missing), name
+        assert (
+            alarm["AlarmActions"]
+            == alarm["OKActions"]
+            == {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+        )
+        if name in FUNCTION_OF:
+            parameter, function = FUNCTION_OF[name]
+            assert alarm["Dimensions"] == [
+                {"Name": "FunctionName", "Value": {"Ref": parameter if which == "standalone" else function}}
+            ]
+    assert "EdgeFunctionName" in stack_of("standalone", template)["Parameters"]
+    assert "EdgeFunctionName" not in template["Parameters"]  # the stack's own function
+
+
+def share_alarm_metrics(alarm: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
+    """The (namespace, metric, dimension names) of the `errors` and `requests` series, then the expression."""
+    stats = {m["Id"]: m for m in alarm["Metrics"]}
+    assert stats["share"]["ReturnData"] is True and stats["share"]["Expression"] == (
+        "IF(requests >= 20, 100 * FILL(errors, 0) / requests, 0)"
+    )
+    assert not stats["errors"]["ReturnData"] and not stats["requests"]["ReturnData"]
+    found = []
+    for series in ("errors", "requests"):
+        metric = stats[series]["MetricStat"]
+        assert (metric["Period"], metric["Stat"]) == (300, "Sum")
+        found.append(
+            (
+                metric["Metric"]["Namespace"],
+                metric["Metric"]["MetricName"],
+                [d["Name"] for d in metric["Metric"]["Dimensions"]],
+            )
+        )
+    return found
+
+
+def test_the_5xx_share_alarm_divides_each_doors_5xx_by_its_requests(template: dict[str, Any]) -> None:
+    """More than EdgeServerErrorSharePercent (5) of 5 minutes' answers were 5xx, with at least 20
+    requests (a quiet stage's one error of three is no outage)."""
+    for stack in (stack_of("standalone", template), template):
+        alarm = stack["Resources"]["EdgeServerErrorShareAlarm"]["Properties"]
+        assert (alarm["Threshold"], alarm["EvaluationPeriods"], alarm["TreatMissingData"]) == (
+            {"Ref": "EdgeServerErrorSharePercent"},
+            1,
+            "notBreaching",
+        )
+        assert stack["Parameters"]["EdgeServerErrorSharePercent"]["Default"] == 5
+    standalone = stack_of("standalone", template)["Resources"]["EdgeServerErrorShareAlarm"]["Properties"]
+    rest = [("AWS/ApiGateway", "5XXError", ["ApiName", "Stage"]), ("AWS/ApiGateway", "Count", ["ApiName", "Stage"])]
+    assert share_alarm_metrics(standalone) == rest  # chalice deploy makes the REST API
+    doors = template["Resources"]["EdgeServerErrorShareAlarm"]["Properties"]["Metrics"]["Fn::If"]
+    assert doors[0] == "RestDoor" and doors[2]["Fn::If"][0] == "HttpDoor"
+    assert share_alarm_metrics({"Metrics": doors[1]}) == rest
+    assert share_alarm_metrics({"Metrics": doors[2]["Fn::If"][1]}) == [
+        ("AWS/ApiGateway", "5xx", ["ApiId", "Stage"]),
+        ("AWS/ApiGateway", "Count", ["ApiId", "Stage"]),
+    ]
+    assert share_alarm_metrics({"Metrics": doors[2]["Fn::If"][2]}) == [
+        ("AWS/Lambda", "Url5xxCount", ["FunctionName"]),
+        ("AWS/Lambda", "UrlRequestCount", ["FunctionName"]),
+    ]
+
+
+def alarm_state(alarm: dict[str, Any], values: list[float]) -> str:
+    """CloudWatch's verdict on one evaluation period of a single-metric alarm holding `values`."""
+    if not values:
+        return {"breaching": "ALARM", "notBreaching": "OK"}[alarm["TreatMissingData"]]
+    statistic = {"Minimum": min, "Maximum": max, "Sum": sum}[alarm["Statistic"]](values)
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    return "ALARM" if statistic > alarm["Threshold"] else "OK"
+
+
+def test_the_key_sync_alarm_fires_when_no_run_succeeded_for_15_minutes(
+    template: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Fed the sync_failed values the sync itself writes: one success among failures is enough;
+    only failures, or no run at all (schedule off, function broken), is an alarm."""
+    from chalicelib.keysync.job import _finish
+    from chalicelib.keysync.plan import SyncResult
+    from chalicelib.runtime.observability import flush
+
+    failed = SyncResult()
+    failed.error = "MySQL error 2003"
+    for result in (SyncResult(), failed):
+        _finish(result, 0.0)
+        flush("sync")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    written = [line["sync_failed"] for line in lines if line.get("service") == "lookout-edge-sync"]
+    success, failure = (float(v[0] if isinstance(v, list) else v) for v in written)
+    alarm = template["Resources"]["KeySyncFailedAlarm"]["Properties"]
+    metric = lines[0]["_aws"]["CloudWatchMetrics"][0]
+    assert metric["Namespace"] == alarm["Namespace"] and metric["Dimensions"] == [["service"]]
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": "lookout-edge-sync"}]
+    assert alarm_state(alarm, [failure, success, failure]) == "OK"
+    assert alarm_state(alarm, [failure, failure, failure]) == "ALARM"
+    assert alarm_state(alarm, []) == "ALARM"
+
+
+def test_the_key_sync_alarms_exist_only_where_the_sync_writes(template: dict[str, Any]) -> None:
+    """A multi-region edge syncs in HomeRegion only; elsewhere the sync records nothing, which
+    the liveness alarm would take for a stopped sync."""
+    for stack in (stack_of("standalone", template), template):
+        for name in ("KeySyncFailedAlarm", "KeySyncDeletesRefusedAlarm"):
+            assert stack["Resources"][name]["Condition"] == "SyncsHere"
+        assert stack["Conditions"]["SyncsHere"] == {
+            "Fn::Or": [
+                {"Fn::Not": [{"Condition": "HasHomeRegion"}]},
+                {"Fn::Equals": [{"Ref": "HomeRegion"}, {"Ref": "AWS::Region"}]},
+            ]
+        }
+
+
+def test_the_edge_has_reserved_concurrency_that_leaves_the_forwarder_its_share(template: dict[str, Any]) -> None:
+    """A flood is throttled at the edge's reservation instead of taking the account's concurrency
+    from the forwarder (unreserved, SQS MaximumConcurrency) and the key sync (reserved 1)."""
+    parameter = template["Parameters"]["EdgeReservedConcurrency"]
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    assert config["lambda_functions"]["api_handler"]["reserved_concurrency"] == parameter["Default"] == 100
+    assert (parameter["MinValue"], parameter["MaxValue"]) == (0, 900)  # Lambda keeps 100 of the default 1,000 free
+    props = {name: template["Resources"][name]["Properties"] for name in ("APIHandler", "ForwardEvents", "SyncKeys")}
+    assert props["APIHandler"]["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["ReservesEdgeConcurrency", {"Ref": "EdgeReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
+    }
+    assert template["Conditions"]["ReservesEdgeConcurrency"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "EdgeReservedConcurrency"}, "0"]}]
+    }
+    forwarder_max = template["Parameters"]["ForwarderMaxConcurrency"]["Default"]
+    assert parameter["Default"] + props["SyncKeys"]["ReservedConcurrentExecutions"] + forwarder_max <= 1000 - 100
+
+
+def test_api_gateway_throttles_every_route_before_the_function_runs(template: dict[str, Any]) -> None:
+    rate, burst = {"Ref": "EdgeThrottleRatePerSecond"}, {"Ref": "EdgeThrottleBurst"}
+    assert template["Resources"]["RestAPI"]["Properties"]["MethodSettings"] == [
+        {"ResourcePath": "/*", "HttpMethod": "*", "ThrottlingRateLimit": rate, "ThrottlingBurstLimit": burst}
+    ]
+    overrides = template["Resources"]["EdgeHttpApiThrottle"]
+    assert (overrides["Type"], overrides["Condition"]) == ("AWS::ApiGatewayV2::ApiGatewayManagedOverrides", "HttpDoor")
+    assert overrides["Properties"]["ApiId"] == {"Ref": "EdgeHttpApi"}  # the quick-create $default stage
+    assert overrides["Properties"]["Stage"]["DefaultRouteSettings"] == {
+        "ThrottlingRateLimit": rate,
+        "ThrottlingBurstLimit": burst,
+    }
