@@ -41,6 +41,11 @@ class Status:
     keys_approximate: int
     keys_counted: int | None
     last_synced_at: float | None
+    # From the sync's own `sync_failed` metric (KeySyncFailedAlarm reads the same): the start of
+    # the newest minute with a successful run in the last day, and how many runs that day saw
+    # (None: CloudWatch could not be read).
+    last_successful_sync_at: float | None = None
+    sync_runs_last_day: int | None = None
 
 
 def targets_from_environment(env: Any) -> Targets:
@@ -79,6 +84,31 @@ def oldest_message_age(queue_url: str, now: datetime, region: str | None = None)
     return float(max(points, key=lambda point: point["Timestamp"])["Maximum"])
 
 
+SYNC_LOOKBACK = timedelta(days=1)
+
+
+def sync_history(now: datetime, region: str | None = None) -> tuple[float | None, int | None]:
+    """(start of the newest minute with a successful key sync, runs in the last day) from the
+    sync's `sync_failed` metric: each run writes 0 (succeeded) or 1, so a minute whose Minimum
+    is 0 held a success. A sync that changes nothing writes no key, so the table cannot say
+    this. (None, None) when CloudWatch cannot be read."""
+    try:
+        points = client("cloudwatch", region).get_metric_statistics(
+            Namespace="LookoutEdge",
+            MetricName="sync_failed",
+            Dimensions=[{"Name": "service", "Value": "lookout-edge-sync"}],
+            StartTime=now - SYNC_LOOKBACK,
+            EndTime=now,
+            Period=60,  # 1,440 points: GetMetricStatistics' most per call
+            Statistics=["Minimum", "SampleCount"],
+        )["Datapoints"]
+    except Exception:
+        return None, None
+    runs = int(sum(point["SampleCount"] for point in points))
+    successes = [point["Timestamp"] for point in points if point["Minimum"] == 0]
+    return (max(successes).timestamp() if successes else None), runs
+
+
 def scan_keys(table: str, region: str | None = None) -> tuple[int, float | None]:
     """(items, newest synced_at) from a scan that reads only `synced_at`."""
     paginator = client("dynamodb", region).get_paginator("scan")
@@ -98,14 +128,18 @@ def collect(targets: Targets, scan: bool = True, now: datetime | None = None, re
     visible, in_flight = depth(targets.queue_url, region)
     keys_counted, last_synced = scan_keys(targets.keys_table, region) if scan else (None, None)
     table = client("dynamodb", region).describe_table(TableName=targets.keys_table)["Table"]
+    now = now or datetime.now(UTC)
+    last_success, runs = sync_history(now, region)
     return Status(
         queue_visible=visible,
         queue_in_flight=in_flight,
         dlq_visible=depth(targets.dlq_url, region)[0] if targets.dlq_url else None,
-        oldest_age_seconds=oldest_message_age(targets.queue_url, now or datetime.now(UTC), region),
+        oldest_age_seconds=oldest_message_age(targets.queue_url, now, region),
         keys_approximate=int(table["ItemCount"]),
         keys_counted=keys_counted,
         last_synced_at=last_synced,
+        last_successful_sync_at=last_success,
+        sync_runs_last_day=runs,
     )
 
 
@@ -150,6 +184,18 @@ def _synced(status: Status, now: float) -> str:
     return f"{_ago(now - status.last_synced_at)} ago"
 
 
+def _successful_sync(status: Status, now: float) -> str:
+    """When the last successful sync ran, or why that is not known."""
+    if status.sync_runs_last_day is None:
+        return "unknown (CloudWatch cannot be read)"
+    if status.last_successful_sync_at is not None:
+        stamp = datetime.fromtimestamp(status.last_successful_sync_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return f"{stamp} ({_ago(now - status.last_successful_sync_at)} ago)"
+    if status.sync_runs_last_day:
+        return f"none in the last day: all {status.sync_runs_last_day} runs failed"
+    return "none recorded in the last day (the sync did not run here; local stacks have no metrics)"
+
+
 def format_regions(found: dict[str, Status | str], now: float, home: str | None = None) -> str:
     """Regions side by side, one column each; an unreadable region says why below the table."""
     rows: list[tuple[str, list[str]]] = [("", [f"{r} (home)" if r == home else r for r in found])]
@@ -164,6 +210,10 @@ def format_regions(found: dict[str, Status | str], now: float, home: str | None 
     row("dead letters", lambda s: "-" if s.dlq_visible is None else str(s.dlq_visible))
     row("keys", lambda s: str(s.keys_counted) if s.keys_counted is not None else f"~{s.keys_approximate}")
     row("last sync", lambda s: _synced(s, now))
+    row(
+        "last success",
+        lambda s: "-" if s.last_successful_sync_at is None else f"{_ago(now - s.last_successful_sync_at)} ago",
+    )
     widths = [max(len(cells[i]) for _, cells in rows) for i in range(len(found))]
     lines = [
         f"{label:<14}" + "  ".join(f"{cell:>{width}}" for cell, width in zip(cells, widths, strict=True))
@@ -205,6 +255,7 @@ def format_status(targets: Targets, status: Status, now: float) -> str:
         f"keys table     {targets.keys_table}",
         f"  keys         {keys}",
         f"  last sync    {synced}",
+        f"  last success {_successful_sync(status, now)}",
     ]
     return "\n".join(lines)
 
@@ -246,7 +297,7 @@ def _run_regions(args: argparse.Namespace, targets: Targets) -> int:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "status",
-        help="queue depth, in-flight, dead letters, oldest event age, key count, last sync",
+        help="queue depth, in-flight, dead letters, oldest event age, key count, last (successful) sync",
         description=f"Reads {ENV_NAMES['queue_url']}, {ENV_NAMES['dlq_url']} and {ENV_NAMES['keys_table']} "
         "(or --stage from .chalice/config.json) with the usual AWS credentials.",
     )

@@ -124,3 +124,45 @@ def test_format_without_a_dead_letter_queue_or_synced_items() -> None:
     assert "dead letters   not configured" in text
     assert "oldest       12 s" in text
     assert "never (no item has synced_at)" in text
+
+
+def put_sync_runs(now: datetime, runs: list[tuple[int, float]]) -> None:
+    """What the key sync writes per run (minutes ago, sync_failed 0 or 1), as CloudWatch stores its EMF."""
+    boto3.client("cloudwatch", region_name=REGION).put_metric_data(
+        Namespace="LookoutEdge",
+        MetricData=[
+            {
+                "MetricName": "sync_failed",
+                "Dimensions": [{"Name": "service", "Value": "lookout-edge-sync"}],
+                "Timestamp": now - timedelta(minutes=minutes),
+                "Value": failed,
+                "Unit": "Count",
+            }
+            for minutes, failed in runs
+        ],
+    )
+
+
+def test_says_when_the_last_successful_sync_ran_even_when_it_changed_nothing(
+    busy_stack: StackNames, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sync that changes no key writes nothing to the table; its metric still says it ran."""
+    now = datetime.now(UTC).replace(second=30, microsecond=0)
+    put_sync_runs(now, [(40, 0.0), (35, 0.0), (30, 1.0), (25, 1.0), (20, 1.0)])
+    status = collect(Targets(busy_stack.keys_table, busy_stack.queue_url, busy_stack.dlq_url), now=now)
+    assert status.sync_runs_last_day == 5
+    success = datetime.fromtimestamp(status.last_successful_sync_at or 0, UTC)
+    assert now - timedelta(minutes=36) <= success <= now - timedelta(minutes=35)  # the minute of that run
+    text = format_status(Targets("keys", busy_stack.queue_url, None), status, now=now.timestamp())
+    assert f"last success {success.strftime('%Y-%m-%dT%H:%M:%SZ')} (35 min ago)" in text
+
+
+def test_says_when_every_run_failed_or_none_ran(busy_stack: StackNames) -> None:
+    now = datetime.now(UTC)
+    targets = Targets(busy_stack.keys_table, busy_stack.queue_url, busy_stack.dlq_url)
+    status = collect(targets, now=now)
+    assert (status.last_successful_sync_at, status.sync_runs_last_day) == (None, 0)
+    assert "last success none recorded in the last day" in format_status(targets, status, now.timestamp())
+    put_sync_runs(now, [(10, 1.0), (5, 1.0)])
+    status = collect(targets, now=now)
+    assert "last success none in the last day: all 2 runs failed" in format_status(targets, status, now.timestamp())
