@@ -2,51 +2,89 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-stamp
+PIP := $(PY) -m pip --disable-pip-version-check
+# What `make dev` needs (requirements-stack.lock), and everything `make test` needs (requirements-dev.lock).
+STACK_STAMP := $(VENV)/.stack-installed
+DEV_STAMP := $(VENV)/.dev-installed
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
-.PHONY: install dev dev-seed test lint package bench soak clean
+.PHONY: install dev dev-seed test lint package bench soak lock clean
 
-$(STAMP): requirements.txt requirements-tracing.txt requirements-dev.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check "pip>=23,<26.3"  # chalice packages with pip and needs <26.3
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-	touch $(STAMP)
+# Installs go through uv, pinned, taken from PATH or else fetched into the venv by pip once: it
+# downloads in parallel and keeps a wheel cache, ~8 s for the stack's packages where pip took a
+# minute and more on this kind of machine. It prints what it resolves, fetches and installs.
+UV_VERSION := 0.13.9
+UV := $(or $(shell command -v uv 2>/dev/null),$(VENV)/bin/uv)
 
-install: $(STAMP)
+$(PY):
+	@echo "make: creating $(VENV) with $$($(PYTHON) --version)"
+	@$(PYTHON) -m venv $(VENV)
 
-dev: $(STAMP)
+$(VENV)/bin/uv: | $(PY)
+	@echo "make: fetching the installer, uv $(UV_VERSION), into $(VENV) (pip, once)"
+	@$(PIP) install -q uv==$(UV_VERSION)
+
+$(STACK_STAMP): requirements-stack.lock | $(UV)
+	@echo "make: installing what the local stack runs into $(VENV) (requirements-stack.lock; test tools come with make test)"
+	@$(UV) pip install --python $(PY) -r requirements-stack.lock
+	@touch $@
+
+$(DEV_STAMP): requirements-dev.lock | $(UV)
+	@echo "make: installing the stack, tests and tools into $(VENV) (requirements-dev.lock)"
+	@$(UV) pip install --python $(PY) -r requirements-dev.lock
+	@touch $@ $(STACK_STAMP)
+
+install: $(DEV_STAMP)
+
+dev: $(STACK_STAMP)
 	$(PY) -m edgectl dev
 
-dev-seed: $(STAMP)
+dev-seed: $(STACK_STAMP)
 	$(PY) -m edgectl dev-seed
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: $(STAMP)
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+test: lint
 	$(PY) -m pytest
 
 # The deployable artifact (docs/deploy.md): dist/$(STAGE)/sam.json and a byte-compiled arm64
-# deployment.zip without boto3/botocore; prints its size (fails over 3 MB).
+# deployment.zip without boto3/botocore, from the versions pinned in requirements.lock; prints
+# its size (fails over 3 MB).
 STAGE ?= prod
-package: $(STAMP)
+package: $(DEV_STAMP)
 	$(PY) -m edgectl package --stage $(STAGE)
 
 # Hot paths as ratios against the bare minimum, on moto server and MariaDB (docs/performance.md).
 # ~10 minutes; sizes from BENCH_KEYS, BENCH_EDGE_N, BENCH_LOAD_SECONDS, ... Needs wrk (apt).
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) -m bench
 
 # Full-size reliability run (docs/reliability.md): 50,000 events (NDJSON batches, idempotent retries)
 # through a faulty network, then 10,000 fuzzed requests. Loopback only; stops by itself (the soak
 # gives up after 45 minutes).
-soak: $(STAMP)
+soak: $(DEV_STAMP)
 	$(PY) -m tests.soak --events 50000
 	FUZZ_EXAMPLES=10000 $(PY) -m pytest tests/test_fuzz.py -q --timeout 1800
+
+# Regenerate the three pinned sets after editing a requirements*.txt (needs PyPI): one resolution
+# valid on Python 3.11 to 3.13 (--universal), wheels only; the stack and runtime locks are cut from
+# the dev lock so all three agree; then each is checked to have wheels for x86_64 and arm64 on 3.11
+# and 3.13 (the runtime lock for Lambda's manylinux2014 arm64). `make lock UPGRADE=--upgrade`
+# moves every pin to the newest release.
+COMPILE = $(UV) pip compile -q --universal --python-version 3.11 --only-binary :all: --custom-compile-command "make lock" $(UPGRADE)
+CHECK = $(UV) pip compile -q --only-binary :all: --no-deps -o /dev/null
+lock: | $(UV)
+	$(COMPILE) requirements-dev.txt -o requirements-dev.lock
+	$(COMPILE) -c requirements-dev.lock requirements-stack.txt -o requirements-stack.lock
+	$(COMPILE) -c requirements-dev.lock requirements.txt requirements-tracing.txt -o requirements.lock
+	for py in 3.11 3.13; do \
+		for arch in x86_64 aarch64; do $(CHECK) --python-version $$py --python-platform $$arch-manylinux_2_28 requirements-dev.lock; done; \
+		$(CHECK) --python-version $$py --python-platform aarch64-manylinux_2_17 requirements.lock; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache bench/results/*.json

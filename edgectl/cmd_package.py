@@ -6,6 +6,7 @@ keeps Chalice's template and app files and rebuilds the zip:
 
 - the runtime requirements come from this virtualenv (the versions the tests ran), without
   boto3/botocore/s3transfer: the Lambda runtime has its own, and a bundled copy would shadow it;
+  each must be the version requirements.lock pins (`make install` installs them), or nothing is built;
 - the X-Ray SDK (requirements-tracing.txt) only for a stage with `"xray": true`;
 - Powertools without the utilities this code never imports (event handler, parser, ...);
 - every module byte-compiled with `--invalidation-mode unchecked-hash`: Lambda cannot write
@@ -32,6 +33,8 @@ from edgectl.cmd_render_policies import MERGE_TEMPLATE, ROOT, render_stage
 
 REQUIREMENTS = ROOT / "requirements.txt"
 TRACING_REQUIREMENTS = ROOT / "requirements-tracing.txt"
+# The pinned runtime set (`make lock` writes it from the two files above).
+RUNTIME_LOCK = ROOT / "requirements.lock"
 # The Lambda Python runtime ships these; bundling them would shadow its copies.
 RUNTIME_PROVIDED = {"boto3", "botocore", "s3transfer"}
 # Powertools parts this code never imports (checked by tests/test_package.py against the sources).
@@ -72,6 +75,28 @@ def requirement_names(path: Path) -> list[str]:
         elif line:
             names.append(re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0])
     return names
+
+
+def locked_versions(path: Path) -> dict[str, str]:
+    """`name==version` pins of a lock file that apply to this interpreter, by canonical name."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        requirement, _, marker = line.split("#", 1)[0].partition(";")
+        name, separator, version = requirement.strip().partition("==")
+        if separator and not (marker.strip() and not _marker_applies(marker)):
+            pins[_canonical(name)] = version.strip()
+    return pins
+
+
+def check_locked(dists: list[metadata.Distribution], pins: dict[str, str]) -> None:
+    """The package is built from the lock: every bundled distribution at its pinned version."""
+    wrong = [
+        f"{dist.metadata['Name']} {dist.version} (lock: {pins.get(_canonical(dist.metadata['Name']), 'not pinned')})"
+        for dist in dists
+        if pins.get(_canonical(dist.metadata["Name"])) != dist.version
+    ]
+    if wrong:
+        raise PackageError(f"this virtualenv differs from {RUNTIME_LOCK.name}: {', '.join(wrong)}; run `make install`")
 
 
 def _canonical(name: str) -> str:
@@ -242,6 +267,7 @@ def build(stage: str, out: Path, tracing: bool | None = None, platform_wheels: b
             chalice_zip.extractall(root)
         names = requirement_names(REQUIREMENTS) + (requirement_names(TRACING_REQUIREMENTS) if tracing else [])
         dists = closure(names, exclude=RUNTIME_PROVIDED)
+        check_locked(dists, locked_versions(RUNTIME_LOCK))
         wheels = WHEEL_CACHE if platform_wheels else None
         bundled = [copy_distribution(dist, root, wheels) for dist in dists]
         saved = slim_powertools(root)
