@@ -111,6 +111,39 @@ def drain_queue(queue_url: str, wait: int = 0) -> list[dict[str, Any]]:
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
+@pytest.fixture
+def silent_aws(aws: StackNames, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
+    """AWS_ENDPOINT_URL at a server that accepts connections and never answers; what it received.
+
+    For the deadline tests: a stalled AWS call must end with its client's timeouts."""
+    import socket
+    import threading
+
+    received: list[bytes] = []
+    held: list[socket.socket] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def accept_and_never_answer() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            held.append(connection)
+            received.append(connection.recv(65536))
+
+    threading.Thread(target=accept_and_never_answer, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    container.reset()
+    try:
+        yield received
+    finally:
+        listener.close()
+        for connection in held:
+            connection.close()
+        container.reset()
+
+
 # A stage that .chalice/config.json does not define: Chalice's test client applies a stage's
 # environment during every call, and the deploy stages' values would replace the moto ones.
 TEST_STAGE = "unit-test"

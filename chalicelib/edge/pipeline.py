@@ -242,10 +242,11 @@ def authenticate(request: IngestRequest, signal: Signal, raw_key: str | None) ->
     return record
 
 
-def _enforce_rate_limit(table: str, record: KeyRecord, events: int) -> None:
+def _enforce_rate_limit(table: str, record: KeyRecord, events: int, deadline: float) -> None:
     now = time.time()
     try:
-        over = ratelimit.over_limit(table, record.project_id, record.rate_limit_per_minute or 0, events, now)
+        limit = record.rate_limit_per_minute or 0
+        over = ratelimit.over_limit(table, record.project_id, limit, events, now, deadline)
     except Exception:
         logger().warning("rate counter unavailable; letting the request through")
         return
@@ -343,7 +344,7 @@ def _enqueue_once(
         planned = claim.body
     if record.rate_limit_per_minute is not None:
         try:
-            _enforce_rate_limit(conf.idempotency_table, record, len(events))
+            _enforce_rate_limit(conf.idempotency_table, record, len(events), deadline)
         except EdgeError:
             if claim is not None:
                 _quietly("forget the refused claim", idempotency.forget, conf.idempotency_table, claim)

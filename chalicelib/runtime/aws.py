@@ -22,24 +22,28 @@ def _session() -> Any:
     return botocore.session.get_session()
 
 
-def client(service: str, region: str | None = None, *, single_attempt: bool = False) -> Any:
+def client(
+    service: str, region: str | None = None, *, single_attempt: bool = False, timeout_seconds: float | None = None
+) -> Any:
     """A shared low-level client for `service` (sqs, dynamodb, ssm, cloudwatch).
 
     `region` None is the container's own region; another region is for a multi-region
     edge's home-region key lookups and `status --regions` (docs/multi-region.md).
     `single_attempt` is for a caller that retries on its own within a deadline (the edge's
     enqueue): botocore's retry would double a stalled call's time past that deadline.
+    `timeout_seconds` replaces the connect and read timeouts (1 s and 2 s) for a call that must
+    be short (the rate counter's, bounded by the request's deadline).
     """
-    return _client(service, region, single_attempt)
+    return _client(service, region, single_attempt, timeout_seconds)
 
 
 @per_container
-def _client(service: str, region: str | None, single_attempt: bool = False) -> Any:
+def _client(service: str, region: str | None, single_attempt: bool, timeout_seconds: float | None) -> Any:
     from botocore.config import Config
 
     config = Config(
-        connect_timeout=1,
-        read_timeout=2,
+        connect_timeout=timeout_seconds or 1,
+        read_timeout=timeout_seconds or 2,
         # botocore's max_attempts counts retries after the first try: 2 means 3 tries in all.
         retries={"mode": "standard", "total_max_attempts": 1}
         if single_attempt
