@@ -59,7 +59,17 @@ STACK_OPTIONS = {
     "SecretsKmsKey": "HasSecretsKmsKey",
     "HomeRegion": "HasHomeRegion",
     "SinksParameter": "HasSinksParameter",
+    "QueueKmsKey": "HasQueueKmsKey",
+    "TableKmsKey": "HasTableKmsKey",
 }
+# Key options: the option, its stack parameter (a whole `Resource`, so a Ref) and `render-policies` flag.
+KMS_KEYS = {
+    "SecretsKmsKey": ("SecretsKmsKeyArn", "--kms-key-arn"),
+    "QueueKmsKey": ("QueueKmsKeyArn", "--queue-kms-key-arn"),
+    "TableKmsKey": ("TableKmsKeyArn", "--table-kms-key-arn"),
+}
+# What the stacks' key parameters allow (AllowedPattern): a key ARN, not an alias, since IAM names the key.
+KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$")
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9:]+)\}")
 ACCOUNT = re.compile(r"^\d{12}$")
 REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
@@ -114,8 +124,8 @@ def _sub(value: Any, function: str) -> Any:
     if isinstance(value, str):
         if "${" not in value:
             return value
-        if value == "${SecretsKmsKeyArn}":
-            return {"Ref": "SecretsKmsKeyArn"}
+        if value in {f"${{{parameter}}}" for parameter, _ in KMS_KEYS.values()}:
+            return {"Ref": value[2:-1]}
         return {"Fn::Sub": value.replace("${FunctionName}", function_name("${AWS::StackName}", function))}
     if isinstance(value, dict):
         return {k: _sub(v, function) for k, v in value.items()}
@@ -197,6 +207,8 @@ def render_stage(
     region: str | None = None,
     partition: str = "aws",
     kms_key_arn: str | None = None,
+    queue_kms_key_arn: str | None = None,
+    table_kms_key_arn: str | None = None,
     cloudformation: bool = False,
 ) -> list[Path]:
     """Write the stage's policy files (and, for `chalice deploy`, its queue URLs); return what was written."""
@@ -220,9 +232,16 @@ def render_stage(
         if sinks_param:
             enabled.add("SinksParameter")
             values["SinksParameterName"] = _parameter_name(stage_info["environment"], ENV_NAMES["sinks_param"])
-        if kms_key_arn:
-            enabled.add("SecretsKmsKey")
-            values["SecretsKmsKeyArn"] = kms_key_arn
+        keys = {"SecretsKmsKey": kms_key_arn, "QueueKmsKey": queue_kms_key_arn, "TableKmsKey": table_kms_key_arn}
+        for option, key_arn in keys.items():
+            if key_arn:
+                parameter, flag = KMS_KEYS[option]
+                if not KMS_KEY_ARN.match(key_arn):
+                    raise RenderError(
+                        f"{flag} must be a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID), got {key_arn!r}"
+                    )
+                enabled.add(option)
+                values[parameter] = key_arn
         documents = {
             fn: concrete_policy(
                 statements, {**values, "FunctionName": function_name(stage_info["prefix"], fn)}, enabled
@@ -284,6 +303,8 @@ def _run_render_policies(args: argparse.Namespace) -> int:
             region=args.region,
             partition=args.partition,
             kms_key_arn=args.kms_key_arn,
+            queue_kms_key_arn=args.queue_kms_key_arn,
+            table_kms_key_arn=args.table_kms_key_arn,
             cloudformation=args.cloudformation,
         )
     except RenderError as exc:
@@ -318,6 +339,8 @@ def register(subparsers: Any) -> None:
     policies.add_argument("--region", help="e.g. eu-west-1")
     policies.add_argument("--partition", default="aws", help="aws, aws-cn or aws-us-gov")
     policies.add_argument("--kms-key-arn", help="customer managed key of the SecureStrings (omit for aws/ssm)")
+    policies.add_argument("--queue-kms-key-arn", help="the QueueKmsKeyArn the infra stack was given (omit: SSE-SQS)")
+    policies.add_argument("--table-kms-key-arn", help="the TableKmsKeyArn the infra stack was given (omit: AWS owned)")
     policies.add_argument("--cloudformation", action="store_true", help="Fn::Sub policies for chalice package")
     policies.add_argument("--chalice-dir", default=str(CHALICE_DIR), help=argparse.SUPPRESS)
     policies.set_defaults(run=_run_render_policies)

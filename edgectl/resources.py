@@ -43,17 +43,44 @@ def _parameters(template: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return values
 
 
-def _resolve(value: Any, params: dict[str, Any], attrs: dict[tuple[str, str], str]) -> Any:
+NO_VALUE = object()  # AWS::NoValue: the property is left out
+
+
+def condition_holds(template: dict[str, Any], condition: Any, params: dict[str, Any]) -> bool:
+    """A template condition (its name, or an Fn::Equals/Not/And/Or expression) for these
+    parameter values (`params` may hold pseudo parameters such as AWS::Region)."""
+    if isinstance(condition, str):
+        return condition_holds(template, template["Conditions"][condition], params)
+    ((fn, arg),) = condition.items()
+    if fn == "Condition":
+        return condition_holds(template, arg, params)
+    if fn == "Fn::Equals":
+        left, right = (params[v["Ref"]] if isinstance(v, dict) else v for v in arg)
+        return str(left) == str(right)
+    if fn == "Fn::Not":
+        return not condition_holds(template, arg[0], params)
+    if fn == "Fn::And":
+        return all(condition_holds(template, c, params) for c in arg)
+    if fn == "Fn::Or":
+        return any(condition_holds(template, c, params) for c in arg)
+    raise ValueError(f"unsupported condition function {fn}")
+
+
+def _resolve(value: Any, params: dict[str, Any], attrs: dict[tuple[str, str], str], template: dict[str, Any]) -> Any:
     if isinstance(value, dict) and len(value) == 1:
         ((fn, arg),) = value.items()
         if fn == "Ref":
-            return params[arg]
+            return NO_VALUE if arg == "AWS::NoValue" else params[arg]
         if fn == "Fn::GetAtt":
             return attrs[(arg[0], arg[1])]
+        if fn == "Fn::If":
+            branch = arg[1] if condition_holds(template, arg[0], params) else arg[2]
+            return _resolve(branch, params, attrs, template)
     if isinstance(value, dict):
-        return {k: _resolve(v, params, attrs) for k, v in value.items()}
+        resolved = {k: _resolve(v, params, attrs, template) for k, v in value.items()}
+        return {k: v for k, v in resolved.items() if v is not NO_VALUE}
     if isinstance(value, list):
-        return [_resolve(v, params, attrs) for v in value]
+        return [v for v in (_resolve(v, params, attrs, template) for v in value) if v is not NO_VALUE]
     return value
 
 
@@ -72,7 +99,7 @@ def create_resources(session: Any, prefix: str = "", overrides: dict[str, Any] |
     for logical_id, resource in ordered:
         if resource["Type"] not in LOCAL_TYPES:
             continue  # alarms and the like only exist in the deployed stack
-        props = _resolve(resource.get("Properties", {}), params, attrs)
+        props = _resolve(resource.get("Properties", {}), params, attrs, template)
         if resource["Type"] == "AWS::DynamoDB::Table":
             refs[logical_id] = _create_table(dynamodb, props)
         elif resource["Type"] == "AWS::SQS::Queue":
@@ -107,7 +134,7 @@ def _create_table(dynamodb: Any, props: dict[str, Any]) -> str:
 
 def _create_queue(sqs: Any, props: dict[str, Any]) -> str:
     attributes = {}
-    for key in ("MessageRetentionPeriod", "VisibilityTimeout"):
+    for key in ("MessageRetentionPeriod", "VisibilityTimeout", "KmsMasterKeyId"):
         if key in props:
             attributes[key] = str(props[key])
     if "RedrivePolicy" in props:

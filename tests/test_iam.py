@@ -159,9 +159,11 @@ def test_cloudformation_policies_take_every_arn_from_the_stack(chalice_dir: Path
         statements = policy(chalice_dir, "prod", function)["Statement"]
         conditional = [s for s in statements if "Fn::If" in s]
         expected = {
-            "api_handler": ["HasHomeRegion"],
-            "forward_events": ["HasSinksParameter", "HasSecretsKmsKey"],
-        }.get(function, ["HasSecretsKmsKey"])
+            "api_handler": ["HasHomeRegion", "HasQueueKmsKey", "HasTableKmsKey"],
+            "forward_events": ["HasSinksParameter", "HasSecretsKmsKey", "HasQueueKmsKey"],
+            "sync_keys": ["HasSecretsKmsKey", "HasTableKmsKey"],
+            "ship_logs": ["HasSecretsKmsKey", "HasQueueKmsKey", "HasTableKmsKey"],
+        }[function]
         assert [s["Fn::If"][0] for s in conditional] == expected
         for statement in statements:
             body = statement["Fn::If"][1] if "Fn::If" in statement else statement
