@@ -146,7 +146,7 @@ def _v2_event(
     cookie = headers.get("cookie") if keep_cookie_header else headers.pop("cookie", None)
     if base64_body is None:
         content_type = headers.get("content-type", "")
-        base64_body = "content-encoding" in headers or not content_type.startswith(_TEXT_TYPES)
+        base64_body = "content-encoding" in headers or not content_type.startswith(_TEXT_TYPES) or not _utf8(body)
     now = time.time()
     event: dict[str, Any] = {
         "version": "2.0",
@@ -179,6 +179,15 @@ def _v2_event(
     if body is not None:
         event["body"] = _encoded_body(body, bool(base64_body))
     return event
+
+
+def _utf8(body: bytes | None) -> bool:
+    """False for a body a JSON event cannot carry as text (a JSON string holds Unicode only)."""
+    try:
+        (body or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _encoded_body(body: bytes | None, base64_body: bool) -> str | None:

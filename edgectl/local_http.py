@@ -9,6 +9,11 @@ answers 501/431/414 with HTML, matches `//api/ingest` and a
 trailing slash that API Gateway refuses, reads a chunked body as empty, prints a
 traceback whenever a client hangs up, and reports every client as 127.0.0.1. This
 module fixes each of those in the local server only; nothing here runs deployed.
+
+It also holds requests to what AWS enforces before and after the code runs, as a function
+URL answers it (docs/local-stack.md, "Lambda's limits"): the 6 MB event and response of a
+synchronous invocation, the function's timeout (never over API Gateway's 29 s), repeated
+headers joined with commas, a text body that is not UTF-8 handed over base64.
 """
 
 from __future__ import annotations
@@ -18,14 +23,25 @@ import ipaddress
 import json
 import re
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
 from chalice.local import ChaliceRequestHandler, ThreadedHTTPServer
 
 LOCAL_SOURCE_IP = "127.0.0.1"
-# API Gateway's payload limit: a larger request never reaches the Lambda there either.
-MAX_BODY_BYTES = 10 * 1024 * 1024
+# Lambda's synchronous Invoke: the event JSON (request) and the function's answer (response).
+MAX_EVENT_BYTES = 6 * 1024 * 1024
+MAX_RESULT_BYTES = 6 * 1024 * 1024 + 100
+# A body this large can never fit the event: refused before it is read.
+MAX_BODY_BYTES = MAX_EVENT_BYTES
+# API Gateway's integration timeout (REST 29 s, HTTP API 30 s): the function's own is capped by it.
+INTEGRATION_TIMEOUT_SECONDS = 29.0
+CHALICE_CONFIG = Path(__file__).resolve().parent.parent / ".chalice" / "config.json"
+# A function URL's answers when Lambda refuses the event, or the invocation fails (error, timeout, too large).
+EVENT_TOO_LARGE = {"Message": f"Request must be smaller than {MAX_EVENT_BYTES} bytes for the InvokeFunction operation"}
+INVOCATION_FAILED = b"Internal Server Error"
 _QUERY = re.compile(r"\?[^\s\"']*")
 # What a status means when this server (not the app) answers it; the contract's error words.
 _ERROR_WORDS = {
@@ -57,6 +73,29 @@ def is_gateway_path(path: str) -> bool:
     """False for paths API Gateway does not route: empty segments (`//api/ingest`) or a
     trailing slash (`/api/ingest/`), which it answers 403 (the stack maps that to JSON 404)."""
     return path == "/" or (path.startswith("/") and "//" not in path and not path.endswith("/"))
+
+
+def function_timeout(config: Path = CHALICE_CONFIG) -> float:
+    """The edge function's timeout as deployed (`api_handler`'s `lambda_timeout`), at most the
+    integration timeout of the strictest API Gateway door."""
+    functions = json.loads(config.read_text()).get("lambda_functions", {})
+    return min(float(functions.get("api_handler", {}).get("lambda_timeout", 3)), INTEGRATION_TIMEOUT_SECONDS)
+
+
+def json_size(document: Any) -> int:
+    """Bytes of `document` as the JSON payload Lambda counts (UTF-8, no escapes for non-ASCII)."""
+    return len(json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def joined_headers(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """Header fields as the 2.0 doors hand them over: a repeated name once, its values joined by commas
+    (API Gateway HTTP API and function URLs do; the first spelling of the name is kept)."""
+    joined: dict[str, str] = {}
+    spelled: dict[str, str] = {}
+    for name, value in pairs:
+        key = spelled.setdefault(name.lower(), name)
+        joined[key] = f"{joined[key]},{value}" if key in joined else value
+    return joined
 
 
 class BodyTooLarge(ValueError):
@@ -98,6 +137,7 @@ class EdgeRequestHandler(ChaliceRequestHandler):
     """
 
     source_ip_header: str | None = None
+    timeout_seconds: float = 10.0  # make_handler sets the deployed function's
     server_version = "lookout-edge-local"
     sys_version = ""
 
@@ -127,7 +167,8 @@ class EdgeRequestHandler(ChaliceRequestHandler):
 
     # -- requests ------------------------------------------------------------------------------
     def _parse_payload(self) -> tuple[dict[str, Any], bytes | None]:
-        headers = {name: value for name, value in self.headers.items() if name.lower() != "transfer-encoding"}
+        pairs = [(name, value) for name, value in self.headers.items() if name.lower() != "transfer-encoding"]
+        headers: dict[str, Any] = joined_headers(pairs)
         if "chunked" in self.headers.get("transfer-encoding", "").lower():
             body = read_chunked(self.rfile)
             headers = {name: value for name, value in headers.items() if name.lower() != "content-length"}
@@ -147,7 +188,7 @@ class EdgeRequestHandler(ChaliceRequestHandler):
         try:
             headers, body = self._parse_payload()
         except BodyTooLarge:
-            self._send_json(413, {"error": "payload_too_large", "message": "request body over 10 MiB"}, close=True)
+            self._send_json(413, EVENT_TOO_LARGE, close=True)
             return
         except BadFraming as exc:
             self._send_json(400, {"error": "bad_request", "message": str(exc)}, close=True)
@@ -161,21 +202,58 @@ class EdgeRequestHandler(ChaliceRequestHandler):
             message = f"{self.source_ip_header} must be an IPv4 or IPv6 address"
             self._send_json(400, {"error": "bad_request", "message": message})
             return
-        self._send_v2_response(self._invoke_as_function_url(path, headers, body, source_ip))
+        event = self._function_url_event(path, headers, body, source_ip)
+        if json_size(event) > MAX_EVENT_BYTES:  # Lambda refuses it: the function never runs
+            self._send_json(413, EVENT_TOO_LARGE)
+            return
+        response = self._invoke(event)
+        if response is None or json_size(response) > MAX_RESULT_BYTES:
+            self._send_invocation_failed()
+            return
+        self._send_v2_response(response)
 
-    def _invoke_as_function_url(
+    def _function_url_event(
         self, path: str, headers: dict[str, Any], body: bytes | None, source_ip: str | None
     ) -> dict[str, Any]:
-        """The app, handed the event a Lambda function URL (the recommended front door) would
-        hand it: payload 2.0, base64 bodies, the client's address as `requestContext.http.sourceIp`.
-        The app's front door answers unknown routes and methods with the deployed JSON 404."""
-        from edgectl.lambda_shim import LambdaContext, function_url_event
+        """The event a Lambda function URL (the recommended front door) hands the app: payload 2.0,
+        base64 bodies, the client's address as `requestContext.http.sourceIp`."""
+        from edgectl.lambda_shim import function_url_event
 
         query = self.path.split("?", 1)[1] if "?" in self.path else ""
-        event = function_url_event(
+        return function_url_event(
             path, body, headers, source_ip=source_ip or LOCAL_SOURCE_IP, method=self.command, query=query
         )
-        return self.local_gateway._app_object(event, LambdaContext("api_handler", 10, 512))
+
+    def _invoke(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """The app's answer to `event`, or None when it raised or ran past the function's timeout
+        (Lambda then stops it; here the thread is left to finish, its answer dropped). The app's
+        front door answers unknown routes and methods with the deployed JSON 404."""
+        from edgectl.lambda_shim import LambdaContext
+
+        context = LambdaContext("api_handler", self.timeout_seconds, 512)
+        answer: list[dict[str, Any]] = []
+
+        def run() -> None:
+            try:
+                answer.append(self.local_gateway._app_object(event, context))
+            except Exception as exc:  # an unhandled error: Lambda reports a failed invocation
+                self.log_error("the invocation failed: %s", type(exc).__name__)
+
+        worker = threading.Thread(target=run, name="invocation", daemon=True)
+        worker.start()
+        worker.join(self.timeout_seconds)
+        if worker.is_alive():
+            self.log_error("the invocation ran past the function's %gs timeout", self.timeout_seconds)
+        return answer[0] if answer else None
+
+    def _send_invocation_failed(self) -> None:
+        """What a function URL answers when the invocation fails (error, timeout, answer over 6 MB)."""
+        self.send_response(502)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(INVOCATION_FAILED)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(INVOCATION_FAILED)
 
     def _send_v2_response(self, response: dict[str, Any]) -> None:
         headers: dict[str, Any] = dict(response.get("headers") or {})
@@ -210,5 +288,7 @@ class EdgeHTTPServer(ThreadedHTTPServer):
 
 
 def make_handler(source_ip_header: str | None) -> type[BaseHTTPRequestHandler]:
-    """The handler class, with the local-only source-IP header when the stack opts in."""
-    return type("EdgeHandler", (EdgeRequestHandler,), {"source_ip_header": source_ip_header})
+    """The handler class, with the deployed function's timeout and the local-only source-IP header
+    when the stack opts in."""
+    attributes = {"source_ip_header": source_ip_header, "timeout_seconds": function_timeout()}
+    return type("EdgeHandler", (EdgeRequestHandler,), attributes)

@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
+from edgectl import local_http
 from edgectl.cmd_local import make_edge_server
+from edgectl.lambda_shim import LambdaContext, function_url_event
 from edgectl.local_http import read_chunked, redact_query
 from tests.conftest import drain_queue
 
@@ -163,3 +165,121 @@ def test_a_client_that_hangs_up_leaves_no_traceback(serve, capsys):
     assert request(address, "GET", "/health")[0] == 200
     err = capsys.readouterr().err
     assert "Traceback" not in err and "Error" not in err
+
+
+def raw_answer(address: tuple[str, int], data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes, read the whole answer: (status, headers lowercased, body)."""
+    with socket.create_connection(address, timeout=20) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+def post_raw(path: str, body: bytes, *header_lines: str) -> bytes:
+    head = "".join(
+        f"{line}\r\n" for line in ("Host: x", *header_lines, f"Content-Length: {len(body)}", "Connection: close")
+    )
+    return f"POST {path} HTTP/1.1\r\n{head}\r\n".encode() + body
+
+
+def test_a_text_body_that_is_not_utf8_gets_the_deployed_answer_not_a_dropped_connection(serve, aws, capsys):
+    """A JSON event cannot carry invalid UTF-8 as text: the door hands it over base64, the app answers."""
+    from app import app
+
+    body = b'{"message":"\xff"}'
+    headers = {"X-Api-Key": KEY, "Content-Type": "application/json"}
+    status, answer_headers, answer = raw_answer(
+        serve(), post_raw("/api/ingest", body, *(f"{k}: {v}" for k, v in headers.items()))
+    )
+    deployed = app(function_url_event("/api/ingest", body, headers, base64_body=True), LambdaContext("api_handler"))
+    assert (status, json.loads(answer)) == (deployed["statusCode"], json.loads(deployed["body"]))
+    assert status == 400 and answer_headers["content-type"] == "application/json"
+    assert drain_queue(aws.queue_url) == []
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_repeated_headers_are_joined_with_commas_as_a_function_url_does(serve, aws):
+    address = serve()
+    body = json.dumps({"message": "twice"}).encode()
+    bad_then_good = post_raw(
+        "/api/ingest", body, "X-Api-Key: wrong", f"X-Api-Key: {KEY}", "Content-Type: application/json"
+    )
+    status, _, answer = raw_answer(address, bad_then_good)
+    assert (status, json.loads(answer)["error"]) == (401, "invalid_api_key")  # the key is "wrong,<key>"
+    twice = post_raw(
+        "/api/ingest",
+        body,
+        f"X-Api-Key: {KEY}",
+        "X-Lookout-Tag: a",
+        "x-lookout-tag: b",
+        "Content-Type: application/json",
+    )
+    assert raw_answer(address, twice)[0] == 202
+    [message] = drain_queue(aws.queue_url)
+    assert message["headers"]["x-lookout-tag"] == "a,b"
+
+
+def test_joined_headers_keep_the_first_spelling_and_every_value_in_order():
+    pairs = [("X-Api-Key", "a"), ("Accept", "*/*"), ("x-api-key", "b"), ("X-API-KEY", "c")]
+    assert local_http.joined_headers(pairs) == {"X-Api-Key": "a,b,c", "Accept": "*/*"}
+
+
+def test_an_event_over_lambdas_6_mb_is_refused_as_a_function_url_does(serve, aws):
+    """4.7 MiB of protobuf is under the edge's own 5 MiB, but base64 in the event it is over 6 MB."""
+    body = b"\x0a" * (47 * 1024 * 1024 // 10)
+    request_bytes = post_raw("/v1/traces", body, f"X-Api-Key: {KEY}", "Content-Type: application/x-protobuf")
+    status, headers, answer = raw_answer(serve(), request_bytes)
+    assert (status, json.loads(answer)) == (413, local_http.EVENT_TOO_LARGE)
+    assert headers["content-type"] == "application/json"
+    assert drain_queue(aws.queue_url) == []
+
+
+def test_a_body_that_cannot_fit_the_event_is_refused_before_it_is_read(serve):
+    head = f"POST /api/ingest HTTP/1.1\r\nHost: x\r\nContent-Length: {local_http.MAX_EVENT_BYTES + 1}\r\n\r\n"
+    status, _, answer = raw_answer(serve(), head.encode())
+    assert (status, json.loads(answer)) == (413, local_http.EVENT_TOO_LARGE)
+
+
+def test_an_answer_over_lambdas_response_limit_is_the_function_urls_502(serve, aws, monkeypatch):
+    monkeypatch.setattr(local_http, "MAX_RESULT_BYTES", 64)  # any real answer is larger
+    status, headers, answer = raw_answer(
+        serve(), post_raw("/api/ingest", b'{"message":"x"}', f"X-Api-Key: {KEY}", "Content-Type: application/json")
+    )
+    assert (status, answer, headers["content-type"]) == (502, b"Internal Server Error", "text/plain")
+
+
+def test_an_invocation_past_the_function_timeout_is_the_function_urls_502(serve, aws, monkeypatch):
+    from app import app
+
+    released = threading.Event()
+    handle = type(app).__call__
+
+    def slow(self: Any, event: dict, context: Any) -> Any:
+        released.wait(10)
+        return handle(self, event, context)
+
+    monkeypatch.setattr(type(app), "__call__", slow)
+    monkeypatch.setattr(local_http.EdgeRequestHandler, "timeout_seconds", 0.3)
+    address = serve()
+    address_handler = local_http.make_handler(None)
+    assert address_handler.timeout_seconds == 10.0  # the deployed api_handler's, from .chalice/config.json
+    try:
+        status, _, answer = raw_answer(address, post_raw("/health", b"", "X-Api-Key: x"))
+    finally:
+        released.set()
+    assert (status, answer) == (502, b"Internal Server Error")
+
+
+def test_the_function_timeout_is_the_deployed_one_never_over_api_gateways_29_s(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"lambda_functions": {"api_handler": {"lambda_timeout": 900}}}))
+    assert local_http.function_timeout(config) == 29.0
+    assert (
+        local_http.function_timeout()
+        == json.loads(local_http.CHALICE_CONFIG.read_text())["lambda_functions"]["api_handler"]["lambda_timeout"]
+    )
