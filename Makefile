@@ -1,7 +1,22 @@
 # Lookout Edge for AWS. `make dev` runs the whole stack locally, `make test` runs every test.
-PYTHON ?= python3
+# The Lambda runtime's Python, 3.13 (on PATH or in pyenv), so tests, CI and `make package` run
+# what Lambda runs; else python3 (`make dev` works on 3.11+, `make package` refuses anything but 3.13).
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell for p in python3.13 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13 2>/dev/null | sort -rV); \
+	do "$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null && echo "$$p" && exit; done; echo python3)
+endif
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# A venv of another Python is made anew: its bytecode and native wheels are that Python's.
+VERSION_OF = $(shell $(1) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+ifneq ($(wildcard $(PY)),)
+ifneq ($(call VERSION_OF,$(PY)),$(call VERSION_OF,$(PYTHON)))
+ifeq ($(findstring n,$(firstword -$(MAKEFLAGS))),)
+$(info make: $(VENV) is Python $(call VERSION_OF,$(PY)), not $(call VERSION_OF,$(PYTHON)) ($(PYTHON)): making it anew)
+$(shell rm -rf $(VENV))
+endif
+endif
+endif
 PIP := $(PY) -m pip --disable-pip-version-check
 # What `make dev` needs (requirements-stack.lock), and everything `make test` needs (requirements-dev.lock).
 STACK_STAMP := $(VENV)/.stack-installed

@@ -11,6 +11,9 @@ keeps Chalice's template and app files and rebuilds the zip:
 - Powertools without the utilities this code never imports (event handler, parser, ...);
 - every module byte-compiled with `--invalidation-mode unchecked-hash`: Lambda cannot write
   bytecode, and zip timestamps (1980) would make timestamp-checked .pyc files stale anyway.
+
+Bytecode is only used by the Python that wrote it, and Chalice names the runtime after the
+interpreter it runs on, so the package is built by the runtime's Python (LAMBDA_PYTHON) only.
 """
 
 from __future__ import annotations
@@ -53,8 +56,10 @@ POWERTOOLS_UNUSED = [
     "utilities/streaming",
     "utilities/validation",
 ]
-# Lambda on Graviton (arm64), Amazon Linux 2 for python3.11: glibc 2.17 wheels fit.
-PLATFORM_TAGS = ["manylinux2014_aarch64", "manylinux_2_17_aarch64"]
+# Every function's runtime (Chalice writes `python<major>.<minor>` of the interpreter it runs on).
+LAMBDA_PYTHON = (3, 13)
+# Lambda on Graviton (arm64); python3.13 runs on Amazon Linux 2023 (glibc 2.34): any wheel for glibc <= 2.34 fits.
+PLATFORM_TAGS = [f"manylinux_2_{minor}_aarch64" for minor in range(34, 16, -1)] + ["manylinux2014_aarch64"]
 # Distributions whose C speedups have a pure-Python fallback, used when no arm64 wheel can be fetched.
 PURE_FALLBACK = {"wrapt", "protobuf"}
 WHEEL_CACHE = ROOT / "build" / "wheels"
@@ -148,7 +153,7 @@ def copy_distribution(dist: metadata.Distribution, site: Path, wheels: Path | No
                 archive.extractall(site)
             return f"{name}=={dist.version} ({wheel.name.rsplit('-', 1)[-1].removesuffix('.whl')})"
         if name not in PURE_FALLBACK:
-            raise PackageError(f"{name} has compiled code and no {PLATFORM_TAGS[0]} wheel could be fetched")
+            raise PackageError(f"{name} has compiled code and no Linux aarch64 wheel could be fetched")
     for relative in files:
         if relative.parts[0] == ".." or "__pycache__" in relative.parts or relative.suffix == ".pyc":
             continue
@@ -258,6 +263,12 @@ def stage_tracing(stage: str) -> bool:
 def build(stage: str, out: Path, tracing: bool | None = None, platform_wheels: bool = True) -> dict[str, Any]:
     """Template + rebuilt deployment.zip in `out`; returns what went in. Without `platform_wheels`
     nothing is downloaded and C speedups are left out (their pure-Python fallbacks run)."""
+    if sys.version_info[:2] != LAMBDA_PYTHON:
+        wanted = "{}.{}".format(*LAMBDA_PYTHON)
+        raise PackageError(
+            f"the functions run on python{wanted}; this is Python {sys.version.split()[0]}, whose bytecode "
+            f"and runtime name would not match: make install PYTHON=<a {wanted} interpreter>"
+        )
     tracing = stage_tracing(stage) if tracing is None else tracing
     out.mkdir(parents=True, exist_ok=True)
     zip_path = chalice_package(stage, out)

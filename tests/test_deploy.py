@@ -200,11 +200,13 @@ def test_the_rest_api_hands_every_body_over_untouched(template: dict[str, Any]) 
     assert swagger["x-amazon-apigateway-binary-media-types"] == ["*/*"]
 
 
-def test_every_function_runs_on_graviton(template: dict[str, Any]) -> None:
-    """`lambda_architecture: arm64` in .chalice/config.json: the same for `chalice deploy`."""
+def test_every_function_runs_python_3_13_on_graviton(template: dict[str, Any]) -> None:
+    """`lambda_architecture: arm64` in .chalice/config.json, and the runtime Chalice names after the
+    virtualenv's Python (3.13, see the Makefile): the same for `chalice deploy` from that virtualenv."""
     functions = [r for r in template["Resources"].values() if r["Type"] == "AWS::Serverless::Function"]
     assert len(functions) >= 3
     assert {tuple(f["Properties"]["Architectures"]) for f in functions} == {("arm64",)}
+    assert {f["Properties"]["Runtime"] for f in functions} == {"python3.13"}
 
 
 def test_functions_log_json_without_lambdas_per_invocation_lines(template: dict[str, Any]) -> None:

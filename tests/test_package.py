@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from edgectl.cmd_package import POWERTOOLS_UNUSED, SIZE_TARGET_BYTES, build, lambda_runtime_site
+from edgectl import cmd_package
+from edgectl.cmd_package import POWERTOOLS_UNUSED, SIZE_TARGET_BYTES, PackageError, build, lambda_runtime_site
 from edgectl.cmd_render_policies import ROOT
 
 RUNTIME_PROVIDED_TOP = ("boto3/", "botocore/", "s3transfer/")
@@ -41,10 +42,26 @@ def test_the_artifact_is_small_and_bundles_no_sdk(packaged: dict[str, Any]) -> N
     assert not [n for n in names if n.endswith(".so")]  # no x86_64 code from this machine
 
 
-def test_every_module_ships_unchecked_hash_bytecode_for_this_python(packaged: dict[str, Any]) -> None:
+def test_every_function_runs_python_3_13_on_arm64(packaged: dict[str, Any]) -> None:
+    template = json.loads((Path(packaged["zip"]).parent / "sam.json").read_text())
+    functions = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::Serverless::Function"]
+    assert len(functions) == 4
+    assert {(f["Runtime"], tuple(f["Architectures"])) for f in functions} == {("python3.13", ("arm64",))}
+    assert packaged["python"] == "3.13"
+
+
+def test_only_the_runtimes_python_builds_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Another interpreter's bytecode would be ignored by Lambda, and Chalice would name its runtime."""
+    monkeypatch.setattr(cmd_package, "LAMBDA_PYTHON", (3, 12))
+    with pytest.raises(PackageError, match=r"run on python3\.12"):
+        build("prod", tmp_path, platform_wheels=False)
+    assert not (tmp_path / "deployment.zip").exists()
+
+
+def test_every_module_ships_unchecked_hash_bytecode_for_python_3_13(packaged: dict[str, Any]) -> None:
     """Lambda cannot write bytecode, and zip timestamps (1980) would make timestamp-checked .pyc stale."""
     root: Path = packaged["unzipped"]
-    tag = sys.implementation.cache_tag
+    tag = "cpython-313"
     sources = [p for p in root.rglob("*.py")]
     assert len(sources) > 100
     for source in sources:
