@@ -9,11 +9,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 SMOKE_EVENT = {"message": "edge smoke test", "exception_class": "RuntimeException"}
 DEFAULT_RECEIVER = "http://127.0.0.1:8001"
+# Written by `make dev` (edgectl.devstack); found from any working directory.
+DEFAULT_TOKEN_FILE = Path(__file__).resolve().parent.parent / ".dev" / "edge-token"
 
 
 def register(subparsers: Any) -> None:
@@ -33,8 +36,8 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--backend-token-file",
-        default=".dev/edge-token",
-        help="file holding the receiver's Bearer token (default %(default)s, written by make dev; "
+        default=str(DEFAULT_TOKEN_FILE),
+        help="file holding the receiver's Bearer token (default .dev/edge-token, written by make dev; "
         "LOOKOUT_INGEST_EDGE_TOKEN wins when set)",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the backend (default 30)")
@@ -67,18 +70,24 @@ def send_smoke_event(url: str, key: str, timeout: float = 10.0) -> tuple[int, di
         return error.code, _json(error.read())
 
 
-def wait_until_stored(check_url: str, token: str | None, timeout: float) -> bool:
+def wait_until_stored(check_url: str, token: str | None, timeout: float) -> tuple[bool, str | None]:
+    """Poll until `check_url` answers 200: (True, None), or (False, why the last try failed)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     deadline = time.monotonic() + timeout
+    problem: str | None = None
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(urllib.request.Request(check_url, headers=headers), timeout=5) as response:
                 if response.status == 200:
-                    return True
-        except (urllib.error.URLError, OSError):
-            pass
+                    return True, None
+        except urllib.error.HTTPError as error:
+            if error.code in (401, 403):
+                return False, f"the backend refused the check ({error.code}): wrong or missing token"
+            problem = None if error.code == 404 else f"the backend answered {error.code}"
+        except (urllib.error.URLError, OSError) as error:
+            problem = f"cannot reach the backend at {check_url}: {getattr(error, 'reason', error)}"
         time.sleep(0.5)
-    return False
+    return False, problem
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -108,10 +117,17 @@ def run_verify(args: argparse.Namespace) -> int:
             f"{args.backend_url.rstrip('/')}/_receiver/events/{event_id}",
             _token(args.backend_token_file),
         )
-    if wait_until_stored(check_url, token, args.timeout):
+    stored, problem = wait_until_stored(check_url, token, args.timeout)
+    if stored:
         print(f"OK: 202 accepted and stored by the backend, event_id {event_id}")
         return 0
-    print(f"FAIL: 202 accepted (event_id {event_id}) but not stored within {args.timeout:g}s; see `dlq status`")
+    if problem:
+        print(f"FAIL: 202 accepted (event_id {event_id}) but {problem}")
+    else:
+        print(
+            f"FAIL: 202 accepted (event_id {event_id}) but not stored within {args.timeout:g}s; "
+            "see `status` (queue depth) and `dlq status`"
+        )
     return 1
 
 

@@ -121,8 +121,8 @@ class DevStack:
             "POWERTOOLS_METRICS_DISABLED": "true",
             "PYTHONUNBUFFERED": "1",
             **(self.names.environment() if self.names else {}),
-            **self._sinks_environment(),
             **self.options.extra_env,
+            **self._sinks_environment(),  # after extra_env: adds to its sinks, never replaced by them
         }
         if self.options.lookout_db_url:
             env["LOOKOUT_DB_URL"] = self.options.lookout_db_url
@@ -316,12 +316,18 @@ class DevStack:
         with self._pieces_lock:
             self.pieces.append(piece)
         wait_for_http(f"{self.metrics_url}/health", 30, self._check_alive)
-        self._say("metrics", f"VictoriaMetrics on {self.metrics_url}, the forwarder's influx sink")
+        self._say("metrics", f"VictoriaMetrics on {self.metrics_url}: {self.metrics_sinks()[1]}")
 
     def _sinks_environment(self) -> dict[str, str]:
+        text, _ = self.metrics_sinks()
+        return {} if text is None else {"LOOKOUT_EDGE_SINKS": text}
+
+    def metrics_sinks(self) -> tuple[str | None, str]:
+        """LOOKOUT_EDGE_SINKS with VictoriaMetrics added beside the sinks set in the environment
+        (never instead of them), or None to leave the environment's as it is; and what was done."""
         if not self.metrics_url:
-            return {}
-        sink = {
+            return None, "no VictoriaMetrics"
+        own = {
             "name": "victoria-metrics",
             "type": "influx",
             "url": self.metrics_url,
@@ -329,7 +335,20 @@ class DevStack:
             "org": "lookout",
             "bucket": "lookout",
         }
-        return {"LOOKOUT_EDGE_SINKS": json.dumps([sink])}
+        env = {**os.environ, **self.options.extra_env}
+        text = env.get("LOOKOUT_EDGE_SINKS", "").strip()
+        if not text and env.get("LOOKOUT_EDGE_SINKS_PARAM"):
+            return None, "VictoriaMetrics is no sink: LOOKOUT_EDGE_SINKS_PARAM is set (add it there to use it)"
+        try:
+            sinks = json.loads(text) if text else []
+        except ValueError:
+            return None, "VictoriaMetrics is no sink: LOOKOUT_EDGE_SINKS is not JSON (the forwarder says why)"
+        if not isinstance(sinks, list):
+            return None, "VictoriaMetrics is no sink: LOOKOUT_EDGE_SINKS is not a JSON list (the forwarder says why)"
+        if any(isinstance(sink, dict) and sink.get("name") == own["name"] for sink in sinks):
+            return None, "metric events go to the victoria-metrics sink of LOOKOUT_EDGE_SINKS, kept as it is"
+        beside = f", beside the {len(sinks)} sink(s) of LOOKOUT_EDGE_SINKS" if sinks else ""
+        return json.dumps([*sinks, own]), f"metric events also go to VictoriaMetrics{beside}"
 
     def _spawn(self, name: str, args: list[str]) -> None:
         piece = self._launch(name, [sys.executable, "-m", "edgectl", *args])
@@ -392,7 +411,7 @@ class DevStack:
                 f"  Events     land in the reference receiver at {self.receiver_url}:",
                 f'             curl -sS -H "Authorization: Bearer $(cat {token_file})" '
                 f"'{self.receiver_url}/_receiver/events?limit=5'",
-                f"  Verify     .venv/bin/python -m edgectl verify --url {self.edge_url} --key {key} --backend-check",
+                f"  Verify     {self.verify_command(key, token_file)}",
                 f"  AWS        moto on {self.aws_url} (export AWS_ENDPOINT_URL={self.aws_url} to look around)",
                 f"  Keys       {source}",
                 *(
@@ -402,8 +421,9 @@ class DevStack:
                 ),
                 *(
                     [
-                        f"  Metrics    metric events also land in VictoriaMetrics: curl -sG {self.metrics_url}"
-                        "/api/v1/export --data-urlencode 'match[]={signal=\"metric\"}'"
+                        f"  Metrics    {self.metrics_sinks()[1]}:",
+                        f"             curl -sG {self.metrics_url}/api/v1/export --data-urlencode "
+                        "'match[]={signal=\"metric\"}'",
                     ]
                     if self.metrics_url
                     else []
@@ -413,6 +433,16 @@ class DevStack:
                 "",
             ]
         )
+
+    def verify_command(self, key: str, token_file: Path) -> str:
+        """`verify` against this stack's edge and receiver, whatever their ports."""
+        from edgectl.cmd_verify import DEFAULT_TOKEN_FILE
+
+        command = f".venv/bin/python -m edgectl verify --url {self.edge_url} --key {key} --backend-check"
+        command += f" --backend-url {self.receiver_url}"
+        if token_file.resolve() != DEFAULT_TOKEN_FILE:
+            command += f" --backend-token-file {token_file}"
+        return command
 
 
 def _die_with_parent() -> None:

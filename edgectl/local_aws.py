@@ -7,6 +7,10 @@ event still waiting for the receiver. Here moto's backends are pickled to a stat
 flight (`RequestGate`), so it never holds half of a BatchWriteItem or a message that
 was both sent and not yet stored. A crash loses at most the last `--snapshot-every`
 seconds; a clean stop loses nothing.
+
+Its access log names the action and error code of a failed call, and leaves out the
+errors the edge expects in normal operation (a conditional write that finds its item
+taken: an idempotency claim or rate counter doing its job), which read as failures.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import contextlib
 import copyreg
 import os
 import pickle
+import re
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -26,6 +31,10 @@ SERVICES = ("sqs", "dynamodb", "ssm")
 # X-Amz-Target actions that leave nothing worth a snapshot (ReceiveMessage only moves
 # a message's visibility: after a crash it is simply visible sooner).
 _READ_ONLY_PREFIXES = ("Get", "Describe", "List", "Query", "Scan", "BatchGet", "Receive")
+# Error codes that are answers, not failures, for this stack: left out of the access log.
+EXPECTED_ERRORS = frozenset({"ConditionalCheckFailedException"})
+# Where RequestGate leaves a failed call's action and error code for the log line.
+ERROR_KEY = "edgectl.aws_error"
 
 
 def _lock_reducers() -> None:
@@ -98,8 +107,17 @@ class RequestGate:
             self._running += 1
             if not action.startswith(_READ_ONLY_PREFIXES):
                 self.dirty = True
+        status: list[str] = []
+
+        def noting_start_response(code: str, headers: Any, *rest: Any) -> Any:
+            status.append(code)
+            return start_response(code, headers, *rest)
+
         try:
-            return [b"".join(self._app(environ, start_response))]
+            body = b"".join(self._app(environ, noting_start_response))
+            if status and status[-1][:1] in "45":
+                environ[ERROR_KEY] = (action or environ.get("PATH_INFO", ""), error_code(body))
+            return [body]
         finally:
             with self._condition:
                 self._running -= 1
@@ -121,9 +139,32 @@ class RequestGate:
                 self._condition.notify_all()
 
 
+def error_code(body: bytes) -> str:
+    """The error code of an AWS error answer: JSON `__type` (DynamoDB, SQS) or XML `<Code>`."""
+    text = body[:4096].decode("utf-8", "replace")
+    found = re.search(r'"__type"\s*:\s*"(?:[^"#]*#)?([^"]+)"', text) or re.search(r"<Code>([^<]+)</Code>", text)
+    return found.group(1) if found else "?"
+
+
+def _request_handler() -> type:
+    """moto's request handler with the access log described in the module docstring."""
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    class AccessLog(MotoRequestHandler):
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            action, error = getattr(self, "environ", {}).get(ERROR_KEY, (None, None))
+            if error in EXPECTED_ERRORS:
+                return
+            super().log_request(code, size)
+            if error is not None:
+                self.log("info", "%s failed: %s", action, error)
+
+    return AccessLog
+
+
 def serve(host: str, port: int, state: Path | None, snapshot_every: float) -> int:
     """Serve moto until SIGTERM/SIGINT; with `state`, load it first and keep it current."""
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
     if state is not None and state.exists():
@@ -135,7 +176,7 @@ def serve(host: str, port: int, state: Path | None, snapshot_every: float) -> in
             os.replace(state, aside)
             print(f"cannot restore {state} ({type(exc).__name__}: {exc}); starting empty, kept as {aside}", flush=True)
     gate = RequestGate(DomainDispatcherApplication(create_backend_app))
-    server = make_server(host, port, gate, threaded=True, request_handler=MotoRequestHandler)
+    server = make_server(host, port, gate, threaded=True, request_handler=_request_handler())
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import boto3
+import pytest
 from moto import mock_aws
 
 from edgectl.devstack import ROOT, free_port, wait_for_http
@@ -53,3 +54,43 @@ def test_an_unreadable_state_file_is_kept_aside_and_moto_starts_empty(tmp_path):
     assert "starting empty" in output
     assert (tmp_path / "aws-state.pickle.unreadable").read_bytes() == b"not a pickle"
     assert state.exists()  # the clean stop saved the (empty) state
+
+
+def test_the_access_log_names_failures_and_leaves_out_conditional_check_failures(tmp_path):
+    """A conditional write that finds its item (an idempotency claim doing its job) is no error
+    in the stack's log; a real failure names its action and code."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "edgectl", "serve-aws", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/moto-api/", 30)
+        dynamodb = boto3.client(
+            "dynamodb",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        dynamodb.create_table(
+            TableName="claims",
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        claim = {"TableName": "claims", "Item": {"id": {"S": "k"}}, "ConditionExpression": "attribute_not_exists(id)"}
+        dynamodb.put_item(**claim)
+        with pytest.raises(dynamodb.exceptions.ConditionalCheckFailedException):
+            dynamodb.put_item(**claim)
+        with pytest.raises(dynamodb.exceptions.ResourceNotFoundException):
+            dynamodb.get_item(TableName="absent", Key={"id": {"S": "k"}})
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0]
+    assert output.count('" 400 ') == 1, output  # the missing table's; not the claim's
+    assert "GetItem failed: ResourceNotFoundException" in output
+    assert "ConditionalCheckFailed" not in output
