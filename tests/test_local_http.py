@@ -256,6 +256,9 @@ def test_an_answer_over_lambdas_response_limit_is_the_function_urls_502(serve, a
 def test_an_invocation_past_the_function_timeout_is_the_function_urls_502(serve, aws, monkeypatch):
     from app import app
 
+    assert local_http.make_handler(None).timeout_seconds == 10.0  # the deployed api_handler's (.chalice/config.json)
+    monkeypatch.setattr(local_http, "function_timeout", lambda: 0.3)
+    address = serve()  # first: the server gives the app its local class
     released = threading.Event()
     handle = type(app).__call__
 
@@ -264,10 +267,6 @@ def test_an_invocation_past_the_function_timeout_is_the_function_urls_502(serve,
         return handle(self, event, context)
 
     monkeypatch.setattr(type(app), "__call__", slow)
-    monkeypatch.setattr(local_http.EdgeRequestHandler, "timeout_seconds", 0.3)
-    address = serve()
-    address_handler = local_http.make_handler(None)
-    assert address_handler.timeout_seconds == 10.0  # the deployed api_handler's, from .chalice/config.json
     try:
         status, _, answer = raw_answer(address, post_raw("/health", b"", "X-Api-Key: x"))
     finally:
