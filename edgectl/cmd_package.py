@@ -240,9 +240,45 @@ def chalice_package(stage: str, out: Path) -> Path:
         )
         if done.returncode != 0:
             raise PackageError(f"chalice package failed:\n{done.stderr or done.stdout}")
+        finish_template(out / "sam.json")
     finally:
         shutil.rmtree(project, ignore_errors=True)
     return out / "deployment.zip"
+
+
+# The alias SAM publishes for the edge (`AutoPublishAlias: live` in infra/chalice-overrides.json):
+# CodeDeploy shifts a release's traffic on it, so every door must call it, not the function.
+# SAM names the alias resource <function>Alias<alias> and resolves `APIHandler.Alias` only in a
+# Ref, not inside the Swagger body's Fn::Sub, so the body names the resource.
+EDGE_FUNCTION_REF = "${APIHandler.Arn}"
+EDGE_ALIAS_REF = "${APIHandlerAliaslive}"
+
+
+def route_rest_api_through_alias(template: dict[str, Any]) -> int:
+    """Point the REST API's integrations at the edge's alias; returns how many were changed.
+
+    Chalice writes `${APIHandler.Arn}` (the unqualified function, $LATEST) into every route of
+    its Swagger body, which no merge template can reach route by route. Calls to it would skip
+    the canary: a bad release would answer all REST traffic at once and its rollback would not
+    take it back."""
+    api = template["Resources"].get("RestAPI")
+    if api is None:
+        return 0
+    changed = 0
+    for operations in api["Properties"]["DefinitionBody"]["paths"].values():
+        for operation in operations.values():
+            uri = operation.get("x-amazon-apigateway-integration", {}).get("uri", {})
+            if isinstance(uri, dict) and EDGE_FUNCTION_REF in uri.get("Fn::Sub", ""):
+                uri["Fn::Sub"] = uri["Fn::Sub"].replace(EDGE_FUNCTION_REF, EDGE_ALIAS_REF)
+                changed += 1
+    return changed
+
+
+def finish_template(path: Path) -> None:
+    """What `chalice package --merge-template` cannot do to sam.json: REST routes to the alias."""
+    template = json.loads(path.read_text())
+    route_rest_api_through_alias(template)
+    path.write_text(json.dumps(template, indent=2) + "\n")
 
 
 def lambda_runtime_site(dest: Path) -> Path:

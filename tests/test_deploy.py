@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +12,8 @@ import pytest
 
 from chalicelib.forward.sinks.registry import NAME_PATTERN
 from chalicelib.runtime.config import ENV_NAMES
-from edgectl.cmd_render_policies import MERGE_TEMPLATE, ROOT, merge_template_text, render_stage
+from edgectl.cmd_package import chalice_package
+from edgectl.cmd_render_policies import MERGE_TEMPLATE, ROOT, merge_template_text
 
 BIN = Path(sys.executable).parent
 RESOURCE_VARIABLES = [ENV_NAMES[n] for n in ("keys_table", "idempotency_table", "queue_url", "dlq_url")]
@@ -26,26 +25,11 @@ def cfn_lint(path: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real app packaged for prod. Empty requirements: the template does not depend on the
-    zip's contents, and this keeps the test off the network and fast."""
-    project = tmp_path_factory.mktemp("project")
-    shutil.copy(ROOT / "app.py", project / "app.py")
-    shutil.copytree(ROOT / "chalicelib", project / "chalicelib", ignore=shutil.ignore_patterns("__pycache__"))
-    (project / ".chalice").mkdir()
-    shutil.copy(ROOT / ".chalice" / "config.json", project / ".chalice" / "config.json")
-    (project / "requirements.txt").write_text("")
-    render_stage(project / ".chalice", "prod", cloudformation=True)
-    out = project / "out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {"AWS_DEFAULT_REGION": "us-east-1"}
-    result = subprocess.run(
-        [str(BIN / "chalice"), "package", "--stage", "prod", "--merge-template", str(MERGE_TEMPLATE), str(out)],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert result.returncode == 0, result.stderr
+    """The real app's stack for prod, as `make package` writes it (`chalice package` of a clean
+    copy with the merge template, then the REST routes pointed at the alias). The zip is not
+    rebuilt: the template does not depend on its contents."""
+    out = tmp_path_factory.mktemp("package")
+    chalice_package("prod", out)
     return out / "sam.json"
 
 
@@ -238,7 +222,7 @@ def test_http_api_sends_every_request_to_the_function_at_the_root(template: dict
     """Quick create: a `$default` route and a `$default` stage (served at `/`, no stage prefix),
     payload 2.0; no CORS configuration, so the app's own CORS answers reach the browser."""
     api = template["Resources"]["EdgeHttpApi"]["Properties"]
-    assert api["ProtocolType"] == "HTTP" and api["Target"] == {"Fn::GetAtt": ["APIHandler", "Arn"]}
+    assert api["ProtocolType"] == "HTTP" and api["Target"] == {"Ref": "APIHandler.Alias"}  # the canary's alias
     assert "CorsConfiguration" not in api and "RouteKey" not in api
     mapping = template["Resources"]["EdgeHttpRootMapping"]
     assert mapping["Condition"] == "HttpDomain" and mapping["Properties"]["Stage"] == "$default"
@@ -473,3 +457,100 @@ def test_api_gateway_throttles_every_route_before_the_function_runs(template: di
         "ThrottlingRateLimit": rate,
         "ThrottlingBurstLimit": burst,
     }
+
+
+def test_each_edge_release_is_a_canary_that_rolls_back_on_the_edges_alarms(template: dict[str, Any]) -> None:
+    """SAM publishes a version per release behind the alias `live`; CodeDeploy sends it 10 % for
+    5 minutes and rolls back when the 5xx share or the function's errors alarm."""
+    edge = template["Resources"]["APIHandler"]["Properties"]
+    assert edge["AutoPublishAlias"] == "live"
+    preference = edge["DeploymentPreference"]
+    assert preference["Type"] == {"Ref": "EdgeRelease"}
+    release = template["Parameters"]["EdgeRelease"]
+    assert release["Default"] == "Canary10Percent5Minutes" and "AllAtOnce" in release["AllowedValues"]
+    alarm_names = [template["Resources"][name]["Properties"]["AlarmName"] for name in ROLLBACK_ALARMS]
+    assert (
+        preference["Alarms"]
+        == alarm_names
+        == [
+            {"Fn::Sub": "${AWS::StackName}-EdgeServerErrorShare"},
+            {"Fn::Sub": "${AWS::StackName}-EdgeErrors"},
+        ]
+    )
+
+
+ROLLBACK_ALARMS = ("EdgeServerErrorShareAlarm", "EdgeErrorsAlarm")
+
+
+def test_every_door_calls_the_alias_the_canary_shifts(template: dict[str, Any]) -> None:
+    """A door calling the function itself ($LATEST) would skip the canary and its rollback."""
+    resources = template["Resources"]
+    alias = {"Ref": "APIHandler.Alias"}
+    uris = [
+        operation["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
+        for operations in resources["RestAPI"]["Properties"]["DefinitionBody"]["paths"].values()
+        for operation in operations.values()
+        if "x-amazon-apigateway-integration" in operation
+    ]
+    assert len(uris) > 10
+    assert all("/functions/${APIHandlerAliaslive}/invocations" in uri for uri in uris)  # SAM's alias resource
+    assert "${APIHandler.Arn}" not in json.dumps(resources["RestAPI"])
+    assert resources["APIHandlerInvokePermission"]["Properties"]["FunctionName"] == alias
+    assert resources["EdgeHttpApi"]["Properties"]["Target"] == alias
+    assert resources["EdgeHttpApiInvokePermission"]["Properties"]["FunctionName"] == alias
+    url = resources["EdgeFunctionUrl"]["Properties"]
+    assert url["Qualifier"] == {"Fn::Select": [7, {"Fn::Split": [":", alias]}]}  # "live", after the alias exists
+    for permission in ("EdgeFunctionUrlPublic", "EdgeFunctionUrlInvoke"):
+        assert resources[permission]["Properties"]["FunctionName"] == alias
+
+
+def references(value: Any) -> set[str]:
+    """Logical ids a template value depends on (Ref, GetAtt, Fn::Sub variables), SAM's `X.Alias` as X's alias."""
+    import re
+
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "Ref" and isinstance(inner, str):
+                found.add(inner.replace(".Alias", "Aliaslive"))
+            elif key == "Fn::GetAtt":
+                found.add(inner[0] if isinstance(inner, list) else inner.split(".")[0])
+            elif key == "Fn::Sub":
+                text = inner if isinstance(inner, str) else inner[0]
+                found |= {v.replace(".Alias", "Aliaslive").split(".")[0] for v in re.findall(r"\$\{([^}!]+)\}", text)}
+                found |= references(inner[1]) if isinstance(inner, list) else set()
+            else:
+                found |= references(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            found |= references(inner)
+    return found
+
+
+def test_the_canary_wiring_has_no_dependency_cycle(template: dict[str, Any]) -> None:
+    """After SAM's transform the alias waits for its CodeDeploy group, which names the rollback
+    alarms: an alarm that depended on a door (the HTTP API's id) that calls the alias would be a
+    cycle CloudFormation refuses. The group names the alarms by their AlarmName instead."""
+    resources = dict(template["Resources"])
+    graph = {name: references(r.get("Properties", {})) | set(r.get("DependsOn", [])) for name, r in resources.items()}
+    preference = resources["APIHandler"]["Properties"]["DeploymentPreference"]
+    graph["APIHandler"] -= references(preference)  # SAM moves it to the group, the function does not wait for it
+    graph["APIHandlerAliaslive"] = {"APIHandler", "APIHandlerDeploymentGroup"}
+    graph["APIHandlerDeploymentGroup"] = references(preference)
+    graph = {name: {d for d in deps if d in graph} for name, deps in graph.items()}
+    visiting: set[str] = set()
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        assert name not in visiting, " -> ".join([*path, name])
+        if name in done:
+            return
+        visiting.add(name)
+        for dependency in graph[name]:
+            visit(dependency, [*path, name])
+        visiting.discard(name)
+        done.add(name)
+
+    for name in graph:
+        visit(name, [])
+    assert "EdgeHttpApi" in references(resources["EdgeServerErrorShareAlarm"]["Properties"])  # the HTTP door's metric
