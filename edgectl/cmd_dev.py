@@ -68,7 +68,7 @@ def run_dev(args: argparse.Namespace) -> int:
     )
     stack = DevStack(options)
     # Ctrl-C and SIGTERM both stop the stack, even when started with SIGINT ignored (nohup, CI).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         stack.start()
@@ -86,11 +86,22 @@ def run_dev(args: argparse.Namespace) -> int:
         return 0
     finally:
         stack.stop()
+        for signum in (signal.SIGINT, signal.SIGTERM):  # down: a late one must not kill the exit
+            signal.signal(signum, signal.SIG_IGN)
         print("stopped: nothing left running", flush=True)
 
 
 def _interrupt(*_: object) -> None:
+    """The first SIGINT or SIGTERM stops the stack. Every later one (make forwards Ctrl-C too, a
+    user presses it twice) is only acknowledged: raised inside DevStack.stop() it would leave pieces
+    running, the `aws` piece without its final save."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _already_stopping)
     raise KeyboardInterrupt
+
+
+def _already_stopping(*_: object) -> None:
+    print("already stopping: the pieces end in order, the aws piece saves its state last", flush=True)
 
 
 def run_dev_seed(args: argparse.Namespace) -> int:

@@ -79,9 +79,14 @@ def release_in_flight(sqs_backend: Any) -> None:
 
 
 def save(path: Path, data: bytes) -> None:
-    """Write atomically: a crash mid-write leaves the previous snapshot whole."""
+    """Write atomically (a crash mid-write leaves the previous snapshot whole) and readable by its
+    owner only: the snapshot holds queued payloads and the keys table, 0600 from the start."""
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
+    with contextlib.suppress(FileNotFoundError):
+        temporary.unlink()  # a leftover of a crash, maybe with other permissions: O_CREAT would keep them
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
     os.replace(temporary, path)
 
 
@@ -168,6 +173,7 @@ def serve(host: str, port: int, state: Path | None, snapshot_every: float) -> in
     from werkzeug.serving import make_server
 
     if state is not None and state.exists():
+        state.chmod(0o600)  # written world-readable by earlier versions
         try:
             restore(state.read_bytes())
             print(f"restored queues and tables from {state}", flush=True)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import itertools
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -281,3 +284,62 @@ def test_accepted_undelivered_events_survive_a_restart_of_the_stack(tmp_path):
         _wait_stored(tmp_path, ids)
     finally:
         second.stop()
+
+
+def test_make_dev_stops_cleanly_whatever_signals_follow_the_first(tmp_path):
+    """Ctrl-C, then more SIGINT/SIGTERM while it stops (make forwards one): every piece ends, the
+    aws piece saves its state, nothing is left running."""
+    ports = [str(free_port()) for _ in range(3)]
+    script = (
+        "import sys; from pathlib import Path; from edgectl import cmd_dev; from edgectl.cli import main\n"
+        f"cmd_dev.STATE_DIR = Path({str(tmp_path)!r})\n"
+        "cmd_dev.SEEDED_URL_FILE = cmd_dev.STATE_DIR / 'lookout-db-url'\n"
+        "cmd_dev.mariadb_available = lambda: False\n"
+        f"sys.exit(main(['dev', '--edge-port', '{ports[0]}', '--receiver-port', '{ports[1]}', '--aws-port', "
+        f"'{ports[2]}', '--metrics-port', '0']))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "LOOKOUT_DB_URL"}
+    dev = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[str] = []
+    try:
+        for line in dev.stdout:
+            lines.append(line)
+            if "Lookout Edge is running locally." in line:
+                break
+        else:
+            pytest.fail("".join(lines))
+        dev.send_signal(signal.SIGINT)
+        for line in dev.stdout:
+            lines.append(line)
+            if line.startswith("stopping"):
+                break
+        signals = itertools.cycle((signal.SIGINT, signal.SIGTERM))
+        while dev.poll() is None:  # keep signalling for the whole shutdown
+            dev.send_signal(next(signals))
+            time.sleep(0.05)
+        lines.extend(dev.stdout)
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+        dev.wait()
+    output = "".join(lines)
+    assert dev.returncode == 0, output
+    assert "Traceback" not in output and "already stopping" in output
+    assert f"state saved to {tmp_path / 'aws-state.pickle'}" in output
+    assert output.rstrip().endswith("stopped: nothing left running")
+    assert not [pid for pid in _processes_mentioning(str(tmp_path)) if pid != dev.pid]
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line holds `text` (the pieces get the state directory's paths)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes() and _alive(int(entry.name)):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found

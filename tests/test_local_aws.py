@@ -94,3 +94,35 @@ def test_the_access_log_names_failures_and_leaves_out_conditional_check_failures
     assert output.count('" 400 ') == 1, output  # the missing table's; not the claim's
     assert "GetItem failed: ResourceNotFoundException" in output
     assert "ConditionalCheckFailed" not in output
+
+
+def test_the_state_file_is_private_from_the_start_and_an_old_world_readable_one_is_tightened(tmp_path):
+    """It holds queued payloads and the keys table: 0600, whatever the umask, as .dev/'s other secrets."""
+    state = tmp_path / "aws-state.pickle"
+    state.write_bytes(snapshot_of_nothing())
+    state.chmod(0o644)  # as earlier versions wrote it
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "edgectl", "serve-aws", "--port", str(port), "--state", str(state)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/moto-api/", 30)
+        assert state.stat().st_mode & 0o777 == 0o600
+        sqs = boto3.client("sqs", region_name=REGION, endpoint_url=f"http://127.0.0.1:{port}")
+        queue = sqs.create_queue(QueueName="private")["QueueUrl"]
+        sqs.send_message(QueueUrl=queue, MessageBody="a queued payload")
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0]
+    assert "state saved" in output
+    assert state.stat().st_mode & 0o777 == 0o600
+    assert b"a queued payload" in state.read_bytes()
+
+
+def snapshot_of_nothing() -> bytes:
+    with mock_aws():
+        return snapshot()
