@@ -2,17 +2,22 @@
 
 Prices live in edgectl/prices.json (with their date and source), never here. Lambda durations
 come from the latest `make bench` result (bench/results/*.json) unless given, else the
-defaults below. `estimate` is the pure math; the rest reads files and prints.
+defaults below. `estimate` (per million events), `fixed_monthly` (what the stack costs a month
+whatever the traffic) and `mix_table` (both, for a realistic mix at a monthly volume) are the
+pure math; the rest reads files and prints. docs/cost.md explains the model.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from chalicelib.edge.ratelimit import SETTLE_EVENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 PRICES = Path(__file__).resolve().parent / "prices.json"
@@ -45,6 +50,58 @@ AWS_SQS_SEND_MS = 8.0
 LAMBDA_MB_PER_VCPU = 1769
 EDGE_MEMORY_MB = 512  # .chalice/config.json
 FORWARDER_MEMORY_MB = 256
+# A DynamoDB GetItem/PutItem/UpdateItem in-region as a client sees it (p50; "single-digit
+# milliseconds"), the SDK's own work on a full core included, like AWS_SQS_SEND_MS. At the edge's
+# share of a core the SDK's work takes longer: that stretch is added from the bench's measured
+# CPU of one botocore call (its bare SendMessage), else this default, measured 2026-12-02.
+AWS_DYNAMODB_CALL_MS = 5.0
+DEFAULT_SDK_CALL_CPU_MS = 0.82
+# What a backend request adds to its events on the wire: request line, headers (Authorization,
+# Content-Type, Host...), the `{"events": [...]}` wrapper and TLS record overhead.
+BACKEND_REQUEST_OVERHEAD_BYTES = 700
+# Fixed monthly costs: CloudWatch bills 730 hours a month.
+MONTH_SECONDS = 730 * 3600
+# Lambda polls an idle SQS queue with 5 long polls of 20 s each (AWS Lambda docs: the event source
+# mapping starts with five pollers); at low traffic they also share what arrives.
+SQS_POLLERS = 5
+SQS_LONG_POLL_SECONDS = 20
+BATCHING_WINDOW_SECONDS = 1  # app.py: maximum_batching_window_in_seconds
+KEY_SYNC_EVERY_SECONDS = 300  # app.py: rate(5 minutes)
+KEY_SYNC_MEMORY_MB = 512  # .chalice/config.json
+# A key sync run that changes nothing: connect, query MySQL, Scan the keys table, compare
+# (assumed for ~10,000 keys; the bench's 100,000-key run is moto's Scan, not DynamoDB's).
+KEY_SYNC_SECONDS = 1.0
+# EMF metrics a healthy stack publishes every hour (CloudWatch bills a custom metric per hour it
+# receives data): the edge's accepted count, the forwarder's delivered/duplicate counts and
+# Lookout's latency, and the key sync's seven. Refusals, retries and failures are billed only for
+# the hours they happen (chalicelib/runtime/observability.py, forward/handler.py, keysync/job.py).
+HOURLY_METRICS = (
+    ("api", "accepted"),
+    ("forwarder", "forwarded"),
+    ("forwarder", "duplicate"),
+    ("forwarder", "backend_latency"),
+    ("sync", "sync_scanned"),
+    ("sync", "sync_written"),
+    ("sync", "sync_deleted"),
+    ("sync", "sync_skipped"),
+    ("sync", "sync_failed"),
+    ("sync", "sync_deletes_refused"),
+    ("sync", "sync_duration"),
+)
+
+
+def at_lambda_speed(cpu_ms: float, memory_mb: int) -> float:
+    """CPU milliseconds measured on one core here, as a Lambda function of `memory_mb` spends them."""
+    return round(float(cpu_ms) * LAMBDA_MB_PER_VCPU / memory_mb, 3)
+
+
+def dynamodb_call_billed_ms(sdk_call_cpu_ms: float = DEFAULT_SDK_CALL_CPU_MS, memory_mb: int = EDGE_MEMORY_MB) -> float:
+    """One DynamoDB call inside the edge: its latency, plus the SDK's CPU stretched to the
+    function's share of a core less what of it the latency already holds."""
+    return round(AWS_DYNAMODB_CALL_MS + at_lambda_speed(sdk_call_cpu_ms, memory_mb) - sdk_call_cpu_ms, 3)
+
+
+DEFAULT_DYNAMODB_MS = dynamodb_call_billed_ms()
 
 
 @dataclass(frozen=True)
@@ -63,16 +120,20 @@ class CostInputs:
     architecture: str = "arm64"  # lambda_architecture in .chalice/config.json
     edge_log_bytes: float = EDGE_LOG_BYTES  # CloudWatch Logs bytes per edge request
     forwarder_log_bytes: float = FORWARDER_LOG_BYTES  # per forwarder invocation
+    # Edge time per DynamoDB call (idempotency claim and finish, rate counter settle, key cache miss).
+    dynamodb_call_ms: float = DEFAULT_DYNAMODB_MS
     cf_cpu_ms_per_request: float = 1.0  # Cloudflare: Worker CPU per ingest request (assumed)
     cf_cpu_ms_per_batch: float = 2.0  # Cloudflare: consumer CPU per queue batch (assumed)
 
 
 @dataclass
 class Estimate:
-    """Dollars per million events, line by line."""
+    """Dollars per million events, line by line; egress apart (`aws_total` is before it)."""
 
     aws: dict[str, float] = field(default_factory=dict)
     cloudflare: dict[str, float] = field(default_factory=dict)
+    aws_egress: float = 0.0  # data transfer out to the Lookout backend
+    cloudflare_egress: float = 0.0  # Workers bill no egress
 
     @property
     def aws_total(self) -> float:
@@ -93,10 +154,30 @@ def sqs_billed_requests(messages: int, message_bytes: int, chunk_bytes: int) -> 
     return billed
 
 
-def lambda_cost(invocations: float, memory_mb: int, duration_ms: float, prices: dict[str, Any], arch: str) -> float:
-    """Requests plus GB-seconds, billed per started millisecond."""
-    gb_seconds = invocations * (memory_mb / 1024) * (math.ceil(duration_ms) / 1000)
+def lambda_cost(invocations: float, memory_mb: int, billed_ms: float, prices: dict[str, Any], arch: str) -> float:
+    """Requests plus GB-seconds for `billed_ms` per invocation (Lambda bills per started millisecond)."""
+    gb_seconds = invocations * (memory_mb / 1024) * (billed_ms / 1000)
     return invocations * prices["per_million_requests"] / MILLION + gb_seconds * prices[f"per_gb_second_{arch}"]
+
+
+def settles_per_limited_request(events_per_request: int) -> float:
+    """Rate counter writes per request of a rate-limited project at steady load below its limit:
+    one per SETTLE_EVENTS events, at most one per request (docs/rate-limits.md)."""
+    return min(1.0, events_per_request / SETTLE_EVENTS)
+
+
+def edge_billed_ms(inputs: CostInputs) -> float:
+    """Expected billed milliseconds of an edge request: its measured time plus the DynamoDB calls
+    it makes (2 for an Idempotency-Key, 1 for a rate counter settle, 1 for a key cache miss),
+    each request billed per started millisecond."""
+    settle = inputs.rate_limited_share * settles_per_limited_request(inputs.events_per_request)
+    odds = ((inputs.idempotency_share, 2), (settle, 1), (1 - inputs.cache_hit_ratio, 1))
+    expected = 0.0
+    for made in itertools.product((False, True), repeat=len(odds)):
+        chance = math.prod(share if m else 1 - share for (share, _), m in zip(odds, made, strict=True))
+        calls = sum(n for (_, n), m in zip(odds, made, strict=True) if m)
+        expected += chance * math.ceil(inputs.edge_ms + calls * inputs.dynamodb_call_ms)
+    return expected
 
 
 def estimate(inputs: CostInputs, prices: dict[str, Any]) -> Estimate:
@@ -118,35 +199,180 @@ def estimate(inputs: CostInputs, prices: dict[str, Any]) -> Estimate:
     else:
         result.aws["Lambda function URL"] = requests * prices["lambda_function_url"]["per_million_requests"] / MILLION
     result.aws["Lambda edge"] = lambda_cost(
-        requests, inputs.edge_memory_mb, inputs.edge_ms, prices["lambda"], inputs.architecture
+        requests, inputs.edge_memory_mb, edge_billed_ms(inputs), prices["lambda"], inputs.architecture
     )
     send = requests * sqs_billed_requests(inputs.events_per_request, message_bytes, sqs["billing_chunk_bytes"])
     receive = invocations * sqs_billed_requests(inputs.batch_size, message_bytes, sqs["billing_chunk_bytes"])
     delete = invocations  # one DeleteMessageBatch per batch, no payload
     result.aws["SQS send/receive/delete"] = (send + receive + delete) * sqs["standard_per_million_requests"] / MILLION
     reads = requests * (1 - inputs.cache_hit_ratio) * ddb["eventually_consistent_read_units"]
-    writes = requests * (2 * inputs.idempotency_share + inputs.rate_limited_share)  # claim + finish; one counter
+    settles = inputs.rate_limited_share * settles_per_limited_request(inputs.events_per_request)
+    writes = requests * (2 * inputs.idempotency_share + settles)  # claim + finish; the counter's settles
     result.aws["DynamoDB"] = (
         reads * ddb["on_demand_per_million_read_units"] + writes * ddb["on_demand_per_million_write_units"]
     ) / MILLION
     result.aws["Lambda forwarder"] = lambda_cost(
-        invocations, inputs.forwarder_memory_mb, inputs.forwarder_ms, prices["lambda"], inputs.architecture
+        invocations, inputs.forwarder_memory_mb, math.ceil(inputs.forwarder_ms), prices["lambda"], inputs.architecture
     )
     log_bytes = requests * inputs.edge_log_bytes + invocations * inputs.forwarder_log_bytes
     result.aws["CloudWatch Logs"] = log_bytes / 1e9 * prices["cloudwatch_logs"]["per_gb_ingested"]
+    # Every event leaves AWS once, in its queue message, to the Lookout backend: one request per batch.
+    egress_bytes = MILLION * message_bytes + invocations * BACKEND_REQUEST_OVERHEAD_BYTES
+    result.aws_egress = egress_bytes / 1e9 * prices["data_transfer"]["out_to_internet_per_gb"]
 
     cf = prices["cloudflare"]
     result.cloudflare["Workers requests"] = (requests + invocations) * cf["workers_per_million_requests"] / MILLION
     cpu_ms = requests * inputs.cf_cpu_ms_per_request + invocations * inputs.cf_cpu_ms_per_batch
     result.cloudflare["Workers CPU"] = cpu_ms * cf["workers_per_million_cpu_ms"] / MILLION
-    result.cloudflare["KV reads"] = requests * cf["kv_per_million_reads"] / MILLION
+    # The same key cache as the edge's: a Worker keeps what it read from KV in its isolate's
+    # memory, so only misses are billed KV reads (KV's own edge cache bills every read).
+    result.cloudflare["KV reads"] = requests * (1 - inputs.cache_hit_ratio) * cf["kv_per_million_reads"] / MILLION
     operations = MILLION * cf["queues_operations_per_message"] * math.ceil(message_bytes / cf["queues_operation_bytes"])
     result.cloudflare["Queues"] = operations * cf["queues_per_million_operations"] / MILLION
     return result
 
 
-# Multi-region (docs/multi-region.md): a keys item is well under 1 KB, one replicated write unit.
+# A keys item is well under 1 KB: one write unit, a tenth of a 4 KB read unit (multi-region, key sync).
 KEY_ITEM_BYTES = 400
+
+
+@dataclass
+class FixedMonthly:
+    """Dollars a month whatever the traffic, line by line."""
+
+    aws: dict[str, float] = field(default_factory=dict)
+    cloudflare: dict[str, float] = field(default_factory=dict)
+
+
+def stack_alarm_metrics(sink_alarms: int = 0) -> int:
+    """Alarm metrics the single-region stack bills (a metric-math alarm, one per metric in it):
+    every alarm of infra/resources.json, the key sync's (it syncs here), and `sink_alarms` sinks'."""
+    from edgectl.resources import load_template
+
+    billed = 0
+    for resource in load_template()["Resources"].values():
+        if resource["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        condition = resource.get("Condition", "SyncsHere")
+        sink = condition.removeprefix("AlarmsSink")
+        if condition != "SyncsHere" and not (sink.isdigit() and int(sink) <= sink_alarms):
+            continue
+        metrics = resource["Properties"].get("Metrics")
+        billed += sum("MetricStat" in metric for metric in metrics) if metrics else 1
+    return billed
+
+
+def fixed_monthly(prices: dict[str, Any], keys: int = 10_000, sink_alarms: int = 0) -> FixedMonthly:
+    """What each side costs a month with no traffic at all: list prices, no free tier (as per event)."""
+    from edgectl.resources import load_template
+
+    cw, ddb = prices["cloudwatch"], prices["dynamodb"]
+    resources = load_template()["Resources"].values()
+    fixed = FixedMonthly()
+    dashboards = sum(r["Type"] == "AWS::CloudWatch::Dashboard" for r in resources)
+    fixed.aws["CloudWatch dashboard"] = dashboards * cw["dashboard_per_month"]
+    alarm_metrics = stack_alarm_metrics(sink_alarms)
+    fixed.aws[f"CloudWatch alarms ({alarm_metrics} metrics)"] = alarm_metrics * cw["alarm_metric_per_month"]
+    fixed.aws[f"EMF custom metrics ({len(HOURLY_METRICS)})"] = len(HOURLY_METRICS) * cw["custom_metric_per_month"]
+    idle_receives = SQS_POLLERS * MONTH_SECONDS / SQS_LONG_POLL_SECONDS
+    fixed.aws["idle SQS polling"] = idle_receives * prices["sqs"]["standard_per_million_requests"] / MILLION
+    runs = MONTH_SECONDS / KEY_SYNC_EVERY_SECONDS
+    scan_units = math.ceil(keys * KEY_ITEM_BYTES / 4096) * ddb["eventually_consistent_read_units"]
+    fixed.aws[f"key sync every 5 min ({keys:,} keys)"] = (
+        lambda_cost(runs, KEY_SYNC_MEMORY_MB, KEY_SYNC_SECONDS * 1000, prices["lambda"], "arm64")
+        + runs * scan_units * ddb["on_demand_per_million_read_units"] / MILLION
+    )
+    fixed.cloudflare["Workers Paid plan"] = prices["cloudflare"]["base_per_month"]
+    return fixed
+
+
+@dataclass(frozen=True)
+class Mix:
+    """A realistic traffic mix (assumed; docs/cost.md says why): `--mix` changes any of it."""
+
+    rate_limited_share: float = 0.5  # requests whose project has a rate limit
+    idempotency_share: float = 0.1  # requests with an Idempotency-Key
+    ndjson_share: float = 0.3  # events that arrive in NDJSON requests (log shippers, batching SDKs)
+    ndjson_lines: int = 20  # events per NDJSON request
+    batch_fill: float = 1.0  # the fullest a forwarder batch gets, as a share of the batch size
+
+    FIELDS = {
+        "rate_limited": "rate_limited_share",
+        "keyed": "idempotency_share",
+        "ndjson": "ndjson_share",
+        "lines": "ndjson_lines",
+        "fill": "batch_fill",
+    }
+
+    @classmethod
+    def parse(cls, spec: str) -> Mix:
+        """`rate_limited=0.5,keyed=0.1,ndjson=0.3,lines=20,fill=1`; what is not named keeps its default."""
+        values: dict[str, Any] = {}
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            name, _, value = part.partition("=")
+            if name.strip() not in cls.FIELDS or not value:
+                raise ValueError(f"--mix takes {', '.join(f'{n}=...' for n in cls.FIELDS)}; got {part!r}")
+            attribute = cls.FIELDS[name.strip()]
+            values[attribute] = int(value) if attribute == "ndjson_lines" else float(value)
+        return cls(**values)
+
+
+VOLUMES = (1_000_000, 10_000_000, 100_000_000)  # events a month in the mix table
+
+
+def messages_per_batch(events_per_month: float, batch_size: int, fill: float) -> int:
+    """What a forwarder invocation gets: what arrives in the batching window, shared by the
+    pollers, at least one, at most `fill` of the batch size."""
+    arriving = events_per_month / MONTH_SECONDS * BATCHING_WINDOW_SECONDS / SQS_POLLERS
+    return max(1, min(int(batch_size * fill), round(arriving)))
+
+
+@dataclass
+class MixCost:
+    """One front door at one monthly volume: $ per million events, and what they are made of."""
+
+    front_door: str
+    events_per_month: int
+    batch: int
+    aws: float  # variable, before egress
+    aws_egress: float
+    aws_fixed_per_million: float
+    cloudflare: float
+    cloudflare_fixed_per_million: float
+
+    @property
+    def aws_all_in(self) -> float:
+        return self.aws + self.aws_egress + self.aws_fixed_per_million
+
+    @property
+    def cloudflare_all_in(self) -> float:
+        return self.cloudflare + self.cloudflare_fixed_per_million
+
+
+def mix_cost(base: CostInputs, mix: Mix, events_per_month: int, prices: dict[str, Any], fixed: FixedMonthly) -> MixCost:
+    """$ per million events of `mix` through `base.front_door` at `events_per_month`: single events
+    and NDJSON requests weighted by their share of events, the fixed costs spread over the volume."""
+    batch = messages_per_batch(events_per_month, base.batch_size, mix.batch_fill)
+    single = replace(
+        base,
+        events_per_request=1,
+        batch_size=batch,
+        rate_limited_share=mix.rate_limited_share,
+        idempotency_share=mix.idempotency_share,
+    )
+    parts = ((1 - mix.ndjson_share, single), (mix.ndjson_share, replace(single, events_per_request=mix.ndjson_lines)))
+    estimates = [(weight, estimate(inputs, prices)) for weight, inputs in parts]
+    millions = events_per_month / MILLION
+    return MixCost(
+        front_door=base.front_door,
+        events_per_month=events_per_month,
+        batch=batch,
+        aws=sum(w * e.aws_total for w, e in estimates),
+        aws_egress=sum(w * e.aws_egress for w, e in estimates),
+        aws_fixed_per_million=sum(fixed.aws.values()) / millions,
+        cloudflare=sum(w * (e.cloudflare_total + e.cloudflare_egress) for w, e in estimates),
+        cloudflare_fixed_per_million=sum(fixed.cloudflare.values()) / millions,
+    )
 
 
 @dataclass(frozen=True)
@@ -239,6 +465,7 @@ def measured_durations(results: dict[str, Any]) -> dict[str, float]:
     if "edge_cpu_ms_median" in edge and "bare_send_cpu_ms_median" in edge:
         stretched = at_lambda_speed(edge["edge_cpu_ms_median"], EDGE_MEMORY_MB)
         found["edge_ms"] = round(AWS_SQS_SEND_MS + stretched - float(edge["bare_send_cpu_ms_median"]), 3)
+        found["dynamodb_call_ms"] = dynamodb_call_billed_ms(float(edge["bare_send_cpu_ms_median"]))
     elif "edge_ms_median" in edge:
         found["edge_ms"] = float(edge["edge_ms_median"])
         if "bare_send_ms_median" in edge:  # moto's SendMessage out, SQS's in
@@ -256,11 +483,6 @@ def measured_durations(results: dict[str, Any]) -> dict[str, float]:
     if "log_bytes_per_event" in lambda_like:
         found["edge_log_bytes"] = float(lambda_like["log_bytes_per_event"])
     return found
-
-
-def at_lambda_speed(cpu_ms: float, memory_mb: int) -> float:
-    """CPU milliseconds measured on one core here, as a Lambda function of `memory_mb` spends them."""
-    return round(float(cpu_ms) * LAMBDA_MB_PER_VCPU / memory_mb, 3)
 
 
 def measured_inputs(directory: Path = BENCH_RESULTS) -> dict[str, float]:
@@ -291,6 +513,15 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--arch", choices=("x86_64", "arm64"), default="arm64", help="default arm64, as deployed")
     parser.add_argument("--prices", type=Path, default=PRICES, help="prices file (default edgectl/prices.json)")
+    parser.add_argument(
+        "--mix",
+        nargs="?",
+        const="",
+        metavar="rate_limited=0.5,keyed=0.1,ndjson=0.3,lines=20,fill=1",
+        help="also a table of $/1M at 1, 10 and 100 M events a month for a realistic mix (these defaults)",
+    )
+    parser.add_argument("--keys", type=int, default=10_000, help="keys the key sync scans (fixed monthly; 10000)")
+    parser.add_argument("--sink-alarms", type=int, default=0, help="sinks with an AlarmSink<N> alarm (0)")
     parser.add_argument("--regions", type=int, default=1, help="edge regions, home included: adds what they cost more")
     parser.add_argument("--key-changes-per-month", type=int, default=10_000, help="with --regions (default 10000)")
     parser.add_argument("--dns-queries-per-event", type=float, default=0.05, help="with --regions (default 0.05)")
@@ -299,6 +530,11 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     prices = load_prices(args.prices)
+    try:
+        mix = Mix.parse(args.mix) if args.mix is not None else None
+    except ValueError as exc:
+        print(f"error: {exc}")
+        return 2
     durations = measured_inputs()
     if durations:
         print(f"measured by make bench ({BENCH_RESULTS.relative_to(ROOT)}): {durations}")
@@ -313,8 +549,9 @@ def run(args: argparse.Namespace) -> int:
     if args.forwarder_log_bytes is not None:
         durations["forwarder_log_bytes"] = args.forwarder_log_bytes
     print(f"prices as of {prices['as_of']}, {prices['region']}, list prices without free tiers (edgectl/prices.json)")
-    for door in [args.front_door] if args.front_door else FRONT_DOORS:
-        inputs = CostInputs(
+    doors = [args.front_door] if args.front_door else list(FRONT_DOORS)
+    inputs_by_door = {
+        door: CostInputs(
             event_bytes=round(args.event_kb * 1024),
             events_per_request=args.events_per_request,
             batch_size=args.batch_size,
@@ -325,7 +562,17 @@ def run(args: argparse.Namespace) -> int:
             architecture=args.arch,
             **durations,
         )
+        for door in doors
+    }
+    for inputs in inputs_by_door.values():
         print(format_estimate(inputs, estimate(inputs, prices)))
+    fixed = fixed_monthly(prices, args.keys, args.sink_alarms)
+    print(format_fixed(fixed))
+    if mix is not None:
+        rows = [
+            mix_cost(inputs, mix, volume, prices, fixed) for inputs in inputs_by_door.values() for volume in VOLUMES
+        ]
+        print(format_mix(mix, rows))
     if args.regions > 1:
         regions = RegionsInputs(args.regions, args.key_changes_per_month, args.dns_queries_per_event)
         print(format_multi_region(regions, multi_region_extra(regions, prices)))
@@ -336,14 +583,54 @@ def format_estimate(inputs: CostInputs, result: Estimate) -> str:
     lines = [
         "",
         f"front door {inputs.front_door}: {inputs.event_bytes} B events, {inputs.events_per_request} per request, "
-        f"forwarder batches of {inputs.batch_size}, edge {inputs.edge_ms:g} ms, forwarder {inputs.forwarder_ms:g} ms, "
-        f"{inputs.architecture}, log {inputs.edge_log_bytes:g} B/edge request, "
-        f"{inputs.forwarder_log_bytes:g} B/forwarder batch",
-        f"  {'AWS (this edge)':<28} $ per 1M events",
+        f"forwarder batches of {inputs.batch_size}, edge {inputs.edge_ms:g} ms (+{inputs.dynamodb_call_ms:g} ms per "
+        f"DynamoDB call), forwarder {inputs.forwarder_ms:g} ms, {inputs.architecture}, log "
+        f"{inputs.edge_log_bytes:g} B/edge request, {inputs.forwarder_log_bytes:g} B/forwarder batch, "
+        f"{inputs.cache_hit_ratio:.0%} key cache hits on both sides, {inputs.rate_limited_share:.0%} rate-limited, "
+        f"{inputs.idempotency_share:.0%} with Idempotency-Key",
+        f"  {'AWS (this edge)':<34} $ per 1M events",
     ]
-    lines += [f"  {name:<28} {dollars:>10.4f}" for name, dollars in result.aws.items()]
-    lines.append(f"  {'total AWS':<28} {result.aws_total:>10.4f}")
-    lines.append(f"  {'Cloudflare Workers + Queues':<28}")
-    lines += [f"  {name:<28} {dollars:>10.4f}" for name, dollars in result.cloudflare.items()]
-    lines.append(f"  {'total Cloudflare':<28} {result.cloudflare_total:>10.4f}   (+ $5/month Workers Paid)")
+    lines += [f"  {name:<34} {dollars:>10.4f}" for name, dollars in result.aws.items()]
+    lines.append(f"  {'total AWS, before egress':<34} {result.aws_total:>10.4f}")
+    lines.append(f"  {'egress to Lookout':<34} {result.aws_egress:>10.4f}")
+    lines.append(f"  {'total AWS with egress':<34} {result.aws_total + result.aws_egress:>10.4f}")
+    lines.append(f"  {'Cloudflare Workers + Queues':<34}")
+    lines += [f"  {name:<34} {dollars:>10.4f}" for name, dollars in result.cloudflare.items()]
+    lines.append(f"  {'total Cloudflare':<34} {result.cloudflare_total:>10.4f}")
+    lines.append(f"  {'egress to Lookout':<34} {result.cloudflare_egress:>10.4f}   (Workers bill no egress)")
+    total = result.cloudflare_total + result.cloudflare_egress
+    lines.append(f"  {'total Cloudflare with egress':<34} {total:>10.4f}")
+    return "\n".join(lines)
+
+
+def format_fixed(fixed: FixedMonthly) -> str:
+    lines = ["", "fixed, per month whatever the traffic (list prices, no free tier)", f"  {'AWS (this edge)':<34} $"]
+    lines += [f"  {name:<34} {dollars:>10.2f}" for name, dollars in fixed.aws.items()]
+    lines.append(f"  {'total AWS':<34} {sum(fixed.aws.values()):>10.2f}")
+    lines.append(f"  {'Cloudflare Workers + Queues':<34}")
+    lines += [f"  {name:<34} {dollars:>10.2f}" for name, dollars in fixed.cloudflare.items()]
+    lines.append(f"  {'total Cloudflare':<34} {sum(fixed.cloudflare.values()):>10.2f}")
+    return "\n".join(lines)
+
+
+def format_mix(mix: Mix, rows: list[MixCost]) -> str:
+    volumes = sorted({row.events_per_month for row in rows})
+    by_door: dict[str, dict[int, MixCost]] = {}
+    for row in rows:
+        by_door.setdefault(row.front_door, {})[row.events_per_month] = row
+    first = next(iter(by_door.values()))
+    lines = [
+        "",
+        f"mix: {mix.rate_limited_share:.0%} of requests rate-limited, {mix.idempotency_share:.0%} with "
+        f"Idempotency-Key, {mix.ndjson_share:.0%} of events in NDJSON requests of {mix.ndjson_lines}, forwarder "
+        f"batches filled to {mix.batch_fill:.0%} at most (what arrives in {BATCHING_WINDOW_SECONDS} s, over "
+        f"{SQS_POLLERS} pollers)",
+        "  $ per 1M events, all in: variable + egress + the fixed monthly costs spread over the volume",
+        f"  {'events a month':<28}" + "".join(f"{v / MILLION:>11g}M" for v in volumes),
+        f"  {'forwarder batch':<28}" + "".join(f"{first[v].batch:>12}" for v in volumes),
+    ]
+    for door, row in by_door.items():
+        lines.append(f"  {'AWS ' + door:<28}" + "".join(f"{row[v].aws_all_in:>12.4f}" for v in volumes))
+        lines.append(f"  {'  of which egress':<28}" + "".join(f"{row[v].aws_egress:>12.4f}" for v in volumes))
+    lines.append(f"  {'Cloudflare':<28}" + "".join(f"{first[v].cloudflare_all_in:>12.4f}" for v in volumes))
     return "\n".join(lines)
