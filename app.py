@@ -7,13 +7,13 @@ import os
 from chalice.app import CloudWatchEvent, LambdaFunctionEvent, SQSEvent
 
 from chalicelib.edge import routes as edge_routes
-from chalicelib.edge.front_doors import FrontDoorApp
+from chalicelib.edge.gateways import GatewayApp
 from chalicelib.runtime.observability import around_invocation, traced
 
-# Its own entry point on every front door (CONTRACT §8): REST payload 1.0, HTTP API and function URL 2.0.
-app = FrontDoorApp(app_name="lookout-edge")
+# Its own entry point behind every gateway (CONTRACT §8's front doors): REST payload 1.0, HTTP API and function URL 2.0.
+app = GatewayApp(app_name="lookout-edge")
 # Every request body is binary to the REST API, so API Gateway hands it over base64 and untouched
-# (gzip sent as application/json included). JSON answers still leave as text: see FrontDoorApp.
+# (gzip sent as application/json included). JSON answers still leave as text: see GatewayApp.
 app.api.binary_types = ["*/*"]
 app.register_blueprint(edge_routes.edge)
 
@@ -42,8 +42,9 @@ FORWARDER_CONCURRENCY = int(os.environ.get("LOOKOUT_EDGE_FORWARDER_CONCURRENCY",
     maximum_concurrency=FORWARDER_CONCURRENCY,
 )
 def forward_events(event) -> dict:
-    """Post the batch to Lookout. Deletes what was delivered itself and raises when any
-    message must be retried, so Lambda never deletes a message the backend did not take."""
+    """Fan the batch out to Lookout and the configured sinks. Settles each message (every
+    destination took it, or its dead-letter copy is sent) and raises when any must be
+    retried, so Lambda never deletes a message a destination did not take."""
     from chalicelib.forward import handler as forward_handler
 
     with traced("forward", forward_handler.SERVICE):
@@ -61,7 +62,7 @@ def ship_logs(event, context) -> dict:
         return ship_handler.ship(event)
 
 
-# --- Key sync: Lookout MySQL → keys table (chalicelib/keysync_job.py, docs/key-sync.md) ---
+# --- Key sync: Lookout MySQL → keys table (chalicelib/keysync/, docs/key-sync.md) ---
 class KeySyncFailed(RuntimeError):
     """Raised so the invocation counts as an error (Lambda Errors alarm); the details are logged."""
 

@@ -79,7 +79,7 @@ def cold(stack: Stack) -> dict[str, Any]:
 
 
 def warm() -> dict[str, Any]:
-    from chalicelib.edge.decoders import otlp
+    from chalicelib.edge.doors import otlp
 
     reset_chalicelib()
     from app import app

@@ -7,7 +7,7 @@ import pytest
 from chalicelib.contract.errors import EdgeError
 from chalicelib.contract.signals import MAX_EVENT_BYTES, SIGNALS
 from chalicelib.edge.bodies import MAX_DECODED_BYTES, decode_content, media_type
-from chalicelib.edge.decoders.sdk_json import decode
+from chalicelib.edge.doors.sdk import decode
 from chalicelib.edge.pipeline import check_events
 
 

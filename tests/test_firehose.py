@@ -14,7 +14,7 @@ import boto3
 import pytest
 
 from chalicelib.contract import envelope
-from chalicelib.edge.decoders import firehose
+from chalicelib.edge.doors import firehose
 from chalicelib.runtime import aws as aws_clients
 from tests.conftest import REGION, drain_queue, reset_container_state
 from tests.firehose_producer import SOURCE_ARN, Delivery, cloudwatch_logs_record, delivery

@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 
 from chalicelib.contract.errors import EdgeError
-from chalicelib.edge.decoders import firehose
+from chalicelib.edge.doors import Event, firehose
 from tests.firehose_producer import cloudwatch_logs_record, delivery
 
 
-def decode(values: list[Any], signal: str = "event", gzip_body: bool = False) -> firehose.Delivery:
+def decode(values: list[Any], signal: str = "event", gzip_body: bool = False) -> list[Event]:
     headers, body = delivery(values, "k", gzip_body=gzip_body).request()
     lowered = {k.lower(): v for k, v in headers.items()}
     request = firehose.load_request(body, lowered.get("content-encoding"))
-    return firehose.decode_delivery(request, lowered, signal)
+    return firehose.decode_delivery(request, signal)
 
 
 def refused(values: list[Any] | None = None, signal: str = "event", request: Any = None) -> EdgeError:
@@ -26,29 +26,29 @@ def refused(values: list[Any] | None = None, signal: str = "event", request: Any
         if request is None:
             decode(values or [], signal)
         else:
-            firehose.decode_delivery(request, {}, signal)
+            firehose.decode_delivery(request, signal)
     return caught.value
 
 
 @pytest.mark.parametrize("gzip_body", [False, True])
 def test_json_records_become_one_event_each_in_order(gzip_body: bool):
     result = decode([{"name": "a", "entries": []}, {"name": "b", "entries": []}], gzip_body=gzip_body)
-    assert [e.payload["name"] for e in result.events] == ["a", "b"]
-    assert [e.where for e in result.events] == ["record 1", "record 2"]
-    assert result.records == 2
+    assert [e.payload["name"] for e in result] == ["a", "b"]
+    assert [e.where for e in result] == ["record 1", "record 2"]
 
 
 def test_request_id_comes_from_the_body():
     _headers, body = delivery([{"n": 1}], "k").request()
     request = firehose.load_request(body, None)
-    got = firehose.decode_delivery(request, {"x-amz-firehose-request-id": "other"}, "event")
-    assert got.request_id == json.loads(body)["requestId"]
+    got = firehose.request_id_of(request, {"x-amz-firehose-request-id": "other"})
+    assert got == json.loads(body)["requestId"]
+    assert firehose.request_id_of({}, {"x-amz-firehose-request-id": "other"}) == "other"
 
 
 def test_ndjson_record_is_one_event_per_line_and_pretty_json_is_one():
     ndjson = b'{"n": 1}\n\n{"n": 2}\n{"n": 3}\n'
     pretty = json.dumps({"n": 4, "nested": {"a": 1}}, indent=2).encode()
-    events = decode([ndjson, pretty]).events
+    events = decode([ndjson, pretty])
     assert [e.payload["n"] for e in events] == [1, 2, 3, 4]
     assert [e.where for e in events] == ["record 1 line 1", "record 1 line 3", "record 1 line 4", "record 2"]
     assert events[0].size == len(b'{"n": 1}')
@@ -62,9 +62,9 @@ def test_cloudwatch_logs_records_become_log_events_and_control_messages_nothing(
         ).encode()
     )  # fmt: skip
     result = decode([cloudwatch_logs_record(["one", "two"], group="/app", stream="s"), control], signal="log")
-    assert len(result.events) == 1
-    assert result.events[0].size == len(json.dumps(result.events[0].payload, separators=(",", ":")))
-    assert [(e["message"], e["log_group"], e["log_stream"]) for e in result.events[0].payload["entries"]] == [
+    assert len(result) == 1
+    assert result[0].size == len(json.dumps(result[0].payload, separators=(",", ":")))
+    assert [(e["message"], e["log_group"], e["log_stream"]) for e in result[0].payload["entries"]] == [
         ("one", "/app", "s"),
         ("two", "/app", "s"),
     ]
@@ -72,7 +72,7 @@ def test_cloudwatch_logs_records_become_log_events_and_control_messages_nothing(
 
 def test_only_control_messages_is_a_delivery_of_no_events():
     control = gzip.compress(json.dumps({"messageType": "CONTROL_MESSAGE", "logEvents": []}).encode())
-    assert decode([control], signal="log").events == []
+    assert decode([control], signal="log") == []
 
 
 def test_cloudwatch_logs_data_on_another_signal_is_400():
@@ -82,7 +82,7 @@ def test_cloudwatch_logs_data_on_another_signal_is_400():
 
 
 def test_empty_records_are_skipped():
-    assert [e.payload["n"] for e in decode([b"", b"  \n", {"n": 1}]).events] == [1]
+    assert [e.payload["n"] for e in decode([b"", b"  \n", {"n": 1}])] == [1]
 
 
 def test_a_bad_ndjson_line_names_its_record_and_line():
@@ -109,7 +109,7 @@ def test_malformed_deliveries_are_400(request_body: dict, status: int):
 def test_record_over_1024000_bytes_is_413_and_at_the_limit_is_taken():
     at_limit = b'{"pad": "' + b"x" * (firehose.MAX_RECORD_BYTES - 11) + b'"}'
     assert len(at_limit) == firehose.MAX_RECORD_BYTES
-    assert len(decode([at_limit]).events) == 1
+    assert len(decode([at_limit])) == 1
     error = refused([at_limit + b" "])
     assert error.status == 413 and "record 1" in error.message
 
@@ -121,7 +121,7 @@ def test_more_than_10000_records_is_413():
 
 def test_10000_records_are_taken():
     request = {"requestId": "r", "records": [{"data": base64.b64encode(b'{"n": 1}').decode()}] * firehose.MAX_RECORDS}
-    assert len(firehose.decode_delivery(request, {}, "event").events) == firehose.MAX_RECORDS
+    assert len(firehose.decode_delivery(request, "event")) == firehose.MAX_RECORDS
 
 
 def test_more_than_10000_events_from_ndjson_is_413():

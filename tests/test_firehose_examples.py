@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from chalicelib.edge.decoders.firehose import SIGNALS
+from chalicelib.edge.doors.firehose import FIREHOSE_SIGNALS
 from tests.test_deploy import ROOT, cfn_lint
 
 TEMPLATE = ROOT / "infra" / "examples" / "firehose-to-edge.json"
@@ -31,4 +31,4 @@ def test_the_stream_posts_gzip_to_the_edge_route_with_the_project_key_and_backs_
     parameters = json.loads(TEMPLATE.read_text())["Parameters"]
     assert parameters["BufferSizeMBs"]["MaxValue"] <= 4  # Lambda's 6 MB request limit after base64
     assert parameters["ProjectApiKey"]["NoEcho"] is True
-    assert set(parameters["Signal"]["AllowedValues"]) == SIGNALS
+    assert set(parameters["Signal"]["AllowedValues"]) == FIREHOSE_SIGNALS

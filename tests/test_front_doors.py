@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.edge.front_doors import RouteTable, rest_event_from_v2, to_v2_response
+from chalicelib.edge.gateways import RouteTable, rest_event_from_v2, to_v2_response
 from edgectl.cmd_render_policies import ROOT
 from edgectl.lambda_shim import LambdaContext, api_gateway_event, function_url_event, http_api_event
 from edgectl.local_http import is_gateway_path

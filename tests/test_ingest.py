@@ -333,7 +333,9 @@ def test_concurrent_requests_with_one_key_enqueue_once(put_key, aws, monkeypatch
     """Six containers at once (threads calling the ingest path; Chalice's test client is not thread-safe)."""
     from moto.dynamodb.models import DynamoDBBackend
 
-    from chalicelib.edge import pipeline
+    from chalicelib.edge.doors import IngestRequest
+    from chalicelib.edge.doors.sdk import SdkDoor
+    from chalicelib.edge.serve import serve
 
     # DynamoDB applies a conditional write atomically; moto checks and writes in two steps, so
     # threads can both pass the check. Serialise moto's writes as DynamoDB would.
@@ -348,15 +350,15 @@ def test_concurrent_requests_with_one_key_enqueue_once(put_key, aws, monkeypatch
         monkeypatch.setattr(DynamoDBBackend, name, locked)
     put_key(KEY)
     headers = {"content-type": "application/json", "x-api-key": KEY, "idempotency-key": "race"}
-    request = pipeline.IngestRequest(path="/api/ingest", headers=headers, body=b'{"n": 1}', client_ip="203.0.113.9")
-    results: list[pipeline.Reply] = []
+    request = IngestRequest(path="/api/ingest", headers=headers, body=b'{"n": 1}', client_ip="203.0.113.9")
+    results = []
     error = SIGNALS["error"]
-    threads = [threading.Thread(target=lambda: results.append(pipeline.handle(request, error))) for _ in range(6)]
+    threads = [threading.Thread(target=lambda: results.append(serve(SdkDoor(request, error)))) for _ in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert [r.status for r in results] == [202] * 6  # the duplicates waited for the first
+    assert [r.status_code for r in results] == [202] * 6  # the duplicates waited for the first
     assert len({r.body["event_id"] for r in results}) == 1
     assert len(drain_queue(aws.queue_url)) == 1
 
@@ -364,9 +366,9 @@ def test_concurrent_requests_with_one_key_enqueue_once(put_key, aws, monkeypatch
 def fingerprint(path: str, signal: str, *payloads: dict) -> str:
     """The fingerprint the edge keeps for a request to `path` carrying `payloads`."""
     from chalicelib.edge import pipeline
-    from chalicelib.edge.decoders import Event
+    from chalicelib.edge.doors import Event, IngestRequest
 
-    request = pipeline.IngestRequest(path=path, headers={}, body=b"", client_ip=None)
+    request = IngestRequest(path=path, headers={}, body=b"", client_ip=None)
     return pipeline.request_fingerprint(request, SIGNALS[signal], [Event(p, 0) for p in payloads])
 
 

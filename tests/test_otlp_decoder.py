@@ -24,7 +24,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from chalicelib.contract.errors import EdgeError
 from chalicelib.edge.bodies import MAX_DECODED_BYTES, MAX_RAW_BYTES
-from chalicelib.edge.decoders import otlp
+from chalicelib.edge.doors import IngestRequest, otlp
 
 TRACE_ID = bytes.fromhex("5b8efff798038103d269b633813fc60c")
 SPAN_ID = bytes.fromhex("eee19b7ec3c1b174")
@@ -149,6 +149,20 @@ def payloads(decoded: otlp.Decoded) -> list[dict]:
     return [event.payload for event in decoded.events]
 
 
+def kept(decoded: otlp.Decoded) -> int:
+    """Items in the events, counted as `partial_success` counts them (metrics by data points)."""
+    total = 0
+    shapes = (("resourceSpans", "scopeSpans", "spans"), ("resourceLogs", "scopeLogs", "logRecords"))
+    for event in payloads(decoded):
+        for resources, scopes, items in (*shapes, ("resourceMetrics", "scopeMetrics", "metrics")):
+            for item in (i for r in event.get(resources, []) for s in r.get(scopes, []) for i in s.get(items, [])):
+                if items != "metrics":
+                    total += 1
+                    continue
+                total += sum(len(data.get("dataPoints", [])) for data in item.values() if isinstance(data, dict))
+    return total
+
+
 def spans_of(event: dict) -> list[dict]:
     return [span for rs in event["resourceSpans"] for ss in rs["scopeSpans"] for span in ss["spans"]]
 
@@ -158,7 +172,7 @@ def spans_of(event: dict) -> list[dict]:
 
 def test_protobuf_spans_become_otlp_json_with_hex_ids_string_int64_and_integer_enums():
     decoded = otlp.decode(otlp.TRACES, traces_request().SerializeToString(), PROTOBUF, None)
-    assert (decoded.accepted, decoded.rejected, decoded.reason) == (1, 0, None)
+    assert (kept(decoded), decoded.rejected, decoded.reason) == (1, 0, None)
     [event] = payloads(decoded)
     span = spans_of(event)[0]
     assert span["traceId"] == "5b8efff798038103d269b633813fc60c"
@@ -203,7 +217,7 @@ def test_gzip_protobuf_is_decoded():
 
 def test_an_empty_request_is_a_success_with_no_event():
     decoded = otlp.decode(otlp.TRACES, b"", PROTOBUF, None)
-    assert (decoded.events, decoded.accepted, decoded.rejected) == ([], 0, 0)
+    assert (decoded.events, kept(decoded), decoded.rejected) == ([], 0, 0)
     assert otlp.decode(otlp.LOGS, b"{}", "application/json", None).events == []
 
 
@@ -323,7 +337,7 @@ def test_spans_without_valid_ids_are_rejected_and_the_rest_kept():
     spans[0].trace_id = b"\x00" * 16
     spans[2].span_id = b"\x01\x02"
     decoded = otlp.decode(otlp.TRACES, request.SerializeToString(), PROTOBUF, None)
-    assert (decoded.accepted, decoded.rejected) == (1, 2)
+    assert (kept(decoded), decoded.rejected) == (1, 2)
     assert "trace id" in decoded.reason and "span id" in decoded.reason
     assert [span["spanId"] for span in spans_of(payloads(decoded)[0])] == ["0000000000000002"]
 
@@ -331,14 +345,14 @@ def test_spans_without_valid_ids_are_rejected_and_the_rest_kept():
 def test_every_span_rejected_leaves_no_event():
     request = traces_request(2, trace_id=b"")
     decoded = otlp.decode(otlp.TRACES, request.SerializeToString(), PROTOBUF, None)
-    assert (decoded.events, decoded.accepted, decoded.rejected) == ([], 0, 2)
+    assert (decoded.events, kept(decoded), decoded.rejected) == ([], 0, 2)
 
 
 def test_log_records_with_malformed_ids_are_rejected_but_absent_ids_are_fine():
     request = logs_request()
     request.resource_logs[0].scope_logs[0].log_records[0].trace_id = b"\x01" * 5
     decoded = otlp.decode(otlp.LOGS, request.SerializeToString(), PROTOBUF, None)
-    assert (decoded.accepted, decoded.rejected) == (1, 1)
+    assert (kept(decoded), decoded.rejected) == (1, 1)
     records = payloads(decoded)[0]["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
     assert records == [{"body": {"stringValue": "no trace context at all"}}]
 
@@ -349,7 +363,7 @@ def test_a_metric_without_a_name_rejects_its_data_points():
     nameless.gauge.data_points.add().as_int = 1
     nameless.gauge.data_points.add().as_int = 2
     decoded = otlp.decode(otlp.METRICS, request.SerializeToString(), PROTOBUF, None)
-    assert (decoded.accepted, decoded.rejected) == (3, 2)
+    assert (kept(decoded), decoded.rejected) == (3, 2)
     assert decoded.reason == "a metric needs a name"
 
 
@@ -376,14 +390,14 @@ def test_a_request_over_the_event_limit_is_cut_into_valid_requests_under_it():
     for event in payloads(decoded):
         for resource_spans in event["resourceSpans"]:
             assert resource_spans["resource"] in [rs["resource"] for rs in whole["resourceSpans"]]
-    assert (decoded.accepted, decoded.rejected) == (50, 0)
+    assert (kept(decoded), decoded.rejected) == (50, 0)
 
 
 def test_an_item_alone_over_the_event_limit_is_rejected():
     request = traces_request(2)
     request.resource_spans[0].scope_spans[0].spans[1].name = "x" * 5000
     decoded = otlp.decode(otlp.TRACES, request.SerializeToString(), PROTOBUF, None, max_event_bytes=3000)
-    assert (decoded.accepted, decoded.rejected) == (1, 1)
+    assert (kept(decoded), decoded.rejected) == (1, 1)
     assert "limit" in decoded.reason
     assert [span["name"] for event in payloads(decoded) for span in spans_of(event)] == ["GET /items/0"]
 
@@ -392,40 +406,46 @@ def test_an_item_alone_over_the_event_limit_is_rejected():
 
 
 def test_success_answers_in_protobuf_and_json():
-    assert otlp.success_body(otlp.TRACES, otlp.PROTOBUF) == b""
+    assert otlp.PROTOBUF_ENCODING.success(otlp.TRACES) == b""
     assert ExportTraceServiceResponse.FromString(b"").HasField("partial_success") is False
-    assert otlp.success_body(otlp.TRACES, otlp.JSON) == b"{}"
+    assert otlp.JSON_ENCODING.success(otlp.TRACES) == b"{}"
 
 
 def test_partial_success_answers_carry_the_rejected_count_and_reason():
-    raw = otlp.success_body(otlp.METRICS, otlp.PROTOBUF, rejected=4, reason="a metric needs a name")
+    raw = otlp.PROTOBUF_ENCODING.success(otlp.METRICS, rejected=4, reason="a metric needs a name")
     partial = ExportMetricsServiceResponse.FromString(raw).partial_success
     assert (partial.rejected_data_points, partial.error_message) == (4, "a metric needs a name")
-    as_json = json.loads(otlp.success_body(otlp.LOGS, otlp.JSON, rejected=2, reason="bad ids"))
+    as_json = json.loads(otlp.JSON_ENCODING.success(otlp.LOGS, rejected=2, reason="bad ids"))
     assert as_json == {"partialSuccess": {"rejectedLogRecords": "2", "errorMessage": "bad ids"}}
 
 
 @pytest.mark.parametrize(("status", "code"), [(400, 3), (401, 16), (403, 7), (413, 3), (429, 8), (503, 14), (500, 13)])
 def test_errors_are_google_rpc_status_in_the_requests_encoding(status, code):
     error = EdgeError(status, "some_code", "what went wrong: ü")
-    parsed = status_pb2.Status.FromString(otlp.status_body(error, otlp.PROTOBUF))
+    parsed = status_pb2.Status.FromString(otlp.PROTOBUF_ENCODING.status(error))
     assert (parsed.code, parsed.message) == (code, "some_code: what went wrong: ü")
-    assert json.loads(otlp.status_body(error, otlp.JSON)) == {"code": code, "message": "some_code: what went wrong: ü"}
+    assert json.loads(otlp.JSON_ENCODING.status(error)) == {"code": code, "message": "some_code: what went wrong: ü"}
 
 
 def test_long_status_messages_encode_their_length_as_a_varint():
     error = EdgeError(400, "invalid_body", "x" * 300)
-    assert status_pb2.Status.FromString(otlp.status_body(error, otlp.PROTOBUF)).message.endswith("x" * 300)
+    assert status_pb2.Status.FromString(otlp.PROTOBUF_ENCODING.status(error)).message.endswith("x" * 300)
 
 
-def test_answer_type_follows_the_request():
-    assert otlp.answer_type("application/x-protobuf") == otlp.PROTOBUF
-    assert otlp.answer_type("application/json; charset=utf-8") == otlp.JSON
-    assert otlp.answer_type(None) == otlp.JSON
+def test_the_answer_encoding_follows_the_request():
+    def answer_type(content_type: str | None) -> str:
+        headers = {"content-type": content_type} if content_type else {}
+        return otlp.OtlpDoor(IngestRequest("/v1/traces", headers, b"", None)).encoding.content_type
+
+    assert answer_type("application/x-protobuf") == otlp.PROTOBUF
+    assert answer_type("application/protobuf") == otlp.PROTOBUF
+    assert answer_type("application/json; charset=utf-8") == otlp.JSON
+    assert answer_type(None) == otlp.JSON
+    assert answer_type("text/plain") == otlp.JSON  # refused with 415, in JSON
 
 
 def test_importing_the_decoder_does_not_import_protobuf():
-    code = "import sys, chalicelib.edge.decoders.otlp; print('google.protobuf' in sys.modules)"
+    code = "import sys, chalicelib.edge.doors.otlp; print('google.protobuf' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -36,7 +36,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_the_artifact_is_small_and_bundles_no_sdk(packaged: dict[str, Any]) -> None:
     assert packaged["bytes"] <= SIZE_TARGET_BYTES
     names = packaged["names"]
-    assert "app.py" in names and "chalicelib/edge/front_doors.py" in names and "chalice/app.py" in names
+    assert "app.py" in names and "chalicelib/edge/gateways.py" in names and "chalice/app.py" in names
     assert not [n for n in names if n.startswith(RUNTIME_PROVIDED_TOP)]
     assert not [n for n in names if n.startswith(("aws_xray_sdk/", "wrapt/"))]  # prod has tracing off
     assert not [n for n in names if n.endswith(".so")]  # no x86_64 code from this machine

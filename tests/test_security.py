@@ -18,9 +18,9 @@ import pytest
 
 from chalicelib.contract.errors import EdgeError
 from chalicelib.contract.keys_item import hash_key
-from chalicelib.edge import pipeline
 from chalicelib.edge.bodies import MAX_DECODED_BYTES
-from chalicelib.edge.decoders.sdk_json import decode
+from chalicelib.edge.doors.sdk import decode
+from chalicelib.edge.keys import key_cache
 from edgectl.lambda_shim import api_gateway_event
 from tests.conftest import REGION, drain_queue
 from tests.test_ingest import invoke
@@ -81,7 +81,7 @@ def test_the_key_cache_and_every_table_hold_only_hashes(http, put_key, aws) -> N
         assert response.status_code == 202
     http.post("/api/ingest", body=b"{}", headers={"X-Api-Key": "lk_unknown_key_for_negative_cache"})
 
-    cache = pipeline.key_cache()
+    cache = key_cache()
     assert set(cache._entries) == {hash_key(KEY), hash_key("lk_unknown_key_for_negative_cache")}
     assert not _contains(cache, KEY) and not _contains(cache, "lk_unknown_key_for_negative_cache")
 

@@ -9,7 +9,7 @@ A payload holds at most 200 entries and 1 MiB encoded, as any `log` event must. 
 Logs batches up to 10,000 log events and about 1 MB of messages, so a large batch is split
 into several payloads in order rather than refused: refusing it would lose it for good.
 
-Pure functions; the Firehose decoder and the `ship_logs` Lambda both use them.
+Pure functions; the Firehose door and the `ship_logs` Lambda both use them.
 """
 
 from __future__ import annotations

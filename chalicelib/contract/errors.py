@@ -16,6 +16,10 @@ class EdgeError(Exception):
     def body(self) -> dict[str, str]:
         return {"error": self.code, "message": self.message}
 
+    def headers(self) -> dict[str, str]:
+        """`Retry-After` when the client should wait before retrying (409, 429, 503)."""
+        return {"Retry-After": str(self.retry_after)} if self.retry_after else {}
+
 
 def bad_request(message: str) -> EdgeError:
     return EdgeError(400, "invalid_body", message)

@@ -6,8 +6,8 @@ routes look a signal up once (`sdk_route_signal` for `/api/ingest/{word}`); noth
 downstream parses a path.
 
 `check_event` and `check_event_count` are the per-event rules every way in applies
-(SDK JSON/NDJSON, OTLP, Firehose): the pipeline runs them on whatever a decoder
-hands it, and a decoder may call them earlier to refuse a request sooner.
+(SDK JSON/NDJSON, OTLP, Firehose): the pipeline runs them on whatever a door
+hands it, and a door may call them earlier to refuse a request sooner.
 """
 
 from __future__ import annotations
@@ -119,13 +119,11 @@ def sdk_route_signal(word: str) -> Signal | None:
     return signal if signal is not None and signal.sdk_route else None
 
 
-def check_event_count(count: int) -> None:
+def check_event_count(count: int, limit: int = MAX_EVENTS_PER_REQUEST) -> None:
     """413 `too_many_events` for a request over the cap: nothing of it is accepted."""
-    if count > MAX_EVENTS_PER_REQUEST:
+    if count > limit:
         raise EdgeError(
-            413,
-            "too_many_events",
-            f"a request holds at most {MAX_EVENTS_PER_REQUEST} events; split it into smaller requests",
+            413, "too_many_events", f"a request holds at most {limit} events; split it into smaller requests"
         )
 
 

@@ -1,6 +1,6 @@
-"""Request bodies, whatever the door: size as received, capped decompression, strict JSON.
+"""Request bodies, whatever the door: size as received, capped decompression, strict JSON, NDJSON.
 
-Pure functions (no AWS) the decoders (chalicelib/edge/decoders/) share; every refusal
+Pure functions (no AWS) the doors (chalicelib/edge/doors/) share; every refusal
 is an EdgeError with the contract's code.
 """
 
@@ -11,7 +11,9 @@ import math
 import zlib
 from typing import Any
 
-from chalicelib.contract.errors import bad_request, too_large, unsupported
+from chalicelib.contract.errors import EdgeError, bad_request, too_large, unsupported
+from chalicelib.contract.signals import MAX_EVENTS_PER_REQUEST, check_event_count
+from chalicelib.edge.doors import Event
 
 MIB = 1024 * 1024
 MAX_RAW_BYTES = 5 * MIB
@@ -110,6 +112,26 @@ def parse_json(data: bytes) -> Any:
         raise bad_request("the body is nested too deeply") from None
     except (ValueError, TypeError) as exc:  # JSONDecodeError, UnicodeDecodeError, int digit limit
         raise bad_request(f"the body is not valid JSON: {_short(exc)}") from None
+
+
+def ndjson_events(data: bytes, where: str = "", limit: int | None = MAX_EVENTS_PER_REQUEST) -> list[Event]:
+    """NDJSON: one event per non-blank line, errors naming the line; none for a blank body.
+
+    Over `limit` events is a 413 at the first line past it, before that line is parsed
+    (None: the caller bounds the count its own way).
+    """
+    prefix = f"{where} " if where else ""
+    events: list[Event] = []
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        if limit is not None:
+            check_event_count(len(events) + 1, limit)
+        try:
+            events.append(Event(parse_json(line), len(line), f"{prefix}line {number}"))
+        except EdgeError as error:
+            raise bad_request(f"line {number}: {error.message}") from None
+    return events
 
 
 def _short(exc: Exception) -> str:

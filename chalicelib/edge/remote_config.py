@@ -14,10 +14,13 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from chalicelib.contract.errors import EdgeError
+from chalicelib.contract.keys_item import hash_key
+from chalicelib.edge import auth
 from chalicelib.runtime.container import per_container
 from chalicelib.runtime.ttl_cache import Lru, TtlCache
 
@@ -203,3 +206,29 @@ def cached_version(key_hash: str) -> str | None:
     """For the ingest path: never builds the cache, never fetches."""
     cache = config_cache.peek()
     return cache.cached_version(key_hash) if cache is not None else None
+
+
+def answer_request(headers: Mapping[str, str]) -> tuple[int, bytes, dict[str, str]]:
+    """`GET /api/config`: 401 for unknown keys without asking Lookout, else the cached proxy.
+
+    (status, JSON body, extra headers). When the key store cannot say, a key whose config
+    was served before is still answered from the cache.
+    """
+    raw_key = auth.extract_api_key(headers, None)
+    if raw_key is None:
+        return _error(auth.missing_key("X-Api-Key"))
+    key_hash = hash_key(raw_key)
+    try:
+        auth.known_key(key_hash)
+    except EdgeError as error:
+        if error.status != 503 or cached_version(key_hash) is None:
+            return _error(error)
+    answer = config_cache().get(key_hash, raw_key, headers.get("x-lookout-env-overrides"))
+    extra = {"Retry-After": "30"} if answer.status == 503 else {}
+    if answer.stale:
+        extra["X-Lookout-Config-Stale"] = "1"
+    return answer.status, answer.body, extra
+
+
+def _error(error: EdgeError) -> tuple[int, bytes, dict[str, str]]:
+    return error.status, json.dumps(error.body()).encode(), error.headers()

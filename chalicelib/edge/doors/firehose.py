@@ -1,4 +1,4 @@
-"""Amazon Data Firehose HTTP endpoint deliveries → events (CONTRACT §9).
+"""The Amazon Data Firehose door: HTTP endpoint deliveries → events (CONTRACT §9).
 
 AWS, "HTTP Endpoint Delivery Request and Response Specifications": Firehose POSTs
 `{"requestId", "timestamp", "records": [{"data": <base64>}, ...]}` (optionally gzip) with
@@ -9,7 +9,9 @@ retry, so 413 means "this delivery can never be accepted".
 
 Each record's data is one JSON object, NDJSON (one event per line) or the gzip of a
 CloudWatch Logs subscription message (`log` events, chalicelib/contract/cloudwatch_logs.py).
-Pure functions: no AWS here.
+The functions are pure (no AWS); `FirehoseDoor` is the door `serve` runs. The delivery's
+request id is its idempotency key and the log lines' correlation id (the spec asks
+endpoints to log it); the event ids derive from it (`FIREHOSE_POLICY`).
 """
 
 from __future__ import annotations
@@ -19,15 +21,19 @@ import binascii
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+
+from chalice import Response
 
 from chalicelib.contract import cloudwatch_logs
 from chalicelib.contract.errors import EdgeError, bad_request, too_large
-from chalicelib.edge.bodies import decode_content, parse_json
-from chalicelib.edge.decoders import Event
+from chalicelib.contract.signals import SIGNALS
+from chalicelib.edge.bodies import decode_content, ndjson_events, parse_json
+from chalicelib.edge.doors import AcceptPolicy, Batch, Event, IngestRequest
+from chalicelib.edge.serve import json_response
+from chalicelib.runtime.observability import correlate
 
-SIGNALS = frozenset({"log", "error", "event", "metric", "security", "otlp", "otlp_logs", "otlp_metrics"})
+FIREHOSE_SIGNALS = frozenset({"log", "error", "event", "metric", "security", "otlp", "otlp_logs", "otlp_metrics"})
 # Firehose's own bounds: a record's data is at most 1,000 KiB before base64 (PutRecord).
 MAX_RECORD_BYTES = 1_024_000
 MAX_RECORDS = 10_000
@@ -43,15 +49,46 @@ CARRIED_HEADERS = (
 )
 ACCESS_KEY_HEADER = "x-amz-firehose-access-key"
 REQUEST_ID_HEADER = "x-amz-firehose-request-id"
+# Up to 10,000 events, none at all is fine (CloudWatch Logs control messages), no 202 body,
+# ids stable across Firehose's retries of a request id.
+FIREHOSE_POLICY = AcceptPolicy(
+    min_events=0, max_events=MAX_EVENTS, reply_body=False, stable_ids=True, claim_prefix="firehose:"
+)
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """A decoded delivery: its request id (echoed in every answer) and its events in order."""
+class FirehoseDoor:
+    """`POST /api/firehose/{signal}`: 200 with the spec's body once every event is in SQS,
+    else the contract's status with `errorMessage`."""
 
-    request_id: str
-    events: list[Event]
-    records: int
+    segment = "firehose"
+
+    def __init__(self, request: IngestRequest, signal_name: str):
+        self.request = request
+        self.signal_name = signal_name
+        self.request_id = header_request_id(request.headers)  # the body's, once read
+
+    def decode(self) -> Batch:
+        headers = self.request.headers
+        correlate(self.request_id or None)
+        signal = SIGNALS.get(self.signal_name) if self.signal_name in FIREHOSE_SIGNALS else None
+        if signal is None:
+            raise EdgeError(404, "not_found", f"no Firehose route at {self.request.path}")
+        body = load_request(self.request.body, headers.get("content-encoding"))
+        self.request_id = request_id_of(body, headers)
+        return Batch(
+            signal,
+            decode_delivery(body, signal.name),
+            FIREHOSE_POLICY,
+            api_key=(headers.get(ACCESS_KEY_HEADER) or "").strip() or None,
+            idempotency_key=header_request_id(headers) or None,
+            carried=carried_headers(headers),
+        )
+
+    def answer(self, accepted: dict[str, Any] | None) -> Response:
+        return json_response(200, success_body(self.request_id))
+
+    def refuse(self, error: EdgeError) -> Response:
+        return json_response(error.status, error_body(self.request_id, error), error.headers())
 
 
 def now_ms() -> int:
@@ -94,8 +131,8 @@ def request_id_of(request: Mapping[str, Any], headers: Mapping[str, str]) -> str
     return given if isinstance(given, str) and given else header_request_id(headers)
 
 
-def decode_delivery(request: Mapping[str, Any], headers: Mapping[str, str], signal: str) -> Delivery:
-    """Every record → its events, in order; `pipeline.accept_delivery` checks each one."""
+def decode_delivery(request: Mapping[str, Any], signal: str) -> list[Event]:
+    """Every record → its events, in order; `pipeline.accept` checks each one."""
     records = request.get("records")
     if not isinstance(records, list):
         raise bad_request('"records" must be a JSON array')
@@ -109,7 +146,7 @@ def decode_delivery(request: Mapping[str, Any], headers: Mapping[str, str], sign
             raise EdgeError(error.status, error.code, f"record {number}: {error.message}") from None
         if len(events) > MAX_EVENTS:
             raise EdgeError(413, "too_many_events", f"a delivery may hold at most {MAX_EVENTS} events")
-    return Delivery(request_id=request_id_of(request, headers), events=events, records=len(records))
+    return events
 
 
 def decode_record(record: Any, signal: str, where: str) -> list[Event]:
@@ -134,17 +171,4 @@ def decode_record(record: Any, signal: str, where: str) -> list[Event]:
     except EdgeError:
         if b"\n" not in data.strip():
             raise
-    return _ndjson_events(data, where)
-
-
-def _ndjson_events(data: bytes, where: str) -> list[Event]:
-    """NDJSON: one event per non-blank line (a pretty-printed JSON object was tried first)."""
-    events = []
-    for number, line in enumerate(data.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            events.append(Event(parse_json(line), len(line), f"{where} line {number}"))
-        except EdgeError as error:
-            raise bad_request(f"line {number}: {error.message}") from None
-    return events
+    return ndjson_events(data, where, limit=None)  # NDJSON (a pretty-printed JSON object was tried first)

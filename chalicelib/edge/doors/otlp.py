@@ -1,4 +1,4 @@
-"""OTLP/HTTP bodies (CONTRACT §10): protobuf or JSON in, OTLP JSON events out, answers in kind.
+"""The OTLP/HTTP door (CONTRACT §10): protobuf or JSON in, OTLP JSON events out, answers in kind.
 
 The OTLP specification (opentelemetry-proto, docs/specification.md) is the authority:
 
@@ -15,7 +15,8 @@ The OTLP specification (opentelemetry-proto, docs/specification.md) is the autho
   one-event limit; a larger request is cut, between resources, scopes and items, into
   several events, each itself a valid export request. An item alone over the limit is
   rejected like an invalid one.
-- Answers (success and `google.rpc.Status` errors) are encoded as the request was.
+- Answers (success and `google.rpc.Status` errors) are encoded as the request was: one
+  `Encoding` object per media type, chosen once per request (JSON for a type it cannot read).
 
 Protobuf is imported on the first OTLP request only: the other routes never pay for it.
 """
@@ -31,14 +32,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from chalice import Response
+
 from chalicelib.contract.errors import EdgeError, bad_request, unsupported
-from chalicelib.contract.signals import MAX_EVENT_BYTES
+from chalicelib.contract.signals import MAX_EVENT_BYTES, SIGNALS
+from chalicelib.edge import cors
 from chalicelib.edge.bodies import check_received_size, decode_content, media_type, parse_json
-from chalicelib.edge.decoders import Event
+from chalicelib.edge.doors import AcceptPolicy, Batch, Event, IngestRequest, idempotency_header
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-_PROTOBUF_TYPES = frozenset({PROTOBUF, "application/protobuf"})
 _ID_BYTES = {"traceId": 16, "spanId": 8, "parentSpanId": 8}
 _METRIC_DATA = ("gauge", "sum", "histogram", "exponentialHistogram", "summary")
 # google.rpc.Code for each HTTP status the edge answers (the spec lets clients ignore it).
@@ -105,14 +108,54 @@ class Decoded:
     """A decoded export request: the events to queue and what was rejected."""
 
     events: list[Event]  # each an export request in OTLP JSON, with its JSON size
-    accepted: int  # items (spans, log records, data points) in the events
-    rejected: int
+    rejected: int  # items (spans, log records, data points) dropped
     reason: str | None  # why items were rejected, for `partial_success.error_message`
 
 
-def answer_type(content_type: str | None) -> str:
-    """The answer's content type: protobuf for a protobuf request, JSON for everything else."""
-    return PROTOBUF if media_type(content_type) in _PROTOBUF_TYPES else JSON
+# --- the door --------------------------------------------------------------------------------
+
+# An export without items is still checked (key, billing, allowlist, flag): the spec answers
+# it with success, and a bad key must hear 401 all the same.
+OTLP_POLICY = AcceptPolicy(min_events=0)
+
+
+class OtlpDoor:
+    """`/v1/traces|logs|metrics`: 200 with the Export*ServiceResponse once its events are in
+    SQS, or a `google.rpc.Status`; both in the request's encoding."""
+
+    segment = "otlp"
+
+    def __init__(self, request: IngestRequest):
+        self.request = request
+        self.kind = KINDS[request.path]
+        self.signal_name = self.kind.signal
+        self.media_type = media_type(request.headers.get("content-type"))
+        self.encoding = ENCODINGS.get(self.media_type, JSON_ENCODING)
+        self.decoded = Decoded([], 0, None)
+
+    def decode(self) -> Batch:
+        headers = self.request.headers
+        if self.media_type not in ENCODINGS:
+            raise _unsupported(self.media_type)
+        self.decoded = decode_as(self.kind, self.encoding, self.request.body, headers.get("content-encoding"))
+        events = self.decoded.events
+        signal = SIGNALS[self.kind.signal]
+        return Batch(signal, events, OTLP_POLICY, many=len(events) > 1, idempotency_key=idempotency_header(headers))
+
+    def answer(self, accepted: dict[str, Any] | None) -> Response:
+        return self._reply(200, self.encoding.success(self.kind, self.decoded.rejected, self.decoded.reason))
+
+    def refuse(self, error: EdgeError) -> Response:
+        return self._reply(error.status, self.encoding.status(error), error.headers())
+
+    def _reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> Response:
+        origin = self.request.headers.get("origin")
+        answer_headers = {
+            "Content-Type": self.encoding.content_type,
+            **(headers or {}),
+            **cors.response_headers(origin),
+        }
+        return Response(body=self.encoding.wire(body), status_code=status, headers=answer_headers)
 
 
 def decode(
@@ -122,20 +165,35 @@ def decode(
     content_encoding: str | None,
     max_event_bytes: int = MAX_EVENT_BYTES,
 ) -> Decoded:
+    """The request as OTLP JSON events (or an EdgeError), its encoding told by `content_type`."""
+    name = media_type(content_type)
+    encoding = ENCODINGS.get(name)
+    if encoding is None:
+        raise _unsupported(name)
+    return decode_as(kind, encoding, raw, content_encoding, max_event_bytes)
+
+
+def decode_as(
+    kind: OtlpKind,
+    encoding: Encoding,
+    raw: bytes,
+    content_encoding: str | None,
+    max_event_bytes: int = MAX_EVENT_BYTES,
+) -> Decoded:
     """Check sizes, undo gzip, parse and validate: the request as OTLP JSON events (or an EdgeError)."""
-    kind_name = media_type(content_type)
-    if kind_name not in _PROTOBUF_TYPES and kind_name != JSON:
-        raise unsupported(f"content type {kind_name!r} is not OTLP/HTTP; send {PROTOBUF} or {JSON}")
     check_received_size(raw)
     data = decode_content(raw, content_encoding)
-    message = _parse_json_request(kind, data) if kind_name == JSON else _parse_protobuf_request(kind, data)
-    accepted, rejected, reason = _drop_invalid(kind, message)
+    message = encoding.parse(kind, data)
+    rejected, reason = _drop_invalid(kind, message)
     events, oversized = _to_events(kind, _to_otlp_json(message), max_event_bytes)
     if oversized:
-        accepted -= oversized
         rejected += oversized
         reason = reason or f"some {kind.noun} are over the {max_event_bytes}-byte event limit on their own"
-    return Decoded(events, accepted, rejected, reason)
+    return Decoded(events, rejected, reason)
+
+
+def _unsupported(name: str) -> EdgeError:
+    return unsupported(f"content type {name!r} is not OTLP/HTTP; send {PROTOBUF} or {JSON}")
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -220,27 +278,25 @@ def _rewrite_ids(kind: OtlpKind, document: dict[str, Any], convert: Callable[[An
 # --- validation ------------------------------------------------------------------------------
 
 
-def _drop_invalid(kind: OtlpKind, message: Any) -> tuple[int, int, str | None]:
-    """Remove the items Lookout cannot store; (accepted, rejected, reason) counted in `kind.noun`."""
-    accepted = rejected = 0
+def _drop_invalid(kind: OtlpKind, message: Any) -> tuple[int, str | None]:
+    """Remove the items Lookout cannot store; (rejected, reason) counted in `kind.noun`."""
+    rejected = 0
     reasons: list[str] = []
     for resource in getattr(message, _snake(kind.resources)):
         for scope in getattr(resource, _snake(kind.scopes)):
             items = getattr(scope, _snake(kind.items))
             doomed = []
             for index, item in enumerate(items):
-                weight = _data_points(item) if kind is METRICS else 1
                 problem = _problem(kind, item)
                 if problem is None:
-                    accepted += weight
                     continue
                 doomed.append(index)
-                rejected += weight
+                rejected += _data_points(item) if kind is METRICS else 1
                 if problem not in reasons:
                     reasons.append(problem)
             for index in reversed(doomed):
                 del items[index]
-    return accepted, rejected, "; ".join(reasons) or None
+    return rejected, "; ".join(reasons) or None
 
 
 def _problem(kind: OtlpKind, item: Any) -> str | None:
@@ -331,8 +387,8 @@ def _same(value: Any) -> Any:
     return value
 
 
-def _to_events(kind: OtlpKind, document: dict[str, Any], limit: int) -> tuple[list[dict[str, Any]], list[int], int]:
-    """The request as events of at most `limit` JSON bytes; (events, sizes, items too big alone).
+def _to_events(kind: OtlpKind, document: dict[str, Any], limit: int) -> tuple[list[Event], int]:
+    """The request as events of at most `limit` JSON bytes, and the number of items too big alone.
 
     No event for a request without items (the spec's empty request: a success, nothing to store).
     """
@@ -430,34 +486,87 @@ def _json_size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=True))
 
 
-# --- answers ---------------------------------------------------------------------------------
+# --- encodings: parsing and answers, per media type ------------------------------------------
 
 
-def success_body(kind: OtlpKind, content_type: str, rejected: int = 0, reason: str | None = None) -> bytes:
-    """`Export*ServiceResponse`, with `partial_success` only when items were rejected."""
-    if content_type == JSON:
+class Encoding:
+    """One OTLP/HTTP encoding: how its requests parse and its answers are written."""
+
+    content_type: str
+
+    def parse(self, kind: OtlpKind, data: bytes) -> Any:
+        """The export request message, or 400."""
+        raise NotImplementedError
+
+    def success(self, kind: OtlpKind, rejected: int = 0, reason: str | None = None) -> bytes:
+        """`Export*ServiceResponse`, with `partial_success` only when items were rejected."""
+        raise NotImplementedError
+
+    def status(self, error: EdgeError) -> bytes:
+        """A `google.rpc.Status` for an error answer; the edge's error code leads the message."""
+        raise NotImplementedError
+
+    def wire(self, body: bytes) -> str | bytes:
+        """The body as Chalice sends it: bytes leave base64-encoded (binary), text as is."""
+        return body
+
+
+class ProtobufEncoding(Encoding):
+    content_type = PROTOBUF
+
+    def parse(self, kind: OtlpKind, data: bytes) -> Any:
+        return _parse_protobuf_request(kind, data)
+
+    def success(self, kind: OtlpKind, rejected: int = 0, reason: str | None = None) -> bytes:
+        response = getattr(kind.proto(), kind.response)()
+        if rejected:
+            setattr(response.partial_success, kind.rejected_field, rejected)
+            response.partial_success.error_message = reason or f"{rejected} {kind.noun} were rejected"
+        return response.SerializeToString()
+
+    def status(self, error: EdgeError) -> bytes:
+        # Status is two scalar fields here (code = 1, message = 2): written by hand rather than
+        # pulling googleapis-common-protos into the Lambda for it.
+        text = _status_message(error).encode("utf-8")
+        return b"\x08" + _varint(_grpc_code(error)) + b"\x12" + _varint(len(text)) + text
+
+
+class JsonEncoding(Encoding):
+    content_type = JSON
+
+    def parse(self, kind: OtlpKind, data: bytes) -> Any:
+        return _parse_json_request(kind, data)
+
+    def success(self, kind: OtlpKind, rejected: int = 0, reason: str | None = None) -> bytes:
         if not rejected:
             return b"{}"
         camel = _camel(kind.rejected_field)
         partial = {camel: str(rejected), "errorMessage": reason or f"{rejected} {kind.noun} were rejected"}
         return json.dumps({"partialSuccess": partial}).encode()
-    response = getattr(kind.proto(), kind.response)()
-    if rejected:
-        setattr(response.partial_success, kind.rejected_field, rejected)
-        response.partial_success.error_message = reason or f"{rejected} {kind.noun} were rejected"
-    return response.SerializeToString()
+
+    def status(self, error: EdgeError) -> bytes:
+        return json.dumps({"code": _grpc_code(error), "message": _status_message(error)}).encode()
+
+    def wire(self, body: bytes) -> str | bytes:
+        return body.decode("utf-8")
 
 
-def status_body(error: EdgeError, content_type: str) -> bytes:
-    """A `google.rpc.Status` for an error answer; the edge's error code leads the message."""
-    code = _GRPC_CODES.get(error.status, _GRPC_INTERNAL)
-    message = f"{error.code}: {error.message}"
-    if content_type == JSON:
-        return json.dumps({"code": code, "message": message}).encode()
-    # Status is two scalar fields here (code = 1, message = 2): written by hand rather than
-    # pulling googleapis-common-protos into the Lambda for it.
-    text = message.encode("utf-8")
-    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
+PROTOBUF_ENCODING = ProtobufEncoding()
+JSON_ENCODING = JsonEncoding()
+# The request's media type → its encoding; any other type is a 415 answered in JSON.
+ENCODINGS: dict[str, Encoding] = {
+    PROTOBUF: PROTOBUF_ENCODING,
+    "application/protobuf": PROTOBUF_ENCODING,
+    JSON: JSON_ENCODING,
+}
+
+
+def _grpc_code(error: EdgeError) -> int:
+    return _GRPC_CODES.get(error.status, _GRPC_INTERNAL)
+
+
+def _status_message(error: EdgeError) -> str:
+    return f"{error.code}: {error.message}"
 
 
 def _varint(value: int) -> bytes:

@@ -1,11 +1,13 @@
-"""Front doors (CONTRACT §8): REST (payload 1.0), HTTP API and function URL (2.0) into one `app`.
+"""Gateways, CONTRACT §8's "front doors": REST (payload 1.0), HTTP API and function URL (2.0) into one `app`.
+
+The Lambda payload formats, not to be mixed up with the ingest protocols (chalicelib/edge/doors/).
 
 Chalice's `app` only understands API Gateway REST proxy events: it routes by
 `requestContext.resourcePath`, the route *template* API Gateway matched. HTTP API
 and function URL events (payload format 2.0) carry the concrete `rawPath` instead, so
 they are matched here against the app's own route table, handed to Chalice in the 1.0
 shape, and its 1.0 answer is turned into a 2.0 response. Unknown routes get the
-contract's JSON 404 and a malformed event a JSON 400, on every door.
+contract's JSON 404 and a malformed event a JSON 400, behind every gateway.
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ Event = dict[str, Any]
 LambdaResponse = dict[str, Any]
 
 JSON_HEADERS = {"Content-Type": "application/json"}
-# Answers with these types are text on the wire (see FrontDoorApp).
+# Answers with these types are text on the wire (see GatewayApp).
 TEXT_MEDIA_TYPES = ("application/json", "text/")
 
 
 class MalformedEvent(ValueError):
-    """The event is not an HTTP request of any front door this edge knows."""
+    """The event is not an HTTP request of any gateway this edge knows."""
 
 
 class RouteTable:
@@ -87,8 +89,8 @@ def _json_response(status: int, body: dict[str, str]) -> LambdaResponse:
     }
 
 
-class FrontDoorApp(Chalice):
-    """A Chalice app that is its own Lambda entry point on every front door.
+class GatewayApp(Chalice):
+    """A Chalice app that is its own Lambda entry point behind every gateway.
 
     `app.app` is the API function's handler on every deploy path (`chalice deploy` cannot
     name another), so the payload version is told apart here: 1.0 goes to Chalice as is,
