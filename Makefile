@@ -17,7 +17,6 @@ $(shell rm -rf $(VENV))
 endif
 endif
 endif
-PIP := $(PY) -m pip --disable-pip-version-check
 # What `make dev` needs (requirements-stack.lock), and everything `make test` needs (requirements-dev.lock).
 STACK_STAMP := $(VENV)/.stack-installed
 DEV_STAMP := $(VENV)/.dev-installed
@@ -26,26 +25,28 @@ SHELL := /bin/bash
 
 .PHONY: install dev dev-seed test lint package bench soak lock clean
 
-# Installs go through uv, pinned, taken from PATH or else fetched into the venv by pip once: it
-# downloads in parallel and keeps a wheel cache, ~8 s for the stack's packages where pip took a
-# minute and more on this kind of machine. It prints what it resolves, fetches and installs.
+# Installs go through uv, pinned: it downloads in parallel and keeps a wheel cache (a few seconds
+# for the stack's packages where pip took a minute and more on this kind of machine), and prints
+# what it resolves, fetches and installs. Taken from PATH, else fetched once per machine with pip
+# into ~/.cache/lookout-edge (a cache like pip's and uv's own; delete it at will).
 UV_VERSION := 0.13.9
-UV := $(or $(shell command -v uv 2>/dev/null),$(VENV)/bin/uv)
+UV_HOME := $(HOME)/.cache/lookout-edge/uv-$(UV_VERSION)
+UV := $(or $(shell command -v uv 2>/dev/null),$(UV_HOME)/bin/uv)
 
-$(PY):
+$(UV_HOME)/bin/uv:
+	@echo "make: fetching the installer, uv $(UV_VERSION), into $(UV_HOME) (pip, once per machine)"
+	@$(PYTHON) -m venv $(UV_HOME) && $(UV_HOME)/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+
+$(PY): | $(UV)
 	@echo "make: creating $(VENV) with $$($(PYTHON) --version)"
-	@$(PYTHON) -m venv $(VENV)
+	@$(UV) venv -q --clear --python $(PYTHON) $(VENV)
 
-$(VENV)/bin/uv: | $(PY)
-	@echo "make: fetching the installer, uv $(UV_VERSION), into $(VENV) (pip, once)"
-	@$(PIP) install -q uv==$(UV_VERSION)
-
-$(STACK_STAMP): requirements-stack.lock | $(UV)
+$(STACK_STAMP): requirements-stack.lock | $(PY)
 	@echo "make: installing what the local stack runs into $(VENV) (requirements-stack.lock; test tools come with make test)"
 	@$(UV) pip install --python $(PY) -r requirements-stack.lock
 	@touch $@
 
-$(DEV_STAMP): requirements-dev.lock | $(UV)
+$(DEV_STAMP): requirements-dev.lock | $(PY)
 	@echo "make: installing the stack, tests and tools into $(VENV) (requirements-dev.lock)"
 	@$(UV) pip install --python $(PY) -r requirements-dev.lock
 	@touch $@ $(STACK_STAMP)
