@@ -412,6 +412,7 @@ class DevStack:
                 f'             curl -sS -H "Authorization: Bearer $(cat {token_file})" '
                 f"'{self.receiver_url}/_receiver/events?limit=5'",
                 f"  Verify     {self.verify_command(key, token_file)}",
+                f"  Queue      env $(cat {self.write_aws_env()}) .venv/bin/python -m edgectl status",
                 f"  AWS        moto on {self.aws_url} (export AWS_ENDPOINT_URL={self.aws_url} to look around)",
                 f"  Keys       {source}",
                 *(
@@ -433,6 +434,21 @@ class DevStack:
                 "",
             ]
         )
+
+    def write_aws_env(self) -> Path:
+        """`.dev/stack.env`: what `edgectl status` and `dlq` need to read this stack's moto (its
+        address, moto's fixed test credentials, the queue and table names; no secret)."""
+        env = {
+            "AWS_ENDPOINT_URL": self.aws_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            **(self.names.environment() if self.names else {}),
+        }
+        path = self.options.state_dir / "stack.env"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{name}={value}\n" for name, value in env.items()))
+        return path
 
     def verify_command(self, key: str, token_file: Path) -> str:
         """`verify` against this stack's edge and receiver, whatever their ports."""

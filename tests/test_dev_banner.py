@@ -57,6 +57,12 @@ def test_every_printed_command_works_on_ports_that_are_not_the_defaults(tmp_path
         events = run_as_printed(printed_command(banner, "Events"))
         assert event_id in events.stdout, events.stdout + events.stderr
 
+        status = run_as_printed(printed_command(banner, "Queue"))
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert f"127.0.0.1:{ports['aws']}" in status.stdout and "dead letters" in status.stdout
+        dlq = run_as_printed(printed_command(banner, "Queue").replace(" status", " dlq status"))
+        assert dlq.returncode == 0, dlq.stdout + dlq.stderr
+
 
 def test_verify_says_when_the_backend_cannot_be_reached(e2e):
     closed = f"http://127.0.0.1:{free_port()}"
