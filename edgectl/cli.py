@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "edgectl.cmd_keys",
     "edgectl.cmd_local",
     "edgectl.cmd_package",
+    "edgectl.cmd_readme",
     "edgectl.cmd_render_policies",
     "edgectl.cmd_status",
     "edgectl.cmd_verify",

@@ -1,10 +1,11 @@
 """`python -m edgectl cost`: dollars per million events, AWS (this edge) beside Cloudflare (seed 000).
 
 Prices live in edgectl/prices.json (with their date and source), never here. Lambda durations
-come from the latest `make bench` result (bench/results/*.json) unless given, else the
-defaults below. `estimate` (per million events), `fixed_monthly` (what the stack costs a month
-whatever the traffic) and `mix_table` (both, for a realistic mix at a monthly volume) are the
-pure math; the rest reads files and prints. docs/cost.md explains the model.
+come from the newest `make bench` result that has each: a local run (bench/results/*.json) or
+else the committed, dated reference (bench/reference/*.json), so a fresh clone prints what the
+README says; options override them. `estimate` (per million events), `fixed_monthly` (what the
+stack costs a month whatever the traffic) and `mix_table` (both, for a realistic mix at a monthly
+volume) are the pure math; the rest reads files and prints. docs/cost.md explains the model.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from chalicelib.edge.ratelimit import SETTLE_EVENTS
 ROOT = Path(__file__).resolve().parent.parent
 PRICES = Path(__file__).resolve().parent / "prices.json"
 BENCH_RESULTS = ROOT / "bench" / "results"
+# Committed `make bench` results (dated, with the machine): used where no newer local run exists.
+REFERENCE_RESULTS = ROOT / "bench" / "reference"
 FRONT_DOORS = ("rest", "http", "url")
 MILLION = 1_000_000
 # What the queue message adds to an event: the envelope fields and two message attributes
@@ -485,13 +488,27 @@ def measured_durations(results: dict[str, Any]) -> dict[str, float]:
     return found
 
 
-def measured_inputs(directory: Path = BENCH_RESULTS) -> dict[str, float]:
-    """Each measurement from the newest bench result that has it (a `BENCH_ONLY` run has only some)."""
+def measured_inputs(*directories: Path) -> dict[str, float]:
+    """Each measurement from the newest bench result that has it (a `BENCH_ONLY` run has only some),
+    in `directories` (default: local runs, then the reference)."""
+    return measured_with_sources(*directories)[0]
+
+
+def measured_with_sources(*directories: Path) -> tuple[dict[str, float], list[Path]]:
+    """`measured_inputs`, and the result files the measurements came from."""
+    paths = [
+        path
+        for directory in directories or (BENCH_RESULTS, REFERENCE_RESULTS)
+        for path in directory.glob("bench-*.json")
+    ]
     found: dict[str, float] = {}
-    for path in sorted(directory.glob("bench-*.json"), reverse=True):
+    sources: list[Path] = []
+    for path in sorted(paths, key=lambda path: path.name, reverse=True):  # names carry the UTC time
         for name, value in measured_durations(json.loads(path.read_text())).items():
-            found.setdefault(name, value)
-    return found
+            if name not in found:
+                found[name] = value
+                sources += [] if path in sources else [path]
+    return found, sources
 
 
 def register(subparsers: Any) -> None:
@@ -535,9 +552,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}")
         return 2
-    durations = measured_inputs()
+    durations, sources = measured_with_sources()
     if durations:
-        print(f"measured by make bench ({BENCH_RESULTS.relative_to(ROOT)}): {durations}")
+        print(f"measured by make bench ({', '.join(str(path.relative_to(ROOT)) for path in sources)}): {durations}")
     else:
         print(f"no bench result: default durations edge {DEFAULT_EDGE_MS} ms, forwarder {DEFAULT_FORWARDER_MS} ms")
     if args.edge_ms is not None:
