@@ -51,7 +51,10 @@ def reference_section(name: str) -> tuple[Path, dict[str, Any]]:
 def cost_block() -> str:
     measured, sources = measured_with_sources(REFERENCE_RESULTS)
     prices = load_prices()
-    lines = ["| 1 KB events, one per request | AWS $ / 1M events | Cloudflare $ / 1M events |", "|---|---|---|"]
+    lines = [
+        "| 1 KB events, one per request | AWS $ / 1M events, before egress | Cloudflare $ / 1M events |",
+        "|---|---|---|",
+    ]
     for label, changes in COST_ROWS:
         inputs = replace(CostInputs(**measured), **changes)
         result = estimate(inputs, prices)

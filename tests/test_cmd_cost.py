@@ -184,7 +184,7 @@ def test_measured_cpu_is_stretched_to_lambdas_share_of_a_core():
 
 # --- what an operator pays beyond the per-event lines (issue #29) -------------------------------
 
-# The reference bench result's measurements (2026-12-02, README "Performance and cost"): the edge's
+# The reference bench result's measurements (2026-12-02, bench/reference/bench-20261202T100500Z.json): the edge's
 # CPU per request and a bare SendMessage's, the forwarder's CPU per batch of 10 against a 50 ms
 # backend, and the log bytes.
 REFERENCE_BENCH = {

@@ -1,4 +1,4 @@
-"""The real OpenTelemetry Python SDK exporters, configured as the README says, through the local stack.
+"""The real OpenTelemetry Python SDK exporters, configured as docs/otlp.md says, through the local stack.
 
 Spans, log records and metrics go out through `opentelemetry-exporter-otlp-proto-http`
 (protobuf, and gzip as a Collector sends it), over real HTTP to the local edge, through
@@ -39,7 +39,7 @@ PROJECT_ID = "101"
 
 @pytest.fixture
 def otel_env(e2e: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The exporters configured only through the standard variables the README gives."""
+    """The exporters configured only through the standard variables docs/otlp.md gives."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", e2e.edge_url)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"x-api-key={e2e.keys['main']}")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
