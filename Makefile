@@ -63,7 +63,11 @@ lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# tests/test_lambda_arm64.py runs the real artifact on an emulated arm64 python3.13 (its root is
+# built once into ~/.cache/lookout-edge/lambda-arm64, ~2 minutes; apt, Debian and PyPI needed then).
 test: lint
+	$(PY) -m edgectl package --stage prod
+	$(PY) -m tests.lambda_arm64 prepare
 	$(PY) -m pytest
 
 # The deployable artifact (docs/deploy.md): dist/$(STAGE)/sam.json and a byte-compiled arm64
