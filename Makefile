@@ -62,6 +62,7 @@ dev-seed: $(STACK_STAMP)
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/cfn-lint  # the templates .cfnlintrc lists (the packaged stack: tests/test_deploy.py)
 
 # tests/test_lambda_arm64.py runs the real artifact on an emulated arm64 python3.13 (its root is
 # built once into ~/.cache/lookout-edge/lambda-arm64, ~2 minutes; apt, Debian and PyPI needed then).
