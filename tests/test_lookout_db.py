@@ -32,7 +32,28 @@ def test_url_parts_become_connect_arguments():
         "password": "p:ss/w",
         "database": "lookout_prod",
     }
-    assert "ssl" not in args
+
+
+def test_tls_is_on_for_any_host_that_is_not_loopback_and_verifies_the_rds_ca():
+    """Lookout's database is across a network (RDS in a VPC): TLS unless the URL says ssl=false."""
+    from chalicelib.keysync.source_mysql import RDS_CA_BUNDLE
+
+    rds_subjects = {
+        dict(part[0] for part in cert["subject"])["commonName"]
+        for cert in ssl.create_default_context(cafile=str(RDS_CA_BUNDLE)).get_ca_certs()
+    }
+    assert {"Amazon RDS eu-west-1 Root CA RSA2048 G1", "Amazon RDS us-east-1 Root CA RSA4096 G1"} <= rds_subjects
+    for host in ("db.internal", "lookout.abc123.eu-west-1.rds.amazonaws.com", "10.0.3.7", "[fd00::7]"):
+        context = connect_args(f"mysql://u:p@{host}:3306/lookout")["ssl"]
+        assert (context.verify_mode, context.check_hostname) == (ssl.CERT_REQUIRED, True), host
+        loaded = {dict(part[0] for part in cert["subject"]).get("commonName") for cert in context.get_ca_certs()}
+        assert rds_subjects <= loaded, host
+    for url in ("mysql://u:p@db.internal/lookout?ssl=false", "mysql://u:p@db.internal/lookout?ssl=0"):
+        args = connect_args(url)
+        assert "ssl" not in args and args["ssl_disabled"] is True  # not even the driver's unverified try
+    for host in ("127.0.0.1", "localhost", "127.0.0.2", "[::1]"):
+        assert "ssl" not in connect_args(f"mysql://u:p@{host}/lookout"), host
+    assert "ssl" in connect_args("mysql://u:p@127.0.0.1/lookout?ssl=true")
 
 
 def test_url_defaults():

