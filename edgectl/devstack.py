@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import boto3
-
 from edgectl.resources import StackNames, create_resources
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,6 +127,8 @@ class DevStack:
         return env
 
     def session(self) -> Any:
+        import boto3  # here, not at the top: every `python -m edgectl` piece imports this module
+
         return boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)  # noqa: S106
 
     def client(self, service: str) -> Any:
