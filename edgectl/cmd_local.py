@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgectl.iam_enforce import enforce_if_asked
 from edgectl.lambda_shim import LambdaContext, poll_once, scheduled_event
 
 
@@ -64,6 +65,7 @@ def make_edge_server(host: str, port: int, source_ip_header: str | None = None) 
 
 
 def serve_edge(args: argparse.Namespace) -> int:
+    enforce_if_asked()
     server = make_edge_server(args.host, args.port, args.source_ip_header)
     print(f"edge listening on http://{args.host}:{args.port}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
@@ -83,6 +85,7 @@ def poll_forwarder(args: argparse.Namespace) -> int:
     from chalicelib.runtime.aws import client
     from chalicelib.runtime.config import settings
 
+    enforce_if_asked()
     queue_url = settings().require("queue_url")
     sqs = client("sqs")
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -106,6 +109,7 @@ def run_schedule(args: argparse.Namespace) -> int:
     import app as app_module
 
     logging.basicConfig(level=logging.INFO)
+    enforce_if_asked()
     try:
         while True:
             started = time.monotonic()

@@ -18,10 +18,12 @@ import sys
 import threading
 import time
 import urllib.request
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from edgectl.iam_enforce import DENIED_MARKER, LOCAL_ENFORCE_VARIABLE
 from edgectl.resources import StackNames, create_resources
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +31,8 @@ REGION = "us-east-1"
 DEMO_PROJECT_ID = "1"
 
 
+# Every stack of this process, for tests that check no piece was denied a call (tests/conftest.py).
+LIVE_STACKS: weakref.WeakSet[DevStack] = weakref.WeakSet()
 _AWS_ACCESS_LOG = re.compile(r'"[A-Z]+ \S+ HTTP/1\.[01]" [23]\d\d ')
 
 
@@ -55,6 +59,9 @@ class StackOptions:
     extra_env: dict[str, str] = field(default_factory=dict)
     # VictoriaMetrics as the forwarder's influx sink for `metric`/`otlp_metrics` (docs/sinks.md); None: off.
     metrics_port: int | None = None
+    # Each piece's AWS calls judged by its function's IAM policy, a denied one answered AccessDenied
+    # as AWS would (edgectl.iam_enforce); denials are printed and kept in `DevStack.iam_denials`.
+    enforce_iam: bool = True
 
 
 # Restart backoff of a piece that keeps exiting: 0.5 s, 1 s, 2 s ... up to 30 s; a piece that
@@ -88,6 +95,8 @@ class DevStack:
         self._pieces_lock = threading.RLock()
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
+        self.iam_denials: list[str] = []  # what edgectl.iam_enforce refused, as the pieces printed it
+        LIVE_STACKS.add(self)
 
     # -- addresses ----------------------------------------------------------------------------
     @property
@@ -118,6 +127,7 @@ class DevStack:
             "LOOKOUT_INGEST_EDGE_TOKEN": self.token,
             "POWERTOOLS_METRICS_DISABLED": "true",
             "PYTHONUNBUFFERED": "1",
+            **({LOCAL_ENFORCE_VARIABLE: "enforce"} if self.options.enforce_iam else {}),
             **(self.names.environment() if self.names else {}),
             **self.options.extra_env,
             **self._sinks_environment(),  # after extra_env: adds to its sinks, never replaced by them
@@ -377,6 +387,8 @@ class DevStack:
         for line in process.stdout:
             if name == "aws" and _AWS_ACCESS_LOG.search(line):
                 continue  # one line per AWS call would drown the other pieces
+            if line.startswith(DENIED_MARKER):
+                self.iam_denials.append(f"{name}: {line.rstrip()}")
             self._say(name, line.rstrip("\n"))
 
     def _say(self, name: str, line: str) -> None:

@@ -14,6 +14,7 @@ from moto import mock_aws
 from chalicelib.contract.keys_item import hash_key
 from chalicelib.runtime import container
 from chalicelib.runtime.config import ENV_NAMES
+from edgectl.iam_enforce import Enforcer, enforce_on_container_session
 from edgectl.resources import StackNames, create_resources
 
 REGION = "us-east-1"
@@ -46,6 +47,24 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     reset_container_state()
     yield
     reset_container_state()
+
+
+@pytest.fixture(autouse=True)
+def iam(clean_environment: None) -> Iterator[Enforcer]:
+    """Every test is an IAM test: each function's AWS calls are judged against its rendered policy
+    (both deploy paths) and a denied one is answered AccessDenied, as AWS would (edgectl.iam_enforce):
+    in this process, and in the local stacks' pieces, which judge their own and print what they refused.
+    A test that provokes a denial on purpose takes it out of `iam.denials`."""
+    from edgectl.devstack import LIVE_STACKS
+
+    enforcer = Enforcer(os.environ)
+    undo = enforce_on_container_session(enforcer)
+    seen = {stack: len(stack.iam_denials) for stack in LIVE_STACKS}
+    yield enforcer
+    undo()
+    denied = [str(denial) for denial in enforcer.denials]
+    denied += [line for stack in LIVE_STACKS for line in stack.iam_denials[seen.get(stack, 0) :]]
+    assert not denied, "denied as AWS would deny it:\n" + "\n".join(denied)
 
 
 @pytest.fixture

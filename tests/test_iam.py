@@ -19,6 +19,7 @@ from edgectl.cmd_render_policies import (
     merge_template,
     render_stage,
 )
+from edgectl.iam_enforce import DEPLOY_PATHS, allows, rendered_policies, required_permissions, resolve
 
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"
@@ -211,3 +212,170 @@ def test_a_stage_with_sinks_in_ssm_lets_the_forwarder_read_them(chalice_dir: Pat
         ARN.format("ssm", "parameter/lookout-edge/prod/ingest-edge-token"),
         ARN.format("ssm", "parameter/lookout-edge/prod/sinks"),
     }
+
+
+# --- the calls the functions make, judged as AWS judges them (edgectl.iam_enforce, tests/conftest.py `iam`) ---
+
+
+def test_a_429_releases_its_idempotency_claim_under_the_edges_policy(http, put_key, aws, iam) -> None:
+    """The edge deletes the claim of a request it refused with 429 (DeleteItem on the idempotency
+    table): denied, the claim would stay pending and the client's retry would get 409."""
+    put_key("lk_iam_429", rate_limit_per_minute=1)
+    headers = {"content-type": "application/json", "x-api-key": "lk_iam_429"}
+    assert http.post("/api/ingest", body=b'{"n": 1}', headers=headers).status_code == 202
+    retry = {**headers, "idempotency-key": "retried-after-429"}
+    first = http.post("/api/ingest", body=b'{"n": 2}', headers=retry)
+    again = http.post("/api/ingest", body=b'{"n": 2}', headers=retry)
+    assert (first.status_code, again.status_code) == (429, 429)  # not 409: the claim was released
+    assert ("api_handler", "dynamodb:DeleteItem", arn_of_table(aws.idempotency_table)) in iam.calls
+    assert iam.denials == []
+
+
+def test_a_partly_delivered_fan_out_is_requeued_under_the_forwarders_policy(aws, iam, monkeypatch) -> None:
+    """Lookout took the event, a sink did not: the forwarder sends a copy recording that to the main
+    queue (SendMessage there). Denied, it would retry the original and Lookout would get it again."""
+    from fake_lookout import FakeLookout, enqueue, forward_like_lambda, queue_message, sqs_event
+    from fake_sinks import StrictLoki
+
+    lookout, loki = FakeLookout().start(), StrictLoki().start()
+    loki.down = 503
+    try:
+        monkeypatch.setenv("LOOKOUT_INGEST_EDGE_BACKEND_URL", lookout.url)
+        monkeypatch.setenv("LOOKOUT_INGEST_EDGE_TOKEN", "edge-token-iam")
+        monkeypatch.setenv(
+            "LOOKOUT_EDGE_SINKS", json.dumps([{"name": "loki", "type": "loki", "url": loki.url, "signals": ["log"]}])
+        )
+        enqueue(aws.queue_url, [queue_message({"entries": [{"message": "m"}]}, signal="log", path="/api/ingest/log")])
+        assert forward_like_lambda(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
+    finally:
+        lookout.stop()
+        loki.stop()
+    queue = f"arn:aws:sqs:us-east-1:{MOTO_ACCOUNT}:{aws.queue_url.rsplit('/', 1)[-1]}"
+    assert ("forward_events", "sqs:SendMessage", queue) in iam.calls
+    assert iam.denials == []
+
+
+MOTO_ACCOUNT = "123456789012"
+
+
+def arn_of_table(name: str) -> str:
+    return f"arn:aws:dynamodb:us-east-1:{MOTO_ACCOUNT}:table/{name}"
+
+
+def test_each_call_needs_the_action_and_resource_aws_checks() -> None:
+    queue = "https://sqs.eu-west-1.amazonaws.com/210987654321/lookout-edge-events"
+    assert required_permissions("sqs", "SendMessageBatch", {"QueueUrl": queue}, "eu-west-1", ACCOUNT) == [
+        ("sqs:SendMessage", "arn:aws:sqs:eu-west-1:210987654321:lookout-edge-events")
+    ]
+    assert required_permissions("sqs", "DeleteMessageBatch", {"QueueUrl": queue}, REGION, ACCOUNT)[0][0] == (
+        "sqs:DeleteMessage"
+    )
+    writes = {"RequestItems": {"keys": [], "other": []}}
+    assert required_permissions("dynamodb", "BatchWriteItem", writes, REGION, ACCOUNT) == [
+        ("dynamodb:BatchWriteItem", ARN.format("dynamodb", "table/keys")),
+        ("dynamodb:BatchWriteItem", ARN.format("dynamodb", "table/other")),
+    ]
+    assert required_permissions("ssm", "GetParameter", {"Name": "/a/b"}, REGION, ACCOUNT) == [
+        ("ssm:GetParameter", ARN.format("ssm", "parameter/a/b"))
+    ]
+    assert required_permissions("ssm", "GetParameter", {"Name": "flat"}, REGION, ACCOUNT) == [
+        ("ssm:GetParameter", ARN.format("ssm", "parameter/flat"))
+    ]
+    # No resource-level permissions: IAM checks these against "*".
+    assert required_permissions("cloudwatch", "PutMetricData", {}, REGION, ACCOUNT) == [
+        ("cloudwatch:PutMetricData", "*")
+    ]
+
+
+def test_patterns_match_as_iam_reads_them() -> None:
+    table = ARN.format("dynamodb", "table/keys")
+    document = {
+        "Statement": [
+            {"Effect": "Allow", "Action": "dynamodb:Get*", "Resource": ARN.format("dynamodb", "table/k?ys")},
+            {"Effect": "Allow", "Action": ["SQS:sendmessage"], "Resource": "*"},
+            {"Effect": "Deny", "Action": "sqs:SendMessage", "Resource": "arn:aws:sqs:*:*:secret-*"},
+            {
+                "Effect": "Allow",
+                "Action": "kms:Decrypt",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"kms:ViaService": "ssm.eu-west-1.amazonaws.com"}},
+            },
+        ]
+    }
+    assert allows(document, "dynamodb:GetItem", table)
+    assert not allows(document, "dynamodb:GetItem", table + "-2")  # no trailing match without a `*`
+    assert not allows(document, "dynamodb:PutItem", table)
+    assert allows(document, "sqs:SendMessage", ARN.format("sqs", "events"))  # actions are case-insensitive
+    assert not allows(document, "sqs:SendMessage", ARN.format("sqs", "secret-queue"))  # a Deny wins
+    assert not allows(document, "kms:Decrypt", "arn:aws:kms:eu-west-1:1:key/k")  # not called via SSM
+
+
+def test_cloudformation_intrinsics_resolve_as_the_stack_does() -> None:
+    document = {
+        "Statement": [
+            {"Resource": {"Fn::Sub": "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:${QueueName}"}},
+            {"Fn::If": ["HasHomeRegion", {"Resource": {"Ref": "HomeRegion"}}, {"Ref": "AWS::NoValue"}]},
+        ]
+    }
+    values = {"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "QueueName": "q"}
+    assert resolve(document, {**values, "HomeRegion": "us-east-1"}, {"HasHomeRegion": True}) == {
+        "Statement": [{"Resource": ARN.format("sqs", "q")}, {"Resource": "us-east-1"}]
+    }
+    assert resolve(document, values, {"HasHomeRegion": False}) == {"Statement": [{"Resource": ARN.format("sqs", "q")}]}
+
+
+STAGE_ENVIRONMENTS = {
+    "single region": {},
+    "multi-region, sinks in SSM": {
+        "LOOKOUT_EDGE_HOME_REGION": "us-east-1",
+        "LOOKOUT_EDGE_SINKS_PARAM": "/lookout-edge/prod/sinks",
+    },
+}
+
+
+@pytest.mark.parametrize("extra", STAGE_ENVIRONMENTS.values(), ids=STAGE_ENVIRONMENTS.keys())
+def test_both_deploy_paths_grant_the_same(extra: dict[str, str]) -> None:
+    """`chalice deploy`'s concrete policies and `chalice package`'s, resolved by the stack, are one policy."""
+    environment = {
+        "LOOKOUT_EDGE_QUEUE_URL": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/events",
+        "LOOKOUT_EDGE_DLQ_URL": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/events-dlq",
+        "LOOKOUT_INGEST_EDGE_TOKEN_PARAM": "/lookout-edge/prod/ingest-edge-token",
+        **extra,
+    }
+    documents = rendered_policies(environment, ACCOUNT, REGION)
+    assert set(documents) == set(FUNCTIONS)
+    for function, paths in documents.items():
+        assert set(paths) == set(DEPLOY_PATHS)
+        assert paths["chalice deploy"] == paths["chalice package"], function
+    home = "arn:aws:dynamodb:us-east-1:123456789012:table/lookout-edge-keys"
+    edge = documents["api_handler"]["chalice deploy"]
+    assert allows(edge, "dynamodb:GetItem", home) == ("LOOKOUT_EDGE_HOME_REGION" in extra)
+
+
+def test_a_permission_taken_out_of_the_policy_fails_the_call_as_in_aws(http, put_key, aws, iam, tmp_path, monkeypatch):
+    """What AWS does to a missing permission, the harness does: the call is AccessDenied, the test fails."""
+    from edgectl import cmd_render_policies
+
+    source = json.loads(cmd_render_policies.POLICIES.read_text())
+    edge = source["Functions"]["api_handler"]
+    source["Functions"]["api_handler"] = [s for s in edge if "sqs:SendMessage" not in s["Action"]]
+    stripped = tmp_path / "policies.json"
+    stripped.write_text(json.dumps(source))
+    monkeypatch.setattr(cmd_render_policies, "POLICIES", stripped)
+    put_key("lk_iam_stripped")
+    headers = {"content-type": "application/json", "x-api-key": "lk_iam_stripped"}
+    assert http.post("/api/ingest", body=b'{"n": 1}', headers=headers).status_code == 503
+    queue = f"arn:aws:sqs:us-east-1:{MOTO_ACCOUNT}:{aws.queue_url.rsplit('/', 1)[-1]}"
+    assert {(d.function, d.action, d.resource, d.paths) for d in iam.denials} == {
+        ("api_handler", "sqs:SendMessage", queue, DEPLOY_PATHS)
+    }
+    iam.denials.clear()
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_no_function_may_put_metrics_they_go_to_its_own_log_as_emf(function: str) -> None:
+    """Metrics are Powertools' embedded metric format on stdout: Lambda writes them to the function's
+    log group, CloudWatch extracts them; no function needs (or has) cloudwatch:PutMetricData."""
+    environment = {"LOOKOUT_EDGE_QUEUE_URL": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/events"}
+    for document in rendered_policies(environment, ACCOUNT, REGION)[function].values():
+        assert not allows(document, "cloudwatch:PutMetricData", "*")
