@@ -33,6 +33,8 @@ EXPECTED = {
         },
         "dynamodb:PutItem": {ARN.format("dynamodb", "table/lookout-edge-idempotency")},
         "dynamodb:UpdateItem": {ARN.format("dynamodb", "table/lookout-edge-idempotency")},
+        # A claim of a request refused with 429 is deleted (idempotency.forget).
+        "dynamodb:DeleteItem": {ARN.format("dynamodb", "table/lookout-edge-idempotency")},
         "sqs:SendMessage": {ARN.format("sqs", "lookout-edge-events")},
     },
     "forward_events": {
