@@ -42,7 +42,8 @@ EXPECTED = {
         "sqs:DeleteMessage": {ARN.format("sqs", "lookout-edge-events")},
         "sqs:ChangeMessageVisibility": {ARN.format("sqs", "lookout-edge-events")},
         "sqs:GetQueueAttributes": {ARN.format("sqs", "lookout-edge-events")},
-        "sqs:SendMessage": {ARN.format("sqs", "lookout-edge-events-dlq")},
+        # The DLQ copy, and the copy that replaces a partly delivered message (settle.execute).
+        "sqs:SendMessage": {ARN.format("sqs", "lookout-edge-events-dlq"), ARN.format("sqs", "lookout-edge-events")},
         "ssm:GetParameter": {ARN.format("ssm", "parameter/lookout-edge/{stage}/ingest-edge-token")},
     },
     "sync_keys": {
