@@ -5,6 +5,7 @@ from __future__ import annotations
 from fake_lookout import queue_counts
 
 from chalicelib.runtime import sqs_batch
+from edgectl.iam_enforce import Enforcer
 from edgectl.resources import StackNames
 
 
@@ -46,10 +47,15 @@ def test_change_visibility_releases_and_reports_failures(aws: StackNames) -> Non
     assert queue_counts(aws.queue_url) == (3, 0)
 
 
-def test_a_failed_call_marks_every_entry_failed(aws: StackNames) -> None:
+def test_a_failed_call_marks_every_entry_failed(aws: StackNames, iam: Enforcer) -> None:
     missing = aws.dlq_url + "-missing"
     assert sqs_batch.send_messages(missing, {"a": sqs_batch.Outgoing("x", {}), "b": sqs_batch.Outgoing("y", {})}) == {
         "a",
         "b",
     }
+    # The call failed as it would in AWS: no function may send to a queue of no stack.
+    assert [(d.action, d.resource.rsplit(":", 1)[-1]) for d in iam.denials] == [
+        ("sqs:SendMessage", missing.rsplit("/")[-1])
+    ]
+    iam.denials.clear()
     assert queue_counts(aws.dlq_url) == (0, 0)
