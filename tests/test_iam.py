@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -382,3 +383,63 @@ def test_no_function_may_put_metrics_they_go_to_its_own_log_as_emf(function: str
     environment = {"LOOKOUT_EDGE_QUEUE_URL": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/events"}
     for document in rendered_policies(environment, ACCOUNT, REGION)[function].values():
         assert not allows(document, "cloudwatch:PutMetricData", "*")
+
+
+def test_moto_with_iam_access_control_judges_sqs_calls_as_the_harness_does(aws) -> None:
+    """moto's own IAM check (set_initial_no_auth_action_count) judges SQS by queue ARN: with users
+    holding exactly each function's rendered policy, it agrees with edgectl.iam_enforce on every
+    single-message queue operation of each function on both queues. (It judges the batch APIs by
+    their own names, which AWS does not, and DynamoDB and SSM against resource "*" only.)"""
+    import boto3
+    from botocore.exceptions import ClientError
+    from moto.core import set_initial_no_auth_action_count
+
+    documents = rendered_policies(os.environ, MOTO_ACCOUNT, "us-east-1")
+    queues = {"queue": aws.queue_url, "dlq": aws.dlq_url}
+    operations = {
+        "sqs:SendMessage": lambda sqs, url: sqs.send_message(QueueUrl=url, MessageBody="{}"),
+        "sqs:ReceiveMessage": lambda sqs, url: sqs.receive_message(QueueUrl=url, VisibilityTimeout=0),
+        "sqs:DeleteMessage": lambda sqs, url: sqs.delete_message(QueueUrl=url, ReceiptHandle="none"),
+        "sqs:ChangeMessageVisibility": lambda sqs, url: sqs.change_message_visibility(
+            QueueUrl=url, ReceiptHandle="none", VisibilityTimeout=0
+        ),
+        "sqs:GetQueueAttributes": lambda sqs, url: sqs.get_queue_attributes(QueueUrl=url),
+    }
+
+    @set_initial_no_auth_action_count(3 * len(FUNCTIONS))  # creating the users is not judged
+    def verdicts() -> dict[tuple[str, str, str], tuple[bool, bool]]:
+        iam_client = boto3.client("iam", region_name="us-east-1")
+        clients = {}
+        for function in FUNCTIONS:
+            iam_client.create_user(UserName=function)
+            document = json.dumps(documents[function]["chalice deploy"])
+            iam_client.put_user_policy(UserName=function, PolicyName="own", PolicyDocument=document)
+            key = iam_client.create_access_key(UserName=function)["AccessKey"]
+            clients[function] = boto3.client(
+                "sqs",
+                region_name="us-east-1",
+                aws_access_key_id=key["AccessKeyId"],
+                aws_secret_access_key=key["SecretAccessKey"],
+            )
+        found = {}
+        for function, sqs in clients.items():
+            for name, url in queues.items():
+                resource = f"arn:aws:sqs:us-east-1:{MOTO_ACCOUNT}:{url.rsplit('/', 1)[-1]}"
+                for action, call in operations.items():
+                    try:
+                        call(sqs, url)
+                        moto_denies = False
+                    except ClientError as exc:
+                        moto_denies = exc.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+                    ours = not allows(documents[function]["chalice deploy"], action, resource)
+                    found[(function, name, action)] = (moto_denies, ours)
+        return found
+
+    judged = verdicts()
+    assert {k: v for k, v in judged.items() if v[0] != v[1]} == {}
+    allowed = sorted(k for k, (denied, _) in judged.items() if not denied)
+    assert allowed == sorted(
+        [("api_handler", "queue", "sqs:SendMessage"), ("ship_logs", "queue", "sqs:SendMessage")]
+        + [("forward_events", "dlq", "sqs:SendMessage"), ("forward_events", "queue", "sqs:SendMessage")]
+        + [("forward_events", "queue", a) for a in operations if a != "sqs:SendMessage"]
+    )
