@@ -64,7 +64,7 @@ class Denial:
     paths: tuple[str, ...]
 
     def __str__(self) -> str:
-        return f"{self.function} may not {self.action} on {self.resource} ({', '.join(self.paths)})"
+        return f"{self.function}: {self.action} on {self.resource} is not allowed ({', '.join(self.paths)})"
 
 
 # --- the call's action and resources -----------------------------------------------------------
@@ -195,13 +195,11 @@ def _rendered(source: str, frozen_environment: tuple[tuple[str, str], ...], acco
         "TailApiKeyParameterName": environment[ENV_NAMES["tail_api_key_param"]],
         "SinksParameterName": sinks_parameter,
         "HomeRegion": home_region,
-        "SecretsKmsKeyArn": "",
     }
-    conditions = {
-        STACK_OPTIONS["HomeRegion"]: bool(home_region),
-        STACK_OPTIONS["SinksParameter"]: bool(sinks_parameter),
-        STACK_OPTIONS["SecretsKmsKey"]: False,
-    }
+    # No customer managed keys here: moto's SSM, SQS and DynamoDB use none.
+    conditions = {condition: False for condition in STACK_OPTIONS.values()}
+    conditions[STACK_OPTIONS["HomeRegion"]] = bool(home_region)
+    conditions[STACK_OPTIONS["SinksParameter"]] = bool(sinks_parameter)
     documents: dict[str, dict[str, Any]] = {fn: {} for fn in FUNCTIONS}
     with tempfile.TemporaryDirectory(prefix="lookout-iam-") as scratch:
         chalice_dir = Path(scratch)
@@ -275,7 +273,7 @@ class Enforcer:
                 self.calls.append((function or "any function", action, resource))
             if all(verdicts.values()):
                 paths = tuple(sorted({p for denied in verdicts.values() for p in denied}))
-                found.append(Denial(function or "no function", action, resource, paths))
+                found.append(Denial(function or "any function", action, resource, paths))
         for denial in found:
             with self._lock:
                 self.denials.append(denial)
@@ -311,8 +309,9 @@ class Enforcer:
 
     def attach(self, session: Any) -> Any:
         """Judge every call of clients this botocore session creates from now on."""
-        session.register("before-parameter-build", self._keep_params, unique_id="lookout-iam-params")
-        session.register("before-call", self._before_call, unique_id="lookout-iam-judge")
+        # Registered once per session and enforcer (a client is created per call of `_session`).
+        session.register("before-parameter-build", self._keep_params, unique_id=f"lookout-iam-params-{id(self)}")
+        session.register("before-call", self._before_call, unique_id=f"lookout-iam-judge-{id(self)}")
         return session
 
 
@@ -341,10 +340,11 @@ def print_denial(denial: Denial) -> None:
 LOCAL_ENFORCE_VARIABLE = "LOOKOUT_EDGE_LOCAL_IAM"
 
 
-def enforce_if_asked() -> None:
+def enforce_if_asked() -> Callable[[], None] | None:
     """A local-stack piece: judge its calls when the stack asks (`LOOKOUT_EDGE_LOCAL_IAM=enforce`),
-    printing each denial for the stack to pick out."""
+    printing each denial for the stack to pick out. Returns the undo, or None when not asked."""
     import os
 
-    if os.environ.get(LOCAL_ENFORCE_VARIABLE) == "enforce":
-        enforce_on_container_session(Enforcer(os.environ, report=print_denial))
+    if os.environ.get(LOCAL_ENFORCE_VARIABLE) != "enforce":
+        return None
+    return enforce_on_container_session(Enforcer(os.environ, report=print_denial))

@@ -20,6 +20,7 @@ from edgectl.cmd_render_policies import (
     merge_template,
     render_stage,
 )
+from edgectl.iam_enforce import DEFAULT_ACCOUNT as MOTO_ACCOUNT
 from edgectl.iam_enforce import DEPLOY_PATHS, allows, rendered_policies, required_permissions, resolve
 
 ACCOUNT = "123456789012"
@@ -259,9 +260,6 @@ def test_a_partly_delivered_fan_out_is_requeued_under_the_forwarders_policy(aws,
     assert iam.denials == []
 
 
-MOTO_ACCOUNT = "123456789012"
-
-
 def arn_of_table(name: str) -> str:
     return f"arn:aws:dynamodb:us-east-1:{MOTO_ACCOUNT}:table/{name}"
 
@@ -443,3 +441,45 @@ def test_moto_with_iam_access_control_judges_sqs_calls_as_the_harness_does(aws) 
         + [("forward_events", "dlq", "sqs:SendMessage"), ("forward_events", "queue", "sqs:SendMessage")]
         + [("forward_events", "queue", a) for a in operations if a != "sqs:SendMessage"]
     )
+
+
+PIECE = """
+from botocore.exceptions import ClientError
+from chalicelib.contract.keys_item import fetch_key_item
+from edgectl.iam_enforce import enforce_if_asked
+enforce_if_asked()
+try:
+    fetch_key_item("not-the-keys-table", "h")
+except ClientError as exc:
+    print("answered", exc.response["Error"]["Code"], flush=True)
+"""
+
+
+def test_the_local_stacks_pieces_judge_their_calls_and_the_stack_keeps_what_they_refused(tmp_path) -> None:
+    """`make dev` and the end-to-end tests: a piece started with the stack's environment judges its own
+    calls (edgectl.cmd_local calls enforce_if_asked), prints what it refused, and the stack keeps it
+    for the `iam` fixture. The call is refused before it leaves the process: no AWS is needed."""
+    import io
+    import subprocess
+    import sys
+
+    from edgectl.devstack import ROOT, DevStack, StackOptions
+    from edgectl.iam_enforce import LOCAL_ENFORCE_VARIABLE
+
+    stack = DevStack(StackOptions(state_dir=tmp_path), out=io.StringIO())
+    environment = {**stack.environment(), "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    assert environment[LOCAL_ENFORCE_VARIABLE] == "enforce"
+    piece = subprocess.Popen(
+        [sys.executable, "-c", PIECE],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    stack._pump("piece", piece)
+    assert piece.wait(30) == 0
+    assert len(stack.iam_denials) == 1 and "dynamodb:GetItem" in stack.iam_denials[0]
+    assert "table/not-the-keys-table" in stack.iam_denials[0]
+    assert "answered AccessDeniedException" in stack.out.getvalue()
+    stack.iam_denials.clear()  # refused on purpose

@@ -24,6 +24,7 @@ from edgectl.cli import main
 from edgectl.cmd_cost import MultiRegionExtra, RegionsInputs, load_prices, multi_region_extra
 from edgectl.cmd_render_policies import CHALICE_DIR, render_stage
 from edgectl.cmd_status import Status, format_regions
+from edgectl.iam_enforce import DEFAULT_ACCOUNT, Enforcer
 from edgectl.resources import StackNames, create_resources
 from tests.conftest import reset_container_state
 from tests.test_deploy import cfn_lint
@@ -265,7 +266,7 @@ def ingest(raw_key: str) -> tuple[int, dict[str, Any]]:
     return answer.status_code, json.loads(answer.body)
 
 
-def test_a_key_not_yet_replicated_is_found_in_the_home_region(regions: Regions) -> None:
+def test_a_key_not_yet_replicated_is_found_in_the_home_region(regions: Regions, iam: Enforcer) -> None:
     from tests.conftest import key_item
 
     table = regions.stacks[HOME].keys_table
@@ -276,6 +277,8 @@ def test_a_key_not_yet_replicated_is_found_in_the_home_region(regions: Regions) 
     queued = regions.sqs(FAR).receive_message(QueueUrl=far.queue_url)["Messages"]
     assert [json.loads(m["Body"])["event_id"] for m in queued] == [body["event_id"]]  # accepted in the far region
     assert "Item" not in regions.dynamodb(FAR).get_item(TableName=table, Key={"key_hash": {"S": hash_key("brand-new")}})
+    # Allowed by the far edge's ReadKeysInHomeRegion statement (judged on both deploy paths).
+    assert ("api_handler", "dynamodb:GetItem", f"arn:aws:dynamodb:{HOME}:{DEFAULT_ACCOUNT}:table/{table}") in iam.calls
 
     regions.monkeypatch.delenv("LOOKOUT_EDGE_HOME_REGION")  # one region: no second lookup
     reset_container_state()

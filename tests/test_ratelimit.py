@@ -98,14 +98,17 @@ def test_a_container_learns_of_the_others_when_it_settles(aws):
     assert second.over_limit("42", 60, 11, MINUTE_START + 5) is True
 
 
-def test_an_unreachable_counter_lets_requests_through_and_is_retried_after_the_settle_interval(aws):
+def test_an_unreachable_counter_lets_requests_through_and_is_retried_after_the_settle_interval(aws, monkeypatch):
     calls = count_dynamodb_writes()
+    # The edge's configured table is gone (its policy names the configured table: another is AccessDenied).
+    monkeypatch.setenv("LOOKOUT_EDGE_IDEMPOTENCY_TABLE", "no-such-table")
     limiter = MinuteLimiter("no-such-table")
     with pytest.raises(Exception, match="ResourceNotFound"):
         limiter.over_limit("42", 100, 1, MINUTE_START)
     # Failing open: no refusal, and no call per request while the counter is down.
     assert not any(limiter.over_limit("42", 100, 1, MINUTE_START + t / 10) for t in range(1, 49))
     assert calls["UpdateItem"] == 1
+    monkeypatch.setenv("LOOKOUT_EDGE_IDEMPOTENCY_TABLE", aws.idempotency_table)
     limiter.table = aws.idempotency_table  # the counter is back
     assert limiter.over_limit("42", 100, 1, MINUTE_START + SETTLE_SECONDS) is False
     assert calls["UpdateItem"] == 2

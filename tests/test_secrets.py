@@ -20,6 +20,7 @@ import pytest
 
 from chalicelib.runtime.config import settings
 from chalicelib.runtime.observability import logger
+from edgectl.iam_enforce import DEFAULT_ACCOUNT as MOTO_ACCOUNT
 from tests.conftest import REGION, drain_queue, reset_container_state
 from tests.fake_lookout import FakeLookout, Seen, enqueue, queue_message, sqs_event
 
@@ -128,7 +129,7 @@ def test_forwarder_never_logs_or_dead_letters_the_token_even_when_the_backend_ec
     assert_secret_free(logs(), dead, secrets=(TOKEN,))
 
 
-def test_token_from_ssm_is_used_and_never_logged(aws, forwarding: FakeLookout, monkeypatch, logs) -> None:
+def test_token_from_ssm_is_used_and_never_logged(aws, forwarding: FakeLookout, monkeypatch, logs, iam) -> None:
     from app import forward_events
 
     boto3.client("ssm", region_name=REGION).put_parameter(Name="/lookout/edge-token", Value=TOKEN, Type="SecureString")
@@ -140,10 +141,12 @@ def test_token_from_ssm_is_used_and_never_logged(aws, forwarding: FakeLookout, m
         forward_events(sqs_event(aws.queue_url), None)
     assert forwarding.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
     assert_secret_free(logs(), secrets=(TOKEN,))
+    parameter = f"arn:aws:ssm:{REGION}:{MOTO_ACCOUNT}:parameter/lookout/edge-token"
+    assert ("forward_events", "ssm:GetParameter", parameter) in iam.calls
 
 
 @pytest.mark.parametrize("source", ["env", "ssm"])
-def test_key_sync_never_logs_the_database_password(aws, monkeypatch, logs, source: str) -> None:
+def test_key_sync_never_logs_the_database_password(aws, monkeypatch, logs, iam, source: str) -> None:
     from chalicelib.keysync import job as keysync_job
     from chalicelib.runtime.observability import flush, metrics
     from edgectl.devstack import free_port
@@ -160,6 +163,8 @@ def test_key_sync_never_logs_the_database_password(aws, monkeypatch, logs, sourc
     metrics(keysync_job.SERVICE).clear_metrics()
     assert not result.ok and result.error
     assert_secret_free(logs(), result.error, result.summary(), secrets=(DB_PASSWORD,))
+    parameter = f"arn:aws:ssm:{REGION}:{MOTO_ACCOUNT}:parameter/lookout/db-url"
+    assert (("sync_keys", "ssm:GetParameter", parameter) in iam.calls) == (source == "ssm")
 
 
 def test_whole_stack_log_holds_no_key_and_no_token(e2e) -> None:

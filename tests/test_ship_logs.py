@@ -18,6 +18,8 @@ from chalicelib.contract.envelope import decode_payload
 from chalicelib.runtime import container
 from chalicelib.runtime.config import ConfigError, settings
 from chalicelib.ship_logs import handler as ship_handler
+from edgectl.iam_enforce import DEFAULT_ACCOUNT as MOTO_ACCOUNT
+from edgectl.iam_enforce import Enforcer
 from edgectl.resources import StackNames
 
 TAIL_KEY = "lk_tail_key_for_cloudwatch_logs"
@@ -107,12 +109,19 @@ def test_a_queue_refusal_raises_and_the_retry_keeps_the_event_ids(
     assert ship(event)["event_ids"] == first  # Lambda's retry: same ids, Lookout stores it once
 
 
-def test_the_tail_key_can_come_from_ssm_and_must_be_known(tail: StackNames, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_tail_key_can_come_from_ssm_and_must_be_known(
+    tail: StackNames, monkeypatch: pytest.MonkeyPatch, iam: Enforcer
+) -> None:
     boto3.client("ssm", region_name=REGION).put_parameter(Name="/lookout/tail-key", Value=TAIL_KEY, Type="SecureString")
     monkeypatch.delenv("LOOKOUT_EDGE_TAIL_API_KEY")
     monkeypatch.setenv("LOOKOUT_EDGE_TAIL_API_KEY_PARAM", "/lookout/tail-key")
     settings.cache_clear()
     assert ship(subscription_event(data_message("via ssm")))["shipped"] == 1
+    assert (
+        "ship_logs",
+        "ssm:GetParameter",
+        f"arn:aws:ssm:{REGION}:{MOTO_ACCOUNT}:parameter/lookout/tail-key",
+    ) in iam.calls
 
     monkeypatch.delenv("LOOKOUT_EDGE_TAIL_API_KEY_PARAM")
     monkeypatch.setenv("LOOKOUT_EDGE_TAIL_API_KEY", "lk_not_a_known_key")
