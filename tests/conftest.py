@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -49,6 +50,18 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     reset_container_state()
 
 
+# (function, IAM action) -> calls judged in this process over the session, for the summary below.
+JUDGED: Counter[tuple[str, str]] = Counter()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line per function: which of its calls the tests judged against its policy."""
+    functions = sorted({function for function, _ in JUDGED})
+    for function in functions:
+        actions = ", ".join(f"{a} {n}" for (f, a), n in sorted(JUDGED.items()) if f == function)
+        terminalreporter.write_line(f"IAM judged ({function}): {actions}")
+
+
 @pytest.fixture(autouse=True)
 def iam(clean_environment: None) -> Iterator[Enforcer]:
     """Every test is an IAM test: each function's AWS calls are judged against its rendered policy
@@ -62,6 +75,7 @@ def iam(clean_environment: None) -> Iterator[Enforcer]:
     seen = {stack: len(stack.iam_denials) for stack in LIVE_STACKS}
     yield enforcer
     undo()
+    JUDGED.update((function, action) for function, action, _ in enforcer.calls)
     denied = [str(denial) for denial in enforcer.denials]
     denied += [line for stack in LIVE_STACKS for line in stack.iam_denials[seen.get(stack, 0) :]]
     assert not denied, "denied as AWS would deny it:\n" + "\n".join(denied)

@@ -1,4 +1,5 @@
-"""Least privilege: every function gets exactly its actions, on its own resources, with no wildcards."""
+"""Least privilege: every function gets exactly its actions, on its own resources (wildcards only where AWS
+requires them), and the AWS calls of every test are judged against those policies (edgectl/iam_enforce.py)."""
 
 from __future__ import annotations
 
