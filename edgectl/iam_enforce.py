@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -166,6 +165,8 @@ def _queue_name(url: str) -> str:
 @lru_cache(maxsize=32)
 def _rendered(source: str, frozen_environment: tuple[tuple[str, str], ...], account: str, region: str):
     """`source` (infra/policies.json's text) is part of the key only: render_stage reads the file."""
+    import tempfile
+
     from edgectl.cmd_render_policies import FUNCTIONS, STACK_OPTIONS, render_stage
 
     environment = dict(frozen_environment)
