@@ -19,7 +19,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from edgectl.cmd_cost import REFERENCE_RESULTS, ROOT, CostInputs, estimate, load_prices, measured_with_sources
+from edgectl.cmd_cost import (
+    FRONT_DOORS,
+    REFERENCE_RESULTS,
+    ROOT,
+    VOLUMES,
+    CostInputs,
+    Mix,
+    estimate,
+    fixed_monthly,
+    load_prices,
+    measured_with_sources,
+    mix_cost,
+)
 
 README = ROOT / "README.md"
 BLOCK = re.compile(
@@ -31,7 +43,15 @@ COST_ROWS: list[tuple[str, dict[str, Any]]] = [
     ("REST API, as `chalice deploy` creates it", {"front_door": "rest"}),
     ("HTTP API (`FrontDoor=http`)", {"front_door": "http"}),
     ("Lambda function URL (`FrontDoor=url`)", {"front_door": "url"}),
+    ("REST API, every project rate-limited", {"front_door": "rest", "rate_limited_share": 1.0}),
+    ("HTTP API, every project rate-limited", {"front_door": "http", "rate_limited_share": 1.0}),
+    ("function URL, every project rate-limited", {"front_door": "url", "rate_limited_share": 1.0}),
+    (
+        "function URL, rate-limited, 20 % with `Idempotency-Key`",
+        {"front_door": "url", "rate_limited_share": 1.0, "idempotency_share": 0.2},
+    ),
 ]
+DOOR_NAMES = {"rest": "REST API", "http": "HTTP API", "url": "function URL"}
 
 
 def _relative(path: Path) -> str:
@@ -52,19 +72,46 @@ def cost_block() -> str:
     measured, sources = measured_with_sources(REFERENCE_RESULTS)
     prices = load_prices()
     lines = [
-        "| 1 KB events, one per request | AWS $ / 1M events, before egress | Cloudflare $ / 1M events |",
-        "|---|---|---|",
+        "| 1 KB events, one per request | AWS $ / 1M events, before egress | egress to Lookout "
+        "| Cloudflare $ / 1M events |",
+        "|---|---|---|---|",
     ]
     for label, changes in COST_ROWS:
-        inputs = replace(CostInputs(**measured), **changes)
-        result = estimate(inputs, prices)
-        lines.append(f"| {label} | {result.aws_total:.2f} | {result.cloudflare_total:.2f} |")
+        result = estimate(replace(CostInputs(**measured), **changes), prices)
+        lines.append(f"| {label} | {result.aws_total:.3f} | {result.aws_egress:.3f} | {result.cloudflare_total:.3f} |")
+    fixed = fixed_monthly(prices)
+    aws_fixed = "; ".join(f"{name} {dollars:.2f}" for name, dollars in fixed.aws.items())
+    cf_fixed = "; ".join(f"{name} {dollars:.2f}" for name, dollars in fixed.cloudflare.items())
+    lines += [
+        "",
+        f"Fixed, a month whatever the traffic: AWS **${sum(fixed.aws.values()):.2f}** ({aws_fixed}); "
+        f"Cloudflare **${sum(fixed.cloudflare.values()):.2f}** ({cf_fixed}).",
+        "",
+    ]
+    mix = Mix()
+    volumes = " | ".join(f"{volume // 1_000_000} M events a month" for volume in VOLUMES)
+    lines += [
+        f"A mix ({mix.rate_limited_share:.0%} of requests rate-limited, {mix.idempotency_share:.0%} keyed, "
+        f"{mix.ndjson_share:.0%} of events in NDJSON requests of {mix.ndjson_lines}), $ per 1M events all in "
+        "(egress and the fixed costs included): `python -m edgectl cost --mix`",
+        "",
+        f"| | {volumes} |",
+        "|---|" + "---|" * len(VOLUMES),
+    ]
+    rows = {
+        door: [mix_cost(replace(CostInputs(**measured), front_door=door), mix, v, prices, fixed) for v in VOLUMES]
+        for door in FRONT_DOORS
+    }
+    for door, costs in rows.items():
+        lines.append(f"| AWS, {DOOR_NAMES[door]} | " + " | ".join(f"{c.aws_all_in:.2f}" for c in costs) + " |")
+    any_door = next(iter(rows.values()))
+    lines.append("| Cloudflare | " + " | ".join(f"{c.cloudflare_all_in:.2f}" for c in any_door) + " |")
     dates = sorted({json.loads(path.read_text())["machine"]["date"][:10] for path in sources})
     lines += [
         "",
         f"`python -m edgectl cost` on a fresh clone prints these, from the reference bench of {', '.join(dates)} "
         f"({', '.join(_relative(path) for path in sources)}) and the list prices of `edgectl/prices.json` "
-        f"({prices['as_of']}).",
+        f"({prices['as_of']}; each price's source and date are in the file).",
     ]
     return "\n".join(lines)
 

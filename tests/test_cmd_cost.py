@@ -15,6 +15,7 @@ from edgectl.cmd_cost import (
     DEFAULT_DYNAMODB_MS,
     HOURLY_METRICS,
     PRICES,
+    REFERENCE_RESULTS,
     ROOT,
     CostInputs,
     Mix,
@@ -184,16 +185,8 @@ def test_measured_cpu_is_stretched_to_lambdas_share_of_a_core():
 
 # --- what an operator pays beyond the per-event lines (issue #29) -------------------------------
 
-# The reference bench result's measurements (2026-12-02, bench/reference/bench-20261202T100500Z.json): the edge's
-# CPU per request and a bare SendMessage's, the forwarder's CPU per batch of 10 against a 50 ms
-# backend, and the log bytes.
-REFERENCE_BENCH = {
-    "sections": {
-        "edge": {"edge_cpu_ms_median": 1.05, "bare_send_cpu_ms_median": 0.82},
-        "forwarder": {"batch_cpu_ms_median": 1.49, "backend_ms": 50.0, "log_bytes_per_batch": 8.7},
-        "cold": {"lambda_like": {"log_bytes_per_event": 0.9}},
-    }
-}
+# The committed reference bench result's measurements (bench/reference/), as a fresh clone uses them.
+REFERENCE = measured_inputs(REFERENCE_RESULTS)
 
 
 @pytest.mark.parametrize(
@@ -217,9 +210,8 @@ REFERENCE_BENCH = {
 )
 def test_targets_with_every_project_rate_limited(door, keyed, target):
     """Per million 1 KB single events, before egress, with the reference bench's durations."""
-    inputs = CostInputs(
-        front_door=door, rate_limited_share=1.0, idempotency_share=keyed, **measured_durations(REFERENCE_BENCH)
-    )
+    assert {"edge_ms", "dynamodb_call_ms", "forwarder_ms"} <= REFERENCE.keys()  # measured, not the defaults
+    inputs = CostInputs(front_door=door, rate_limited_share=1.0, idempotency_share=keyed, **REFERENCE)
     result = estimate(inputs, PRICES_NOW)
     assert result.aws_egress > 0  # on its own line, not in the total the target is about
     assert result.aws_total <= target
@@ -289,7 +281,7 @@ def test_forwarder_batches_fill_with_traffic():
 
 def test_mix_spreads_the_fixed_costs_and_weighs_ndjson_by_events():
     fixed = fixed_monthly(PRICES_NOW)
-    base = CostInputs(front_door="url", **measured_durations(REFERENCE_BENCH))
+    base = CostInputs(front_door="url", **REFERENCE)
     mix = Mix(rate_limited_share=1.0, idempotency_share=0.0, ndjson_share=0.25, ndjson_lines=20)
     row = mix_cost(base, mix, 100_000_000, PRICES_NOW, fixed)
     assert row.batch == 8

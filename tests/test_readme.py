@@ -116,8 +116,8 @@ def test_a_fresh_clone_prints_the_cost_the_readme_shows(tmp_path: Path, monkeypa
     doors = out.split("\nfront door ")[1:]  # each door's lines: its first "total AWS" is the table's figure
     printed = [float(re.search(r"^\s+total AWS\D*?([\d.]+)$", door, re.M).group(1)) for door in doors]
     table = TEXT.split("<!-- generated: cost", 1)[1]
-    shown = [float(row[0]) for row in re.findall(r"^\| [^|]+ \| ([\d.]+) \| ([\d.]+) \|$", table, re.M)[:3]]
-    assert [round(total, 2) for total in printed] == shown
+    shown = [float(row[0]) for row in re.findall(r"^\| [^|]+ \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", table, re.M)[:3]]
+    assert [round(total, 3) for total in printed] == shown
 
 
 def test_a_newer_local_run_wins_over_the_reference(tmp_path: Path, monkeypatch) -> None:
