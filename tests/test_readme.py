@@ -128,3 +128,18 @@ def test_a_newer_local_run_wins_over_the_reference(tmp_path: Path, monkeypatch) 
     assert measured["forwarder_ms"] == 999.0
     assert sources[0].parent == tmp_path and all(path.parent.name == "reference" for path in sources[1:])
     assert measured.keys() >= cmd_cost.measured_inputs(cmd_cost.REFERENCE_RESULTS).keys()
+
+
+def test_the_readme_figures_are_the_code_and_the_stack() -> None:
+    """Key cache times, the sync schedule, batch size, receives before the DLQ, retention."""
+    from chalicelib.runtime.config import Settings
+
+    template = json.loads((ROOT / "infra" / "resources.json").read_text())
+    app = (ROOT / "app.py").read_text()
+    assert "Unknown keys are cached 10 s, known ones 60 s" in TEXT and "cached 60 s" in TEXT
+    assert (Settings.key_negative_ttl, Settings.key_cache_ttl) == (10, 60)
+    assert "every 5 minutes" in TEXT and '@app.schedule("rate(5 minutes)")' in app
+    assert "batches of 10" in TEXT and "batch_size=10," in app
+    assert "after 10 receives" in TEXT and template["Parameters"]["MaxReceiveCount"]["Default"] == 10
+    retention = template["Resources"]["EventsQueue"]["Properties"]["MessageRetentionPeriod"]
+    assert "events wait 14 days" in TEXT and retention == 14 * 24 * 3600
