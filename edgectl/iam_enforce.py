@@ -69,17 +69,26 @@ class Denial:
 # --- the call's action and resources -----------------------------------------------------------
 
 
-def required_permissions(service: str, operation: str, params: Mapping[str, Any], region: str, account: str):
-    """(IAM action, resource ARN) pairs that AWS checks for this call."""
+Permission = tuple[str, str]  # (IAM action, resource ARN)
+
+
+def required_permissions(
+    service: str, operation: str, params: Mapping[str, Any], region: str, account: str
+) -> list[Permission]:
+    """What AWS checks for this call: the action and resource of each table, queue or parameter it names."""
     arn = f"arn:aws:{service}:{region}:{account}"
     if service == "dynamodb":
-        tables = list(params.get("RequestItems") or ()) or [params.get("TableName", "*")]
-        return [(f"dynamodb:{operation}", t if t.startswith("arn:") else f"{arn}:table/{t}") for t in tables]
+        tables = list(params.get("RequestItems") or ()) or [params.get("TableName")]
+        return [
+            (f"dynamodb:{operation}", "*" if not t else t if t.startswith("arn:") else f"{arn}:table/{t}")
+            for t in tables
+        ]
     if service == "sqs":
         action = f"sqs:{SQS_ACTIONS.get(operation, operation)}"
         if "QueueUrl" in params:
-            owner, name = urlsplit(params["QueueUrl"]).path.strip("/").split("/")[-2:]
-            return [(action, f"arn:aws:sqs:{region}:{owner}:{name}")]
+            path = urlsplit(params["QueueUrl"]).path.strip("/").split("/")  # /<owner account>/<queue name>
+            owner = path[-2] if len(path) >= 2 else account
+            return [(action, f"arn:aws:sqs:{region}:{owner}:{path[-1]}")]
         if "QueueName" in params:
             return [(action, f"{arn}:{params['QueueName']}")]
         return [(action, "*")]
@@ -163,7 +172,9 @@ def _queue_name(url: str) -> str:
 
 
 @lru_cache(maxsize=32)
-def _rendered(source: str, frozen_environment: tuple[tuple[str, str], ...], account: str, region: str):
+def _rendered(
+    source: str, frozen_environment: tuple[tuple[str, str], ...], account: str, region: str
+) -> dict[str, dict[str, Any]]:
     """`source` (infra/policies.json's text) is part of the key only: render_stage reads the file."""
     import tempfile
 
@@ -265,7 +276,7 @@ class Enforcer:
         self.denials: list[Denial] = []
         self.calls: list[tuple[str, str, str]] = []  # (function, action, resource), every judged call
 
-    def judge(self, function: str | None, permissions: Iterable[tuple[str, str]], region: str) -> list[Denial]:
+    def judge(self, function: str | None, permissions: Iterable[Permission], region: str) -> list[Denial]:
         """The denials for one call; a call no function's code made must be allowed to one of them."""
         environment = dict(self._environment)
         documents = rendered_policies(environment, account_of(environment), self._own_region(environment, region))
