@@ -12,11 +12,13 @@ Needs `make package` and `python -m tests.lambda_arm64 prepare` first; `make tes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from chalicelib.contract.keys_item import hash_key
 from edgectl.cmd_render_policies import ROOT
 from edgectl.devstack import free_port
 from edgectl.lambda_shim import function_url_event
+from edgectl.lookout_fixture_db import LOCAL_SERVER_URL, LookoutDatabase, create_database, drop_database
 from edgectl.resources import StackNames, create_resources
 
 ARTIFACT = ROOT / "dist" / "prod" / "deployment.zip"
@@ -41,6 +44,19 @@ SETTLE_SECONDS = 420
 # The Lambda deadline handed to each invocation: the function's timeout, stretched as emulation is.
 EMULATION_SLOWDOWN = 10
 KEY = "lk_arm64_edge_key_0123456789"
+AWS_CLIENT_ENV = {
+    "AWS_REGION": REGION,
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
+HANDLERS = {
+    "api_handler": "app.app",
+    "forward_events": "app.forward_events",
+    "sync_keys": "app.sync_keys",
+    "ship_logs": "app.ship_logs",
+}
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -82,10 +98,10 @@ def moto_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def stack(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> StackNames:
-    """This test's own tables and queues on the moto server, which this process's clients use too."""
+def endpoint(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """This process's AWS clients (conftest's helpers) on the moto server the functions use."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
-    return create_resources(boto3.Session(region_name=REGION), prefix=f"arm64-{uuid.uuid4().hex[:8]}-")
+    return moto_url
 
 
 def secure_parameter(name: str, value: str) -> str:
@@ -96,9 +112,10 @@ def secure_parameter(name: str, value: str) -> str:
 def function_env(function: str, stack: StackNames, moto_url: str, **extra: str) -> dict[str, str]:
     """What Lambda and the stack give the function (names from .chalice/config.json)."""
     settings = CONFIG["lambda_functions"][function]
-    names = {"api_handler": "lookout-edge-prod"}
     return {
-        "AWS_LAMBDA_FUNCTION_NAME": names.get(function, f"lookout-edge-prod-{function}"),
+        "AWS_LAMBDA_FUNCTION_NAME": "lookout-edge-prod"
+        if function == "api_handler"
+        else f"lookout-edge-prod-{function}",
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(settings["lambda_memory_size"]),
         "AWS_REGION": REGION,
         "AWS_DEFAULT_REGION": REGION,
@@ -112,8 +129,78 @@ def function_env(function: str, stack: StackNames, moto_url: str, **extra: str) 
     }
 
 
-def deadline(function: str) -> float:
-    return CONFIG["lambda_functions"][function]["lambda_timeout"] * EMULATION_SLOWDOWN
+@dataclass
+class Deployed:
+    """A started function and its own tables and queues."""
+
+    name: str
+    stack: StackNames
+    function: lambda_arm64.EmulatedFunction
+
+    def answer(self, event: Any) -> Any:
+        """One invocation with the function's Lambda deadline (stretched as emulation is): its response."""
+        timeout = CONFIG["lambda_functions"][self.name]["lambda_timeout"] * EMULATION_SLOWDOWN
+        invocation = self.function.invoke(event, timeout, SETTLE_SECONDS)
+        assert invocation.outcome == "response", f"{invocation.body}\n{self.function.log()[-3000:]}"
+        return invocation.body
+
+
+@dataclass
+class Backends:
+    """What the functions reach besides AWS: a stub Lookout and a Lookout database on MariaDB."""
+
+    lookout: FakeLookout
+    database: LookoutDatabase
+    token: str = "edge-token-arm64"
+    tail_key: str = "lk_arm64_tail_key_0123456789"
+
+
+@pytest.fixture(scope="module")
+def backends() -> Iterator[Backends]:
+    name = f"lookout_arm64_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    database = LookoutDatabase(create_database(LOCAL_SERVER_URL, name))
+    lookout = FakeLookout().start()
+    try:
+        yield Backends(lookout, database)
+    finally:
+        lookout.stop()
+        database.close()
+        drop_database(LOCAL_SERVER_URL, name)
+
+
+@pytest.fixture(scope="module")
+def deployed(
+    lambda_parts: tuple[Path, Path, Path], moto_url: str, backends: Backends, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Deployed]]:
+    """Every function started at once, so their emulated cold starts overlap; each on its own stack."""
+    root, task, sdk = lambda_parts
+    run = uuid.uuid4().hex[:8]
+    with pytest.MonkeyPatch.context() as env, contextlib.ExitStack() as running:
+        for name, value in {**AWS_CLIENT_ENV, "AWS_ENDPOINT_URL": moto_url}.items():
+            env.setenv(name, value)
+        stacks = {f: create_resources(boto3.Session(region_name=REGION), prefix=f"{f[:4]}-{run}-") for f in HANDLERS}
+        parameters = f"/lookout-edge/arm64-{run}"
+        extra = {
+            "api_handler": {
+                # protobuf would fall back to pure Python without a word if its aarch64 upb module did not load.
+                "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "upb",
+                "PYTHONWARNINGS": "error::UserWarning:google.protobuf.internal.api_implementation",
+            },
+            "forward_events": {
+                "LOOKOUT_INGEST_EDGE_BACKEND_URL": backends.lookout.url,
+                "LOOKOUT_INGEST_EDGE_TOKEN_PARAM": secure_parameter(f"{parameters}/token", backends.token),
+            },
+            "sync_keys": {"LOOKOUT_DB_URL_PARAM": secure_parameter(f"{parameters}/db-url", backends.database.url)},
+            "ship_logs": {"LOOKOUT_EDGE_TAIL_API_KEY_PARAM": secure_parameter(f"{parameters}/tail", backends.tail_key)},
+        }
+        deployed = {}
+        for name, handler in HANDLERS.items():
+            variables = function_env(name, stacks[name], moto_url, **extra[name])
+            workdir = tmp_path_factory.mktemp(name)
+            function = running.enter_context(lambda_arm64.run_function(root, task, sdk, handler, variables, workdir))
+            deployed[name] = Deployed(name, stacks[name], function)
+        env.undo()
+        yield deployed
 
 
 def assert_ran_on_arm64_from_bytecode(function: lambda_arm64.EmulatedFunction) -> None:
@@ -124,26 +211,13 @@ def assert_ran_on_arm64_from_bytecode(function: lambda_arm64.EmulatedFunction) -
     assert lines[2:] == [], function.log()[-3000:]
 
 
-def answer(function: lambda_arm64.EmulatedFunction, event: Any, deadline_s: float) -> Any:
-    invocation = function.invoke(event, deadline_s, SETTLE_SECONDS)
-    assert invocation.outcome == "response", f"{invocation.body}\n{function.log()[-3000:]}"
-    return invocation.body
-
-
 def test_function_url_ingest_is_202_and_otlp_runs_protobufs_arm64_wheel(
-    lambda_parts: tuple[Path, Path, Path], stack: StackNames, moto_url: str, tmp_path: Path
+    deployed: dict[str, Deployed], endpoint: str
 ) -> None:
-    root, task, sdk = lambda_parts
+    edge = deployed["api_handler"]
+    stack = edge.stack
     boto3.client("dynamodb", region_name=REGION).put_item(
         TableName=stack.keys_table, Item=key_item(KEY, project_id="42", organization_id="7")
-    )
-    env = function_env(
-        "api_handler",
-        stack,
-        moto_url,
-        # protobuf would fall back to pure Python without a word if its aarch64 upb module did not load.
-        PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION="upb",
-        PYTHONWARNINGS="error::UserWarning:google.protobuf.internal.api_implementation",
     )
     ingest = function_url_event(
         "/api/ingest", b'{"message": "boom", "level": "error"}', {"content-type": "application/json", "x-api-key": KEY}
@@ -151,10 +225,9 @@ def test_function_url_ingest_is_202_and_otlp_runs_protobufs_arm64_wheel(
     otlp = function_url_event(
         "/v1/traces", spans_request().SerializeToString(), {"content-type": PROTOBUF, "x-api-key": KEY}
     )
-    with lambda_arm64.run_function(root, task, sdk, "app.app", env, tmp_path) as function:
-        accepted = answer(function, ingest, deadline("api_handler"))
-        traced = answer(function, otlp, deadline("api_handler"))
-        assert_ran_on_arm64_from_bytecode(function)
+    accepted = edge.answer(ingest)
+    traced = edge.answer(otlp)
+    assert_ran_on_arm64_from_bytecode(edge.function)
 
     assert accepted["statusCode"] == 202, accepted
     body = json.loads(accepted["body"])
@@ -168,43 +241,25 @@ def test_function_url_ingest_is_202_and_otlp_runs_protobufs_arm64_wheel(
     assert queued[0]["event_id"] == body["event_id"] and queued[0]["payload"]["message"] == "boom"
 
 
-def test_sqs_batch_reaches_lookout(
-    lambda_parts: tuple[Path, Path, Path], stack: StackNames, moto_url: str, tmp_path: Path
-) -> None:
-    root, task, sdk = lambda_parts
-    lookout = FakeLookout().start()
-    try:
-        token = secure_parameter(f"/lookout-edge/arm64/{uuid.uuid4().hex[:8]}/token", "edge-token-arm64")
-        env = function_env(
-            "forward_events",
-            stack,
-            moto_url,
-            LOOKOUT_INGEST_EDGE_BACKEND_URL=lookout.url,
-            LOOKOUT_INGEST_EDGE_TOKEN_PARAM=token,
-        )
-        messages = [queue_message({"message": "one"}), queue_message({"message": "two"})]
-        enqueue(stack.queue_url, messages)
-        event = sqs_event(stack.queue_url)
-        with lambda_arm64.run_function(root, task, sdk, "app.forward_events", env, tmp_path) as function:
-            result = answer(function, event, deadline("forward_events"))
-            assert_ran_on_arm64_from_bytecode(function)
-    finally:
-        lookout.stop()
+def test_sqs_batch_reaches_lookout(deployed: dict[str, Deployed], backends: Backends, endpoint: str) -> None:
+    forwarder = deployed["forward_events"]
+    messages = [queue_message({"message": "one"}), queue_message({"message": "two"})]
+    enqueue(forwarder.stack.queue_url, messages)
+
+    result = forwarder.answer(sqs_event(forwarder.stack.queue_url))
+    assert_ran_on_arm64_from_bytecode(forwarder.function)
 
     assert result == {"batchItemFailures": []}
-    delivered = [e for request in lookout.requests for e in request.body["events"]]
+    requests = backends.lookout.requests
+    delivered = [e for request in requests for e in request.body["events"]]
     assert sorted(e["event_id"] for e in delivered) == sorted(m["event_id"] for m in messages)
-    assert {r.headers.get("authorization") for r in lookout.requests} == {"Bearer edge-token-arm64"}
+    assert {r.headers.get("authorization") for r in requests} == {f"Bearer {backends.token}"}
 
 
-def test_scheduled_key_sync_mirrors_mariadb(
-    lambda_parts: tuple[Path, Path, Path], stack: StackNames, moto_url: str, lookout_db: Any, tmp_path: Path
-) -> None:
-    root, task, sdk = lambda_parts
-    keys = [lookout_db.insert_key(key_id=1, project_id=1, organization_id=1)]
-    keys.append(lookout_db.insert_key(key_id=2, project_id=2, organization_id=1))
-    db_url = secure_parameter(f"/lookout-edge/arm64/{uuid.uuid4().hex[:8]}/db-url", lookout_db.url)
-    env = function_env("sync_keys", stack, moto_url, LOOKOUT_DB_URL_PARAM=db_url)
+def test_scheduled_key_sync_mirrors_mariadb(deployed: dict[str, Deployed], backends: Backends, endpoint: str) -> None:
+    sync = deployed["sync_keys"]
+    keys = [backends.database.insert_key(key_id=1, project_id=1, organization_id=1)]
+    keys.append(backends.database.insert_key(key_id=2, project_id=2, organization_id=1))
     scheduled = {
         "version": "0",
         "id": str(uuid.uuid4()),
@@ -216,31 +271,26 @@ def test_scheduled_key_sync_mirrors_mariadb(
         "resources": [f"arn:aws:events:{REGION}:123456789012:rule/lookout-edge-prod-sync_keys"],
         "detail": {},
     }
-    with lambda_arm64.run_function(root, task, sdk, "app.sync_keys", env, tmp_path) as function:
-        summary = answer(function, scheduled, deadline("sync_keys"))
-        assert_ran_on_arm64_from_bytecode(function)
+    summary = sync.answer(scheduled)
+    assert_ran_on_arm64_from_bytecode(sync.function)
 
     assert (summary["scanned"], summary["written"], summary["deleted"]) == (2, 2, 0), summary
-    items = boto3.client("dynamodb", region_name=REGION).scan(TableName=stack.keys_table)["Items"]
+    items = boto3.client("dynamodb", region_name=REGION).scan(TableName=sync.stack.keys_table)["Items"]
     assert sorted(i["key_hash"]["S"] for i in items) == sorted(hash_key(k) for k in keys)
 
 
 def test_cloudwatch_logs_subscription_is_shipped(
-    lambda_parts: tuple[Path, Path, Path], stack: StackNames, moto_url: str, tmp_path: Path
+    deployed: dict[str, Deployed], backends: Backends, endpoint: str
 ) -> None:
-    root, task, sdk = lambda_parts
-    tail_key = "lk_arm64_tail_key_0123456789"
+    shipper = deployed["ship_logs"]
     boto3.client("dynamodb", region_name=REGION).put_item(
-        TableName=stack.keys_table, Item=key_item(tail_key, project_id="77", organization_id="8")
+        TableName=shipper.stack.keys_table, Item=key_item(backends.tail_key, project_id="77", organization_id="8")
     )
-    tail_param = secure_parameter(f"/lookout-edge/arm64/{uuid.uuid4().hex[:8]}/tail-key", tail_key)
-    env = function_env("ship_logs", stack, moto_url, LOOKOUT_EDGE_TAIL_API_KEY_PARAM=tail_param)
     event = subscription_event(data_message("START RequestId: 1", "order 17 paid", "END RequestId: 1"))
-    with lambda_arm64.run_function(root, task, sdk, "app.ship_logs", env, tmp_path) as function:
-        shipped = answer(function, event, deadline("ship_logs"))
-        assert_ran_on_arm64_from_bytecode(function)
+    shipped = shipper.answer(event)
+    assert_ran_on_arm64_from_bytecode(shipper.function)
 
-    (queued,) = drain_queue(stack.queue_url)
+    (queued,) = drain_queue(shipper.stack.queue_url)
     assert shipped == {"shipped": 1, "event_ids": [queued["event_id"]]}
     assert (queued["signal"], queued["project_id"], queued["path"]) == ("log", "77", "cloudwatch-logs")
     assert [e["message"] for e in queued["payload"]["entries"]] == [
@@ -248,4 +298,4 @@ def test_cloudwatch_logs_subscription_is_shipped(
         "order 17 paid",
         "END RequestId: 1",
     ]
-    assert tail_key not in json.dumps(queued)
+    assert backends.tail_key not in json.dumps(queued)
