@@ -247,26 +247,32 @@ class FixedMonthly:
     cloudflare: dict[str, float] = field(default_factory=dict)
 
 
-def stack_alarm_metrics(sink_alarms: int = 0) -> int:
-    """Alarm metrics the single-region stack bills (a metric-math alarm, one per metric in it):
-    every alarm of infra/resources.json, the key sync's (it syncs here), and `sink_alarms` sinks'."""
+def stack_alarm_metrics(sink_alarms: int = 0, home: bool = True) -> int:
+    """Alarm metrics a region's stack bills (a metric-math alarm, one per metric in it): every alarm
+    of infra/resources.json, the key sync's in its `home` region only, and `sink_alarms` sinks'."""
     from edgectl.resources import load_template
 
     billed = 0
     for resource in load_template()["Resources"].values():
         if resource["Type"] != "AWS::CloudWatch::Alarm":
             continue
-        condition = resource.get("Condition", "SyncsHere")
-        sink = condition.removeprefix("AlarmsSink")
-        if condition != "SyncsHere" and not (sink.isdigit() and int(sink) <= sink_alarms):
+        condition = resource.get("Condition")
+        if condition == "SyncsHere":
+            exists = home
+        elif condition is not None:  # AlarmsSink<N>
+            exists = int(condition.removeprefix("AlarmsSink")) <= sink_alarms
+        else:
+            exists = True
+        if not exists:
             continue
         metrics = resource["Properties"].get("Metrics")
         billed += sum("MetricStat" in metric for metric in metrics) if metrics else 1
     return billed
 
 
-def fixed_monthly(prices: dict[str, Any], keys: int = 10_000, sink_alarms: int = 0) -> FixedMonthly:
-    """What each side costs a month with no traffic at all: list prices, no free tier (as per event)."""
+def fixed_monthly(prices: dict[str, Any], keys: int = 10_000, sink_alarms: int = 0, home: bool = True) -> FixedMonthly:
+    """What each side costs a month with no traffic at all: list prices, no free tier (as per event).
+    Not `home`: another region's stack of a multi-region edge, where the key sync does not run."""
     from edgectl.resources import load_template
 
     cw, ddb = prices["cloudwatch"], prices["dynamodb"]
@@ -274,18 +280,21 @@ def fixed_monthly(prices: dict[str, Any], keys: int = 10_000, sink_alarms: int =
     fixed = FixedMonthly()
     dashboards = sum(r["Type"] == "AWS::CloudWatch::Dashboard" for r in resources)
     fixed.aws["CloudWatch dashboard"] = dashboards * cw["dashboard_per_month"]
-    alarm_metrics = stack_alarm_metrics(sink_alarms)
+    alarm_metrics = stack_alarm_metrics(sink_alarms, home)
     fixed.aws[f"CloudWatch alarms ({alarm_metrics} metrics)"] = alarm_metrics * cw["alarm_metric_per_month"]
-    fixed.aws[f"EMF custom metrics ({len(HOURLY_METRICS)})"] = len(HOURLY_METRICS) * cw["custom_metric_per_month"]
+    metrics = [metric for metric in HOURLY_METRICS if home or metric[0] != "sync"]
+    fixed.aws[f"EMF custom metrics ({len(metrics)})"] = len(metrics) * cw["custom_metric_per_month"]
     idle_receives = SQS_POLLERS * MONTH_SECONDS / SQS_LONG_POLL_SECONDS
     fixed.aws["idle SQS polling"] = idle_receives * prices["sqs"]["standard_per_million_requests"] / MILLION
+    fixed.cloudflare["Workers Paid plan"] = prices["cloudflare"]["base_per_month"]
+    if not home:
+        return fixed
     runs = MONTH_SECONDS / KEY_SYNC_EVERY_SECONDS
     scan_units = math.ceil(keys * KEY_ITEM_BYTES / 4096) * ddb["eventually_consistent_read_units"]
     fixed.aws[f"key sync every 5 min ({keys:,} keys)"] = (
         lambda_cost(runs, KEY_SYNC_MEMORY_MB, KEY_SYNC_SECONDS * 1000, prices["lambda"], "arm64")
         + runs * scan_units * ddb["on_demand_per_million_read_units"] / MILLION
     )
-    fixed.cloudflare["Workers Paid plan"] = prices["cloudflare"]["base_per_month"]
     return fixed
 
 
@@ -396,10 +405,8 @@ class MultiRegionExtra:
 
 def multi_region_extra(inputs: RegionsInputs, prices: dict[str, Any]) -> MultiRegionExtra:
     """The extra cost of `inputs.regions` regions over one: replicated key writes, health checks and
-    alarms per month, Route 53 queries per event. Traffic costs do not grow: each event is still
-    handled once, in one region."""
-    from edgectl.resources import load_template
-
+    each added region's own stack per month, Route 53 queries per event. Traffic costs do not grow:
+    each event is still handled once, in one region."""
     if inputs.regions < 1:
         raise ValueError("regions must be at least 1")
     mr = prices["multi_region"]
@@ -417,11 +424,10 @@ def multi_region_extra(inputs: RegionsInputs, prices: dict[str, Any]) -> MultiRe
     extra.monthly["Route 53 health checks"] = inputs.regions * (
         endpoint + 2 * mr["health_check_calculated_or_metric_per_month"]
     )
-    # The stack's alarms every region has (a sink's alarm only exists where AlarmSink<N> names it).
-    stack_alarms = sum(
-        r["Type"] == "AWS::CloudWatch::Alarm" and "Condition" not in r for r in load_template()["Resources"].values()
-    )
-    extra.monthly["alarms"] = replicas * (stack_alarms + 1) * mr["cloudwatch_alarm_per_month"]  # + replication lag
+    # Each added region's own stack (no key sync there; a sink's alarm only where AlarmSink<N> names
+    # it), plus the replication-lag alarm global.json adds for it.
+    region = sum(fixed_monthly(prices, home=False).aws.values())
+    extra.monthly["each added region's stack"] = replicas * (region + prices["cloudwatch"]["alarm_metric_per_month"])
     extra.dns_if_billed = inputs.dns_queries_per_event * mr["route53_latency_queries_per_million"]
     extra.per_million_events["Route 53 latency queries"] = (
         0.0 if mr["route53_alias_queries_to_aws_free"] else extra.dns_if_billed

@@ -241,6 +241,7 @@ def test_fixed_monthly_costs_by_hand():
     # 11 alarms (9 always, the key sync's 2 in its home region), the 5xx share alarm on 2 metrics;
     # a sink's alarm sums its retried and refused counts: 2 metrics.
     assert stack_alarm_metrics() == 12 and stack_alarm_metrics(sink_alarms=2) == 16
+    assert stack_alarm_metrics(home=False) == 10  # another region of a multi-region edge
     runs = 730 * 3600 / 300
     scan_read_units = math.ceil(10_000 * 400 / 4096) * 0.5
     assert fixed.aws == pytest.approx(

@@ -165,9 +165,11 @@ def test_the_cost_of_more_regions_by_hand(capsys: pytest.CaptureFixture[str]) ->
     assert extra.monthly["replicated key writes"] == pytest.approx(200_000 * 0.625 / 1e6 + 0.08 * 0.02)
     # Per region: an HTTPS check on an execute-api host (0.75 + 2.00), the 5xx-alarm check and the combined one.
     assert extra.monthly["Route 53 health checks"] == pytest.approx(3 * (0.75 + 2.00 + 0.50 + 0.50))
-    # Each replica region's stack has the 9 alarms of infra/resources.json (the key sync's two exist
-    # only where the sync writes, the home region), plus its replication-lag alarm.
-    assert extra.monthly["alarms"] == pytest.approx(2 * 10 * 0.10)
+    # Each replica region's stack: its dashboard, the 9 alarms of infra/resources.json on 10 metrics
+    # (the key sync's two exist only where the sync writes, the home region), the edge's and the
+    # forwarder's 4 hourly EMF metrics, idle SQS polling, plus its replication-lag alarm.
+    region = 3.00 + 10 * 0.10 + 4 * 0.30 + 5 * 730 * 3600 / 20 * 0.40 / 1e6 + 0.10
+    assert extra.monthly["each added region's stack"] == pytest.approx(2 * region)
     # Alias queries to API Gateway are free; as billed latency queries: 0.1 per event x $0.60 per million.
     assert extra.per_million_events["Route 53 latency queries"] == 0
     assert extra.dns_if_billed == pytest.approx(0.06)
@@ -176,7 +178,8 @@ def test_the_cost_of_more_regions_by_hand(capsys: pytest.CaptureFixture[str]) ->
     assert main(["cost", "--front-door", "url", "--edge-ms", "20", "--forwarder-ms", "100", "--regions", "3"]) == 0
     out = capsys.readouterr().out
     assert "multi-region: 3 regions (2 replicas)" in out
-    assert f"{11.25 + 2.0 + 10_000 * 2 * (0.625 / 1e6 + 400 / 1e9 * 0.02):.4f}" in out.split("total per month")[1]
+    total = 11.25 + 2 * region + 10_000 * 2 * (0.625 / 1e6 + 400 / 1e9 * 0.02)
+    assert f"{total:.4f}" in out.split("total per month")[1]
 
 
 def test_a_multi_region_stage_may_read_keys_from_the_home_region_only(tmp_path: Path) -> None:
