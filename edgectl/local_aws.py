@@ -21,6 +21,7 @@ import os
 import pickle
 import re
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -44,13 +45,18 @@ def _lock_reducers() -> None:
 
 
 def snapshot(services: Iterable[str] = SERVICES) -> bytes:
-    """moto's state for `services` as bytes: {service: {account: {region: backend}}}."""
+    """moto's state for `services` as bytes: {service: {account: {region: backend}}}.
+
+    A service no request has reached yet (its models not imported) holds nothing and is left
+    out: importing it only to find that out took seconds for SSM (moto loads its default
+    parameters), and the first snapshot runs while the stack creates its tables and queues."""
     from moto.backends import get_backend
 
     _lock_reducers()
     state = {
         service: {account: dict(regions.items()) for account, regions in get_backend(service).items()}
         for service in services
+        if f"moto.{service}.models" in sys.modules
     }
     return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 

@@ -126,3 +126,19 @@ def test_the_state_file_is_private_from_the_start_and_an_old_world_readable_one_
 def snapshot_of_nothing() -> bytes:
     with mock_aws():
         return snapshot()
+
+
+def test_a_snapshot_leaves_out_services_no_request_reached_without_importing_them():
+    """moto's SSM takes seconds to import (its default parameters): a stack that never used it
+    must not pay for that in the snapshot taken while it creates its tables and queues."""
+    script = (
+        "import pickle, sys, boto3\n"
+        "from moto import mock_aws\n"
+        "from edgectl.local_aws import snapshot\n"
+        "with mock_aws():\n"
+        "    boto3.client('sqs', region_name='us-east-1').create_queue(QueueName='q')\n"
+        "    state = pickle.loads(snapshot())\n"
+        "print(sorted(state), 'moto.ssm.models' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["['sqs']", "False"], done.stdout + done.stderr
