@@ -20,7 +20,7 @@ import urllib3
 
 from edgectl.receiver import ReceiverHandle, start_receiver
 from edgectl.receiver import app as receiver_module
-from edgectl.receiver.app import merge_settings, validate_event
+from edgectl.receiver.app import CONFIG_SIGNALS, SAMPLED_SIGNALS, merge_settings, validate_event
 from edgectl.receiver.store import MySQLStore, ReceiverStore, SQLiteStore
 from tests import test_receiver_store
 from tests.test_receiver_store import job_finish, job_start, message, mysql_admin
@@ -266,8 +266,9 @@ def test_config_is_per_project_with_a_version_and_the_overrides_echoed(rx: Recei
     assert status == 200
     assert body["project_id"] == "42"
     assert body["env_overrides"] == '{"trace":true}'
-    assert body["signals"]["error"] is True
-    assert body["sample_rate"] == 1.0
+    assert body["signals"]["errors"] == {"enabled": True}
+    assert body["signals"]["traces"] == {"enabled": True, "sample_rate": 1.0}
+    assert set(body["signals"]) == set(CONFIG_SIGNALS) and body["suppress"] == []
     assert re.fullmatch(r"[0-9a-f]{16}", body["version"])
     assert config(rx)[1]["env_overrides"] is None
     assert config(rx)[1]["version"] == body["version"]
@@ -275,17 +276,21 @@ def test_config_is_per_project_with_a_version_and_the_overrides_echoed(rx: Recei
 
 def test_config_version_changes_with_the_project_settings(rx: ReceiverHandle) -> None:
     before = config(rx)[1]["version"]
-    status, changed, _ = call(rx, "POST", "/_receiver/projects/42/settings", {"signals": {"trace": False}})
+    status, changed, _ = call(
+        rx, "POST", "/_receiver/projects/42/settings", {"signals": {"traces": {"enabled": False}}}
+    )
     assert status == 200
     after = config(rx)[1]
     assert after["version"] == changed["version"] != before
-    assert after["signals"]["trace"] is False
-    assert after["signals"]["error"] is True
-    document = rx.set_project_settings("42", {"sample_rate": 0.25})
+    assert after["signals"]["traces"] == {"enabled": False, "sample_rate": 1.0}  # merged field by field
+    assert after["signals"]["errors"] == {"enabled": True}
+    document = rx.set_project_settings("42", {"signals": {"logs": {"sample_rate": 0.25}}})
     assert config(rx)[1]["version"] == document["version"] not in (before, after["version"])
-    assert config(rx)[1]["sample_rate"] == 0.25
-    rx.set_project_settings("42", {"sample_rate": 0.25})
+    assert config(rx)[1]["signals"]["logs"] == {"enabled": True, "sample_rate": 0.25}
+    rx.set_project_settings("42", {"signals": {"logs": {"sample_rate": 0.25}}})
     assert config(rx)[1]["version"] == document["version"]  # no change, same version
+    rx.set_project_settings("42", {"suppress": ["9f2c4e0b1a7d3c5e8f6a2b4d0c1e3f5a"]})
+    assert config(rx)[1]["suppress"] == ["9f2c4e0b1a7d3c5e8f6a2b4d0c1e3f5a"]
 
 
 def test_config_refuses_unknown_keys_and_can_be_made_to_fail(rx: ReceiverHandle) -> None:
@@ -299,19 +304,126 @@ def test_config_refuses_unknown_keys_and_can_be_made_to_fail(rx: ReceiverHandle)
     assert config(rx)[0] == 200
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"sample_rate": 0.5},  # not a document key: rates live on their signal
+        {"signals": {"trace": {"enabled": False}}},  # the edge's singular name, not the document's
+        {"signals": {"traces": False}},  # a bare bool is what breaks the Ruby client
+        {"signals": {"traces": {"enabled": "off"}}},
+        {"signals": {"traces": {"sample_rate": 2}}},
+        {"signals": {"traces": {"sample_rate": True}}},
+        {"signals": {"errors": {"sample_rate": 0.5}}},  # errors are not sampled
+        {"signals": ["traces"]},
+        {"suppress": "9f2c"},
+        {"suppress": [""]},
+    ],
+)
+def test_settings_changes_keep_the_documents_shape(rx: ReceiverHandle, change: dict) -> None:
+    before = config(rx)[1]
+    assert call(rx, "POST", "/_receiver/projects/42/settings", change)[0] == 422
+    assert config(rx)[1] == before
+
+
 def test_settings_changes_need_the_token_and_a_valid_document(rx: ReceiverHandle) -> None:
     path = "/_receiver/projects/42/settings"
-    assert call(rx, "POST", path, {"sample_rate": 0.5}, token=None)[0] == 401
-    assert call(rx, "POST", path, {"sample_rate": 2})[0] == 422
-    assert call(rx, "POST", path, {"signals": {"trace": "off"}})[0] == 422
+    assert call(rx, "POST", path, {"signals": {"traces": {"enabled": False}}}, token=None)[0] == 401
     assert call(rx, "POST", path, b"[1]")[0] == 422
     assert call(rx, "POST", path, b"{oops")[0] == 400
-    assert config(rx)[1]["sample_rate"] == 1.0
+    assert config(rx)[1]["signals"]["traces"]["enabled"] is True
 
 
-def test_merge_settings_merges_signals_and_replaces_the_rest() -> None:
-    merged = merge_settings({"signals": {"a": True, "b": True}, "sample_rate": 1.0}, {"signals": {"b": False}, "x": 1})
-    assert merged == {"signals": {"a": True, "b": False}, "sample_rate": 1.0, "x": 1}
+def test_merge_settings_merges_each_signal_field_by_field_and_replaces_suppress() -> None:
+    current = {
+        "signals": {"traces": {"enabled": True, "sample_rate": 1.0}, "mail": {"enabled": True}},
+        "suppress": ["a"],
+    }
+    merged = merge_settings(current, {"signals": {"traces": {"sample_rate": 0.1}, "mail": {"enabled": False}}})
+    assert merged == {
+        "signals": {"traces": {"enabled": True, "sample_rate": 0.1}, "mail": {"enabled": False}},
+        "suppress": ["a"],
+    }
+    assert merge_settings(current, {"suppress": []})["suppress"] == []
+    assert current["signals"]["traces"]["sample_rate"] == 1.0  # the current settings are not changed in place
+
+
+# -- the config document as the real clients read it ------------------------------------------------------
+# The Ruby client (lookout_framework.rb) and the PHP SDK (Support/RemoteConfig) read `GET /api/config`
+# as below; CONTRACT §3 gives the shape they agree on.
+
+RUBY_ENABLED_CHECKS = {  # method → the signal key it digs, and what it reads when the signal is absent
+    "dumps_enabled?": ("dumps", True),
+    "traces_enabled?": ("traces", False),
+    "jobs_enabled?": ("jobs", False),
+    "logs_enabled?": ("logs", False),
+    "mail_enabled?": ("mail", False),
+    "signal_on?(models)": ("models", False),
+    "signal_on?(events)": ("events", False),
+    "signal_on?(gates)": ("gates", False),
+    "signal_on?(metrics)": ("metrics", False),
+    "cron_enabled?": ("crons", False),
+    "batches_enabled?": ("batches", False),
+    "feedback_enabled?": ("feedback", False),
+}
+
+
+def ruby_dig(value: Any, *keys: str) -> Any:
+    """Ruby's Hash#dig: nil through a missing key, TypeError through a value that is not a Hash
+    (`{"mail" => true}.dig("mail", "enabled")` calls `true.dig`)."""
+    for key in keys:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise TypeError(f"{type(value).__name__} does not have #dig method")
+        value = value.get(key)
+    return value
+
+
+def ruby_client_reads(document: dict) -> dict[str, bool]:
+    """What each of the Ruby client's checks decides from this document (no env overrides set)."""
+    decided = {}
+    for check, (key, when_absent) in RUBY_ENABLED_CHECKS.items():
+        enabled = ruby_dig(document, "signals", key, "enabled")
+        decided[check] = when_absent if enabled is None else bool(enabled)
+    suppress = document.get("suppress")
+    decided["suppress is a list"] = isinstance(suppress, list)
+    return decided
+
+
+def php_sdk_overrides(document: dict) -> tuple[dict[str, bool], dict[str, float]]:
+    """RemoteConfig::enabledOverrides / sampleOverrides: per signal object, `enabled` and `sample_rate`;
+    anything that is not an object is skipped (PHP's is_array)."""
+    enabled, rates = {}, {}
+    for name, value in (document.get("signals") or {}).items():
+        if isinstance(value, dict):
+            if isinstance(value.get("enabled"), bool):
+                enabled[name] = value["enabled"]
+            if isinstance(value.get("sample_rate"), (int, float)) and not isinstance(value["sample_rate"], bool):
+                rates[name] = float(value["sample_rate"])
+    return enabled, rates
+
+
+def test_the_ruby_client_reads_every_signal_it_checks_without_a_type_error(rx: ReceiverHandle) -> None:
+    assert set(ruby_client_reads(config(rx)[1]).values()) == {True}  # every signal on, none read as absent
+    rx.set_project_settings("42", {"signals": {"mail": {"enabled": False}, "traces": {"enabled": False}}})
+    decided = ruby_client_reads(config(rx)[1])
+    assert not decided["mail_enabled?"] and not decided["traces_enabled?"]
+    assert decided["feedback_enabled?"] and decided["cron_enabled?"] and decided["dumps_enabled?"]
+
+
+def test_the_php_sdk_gets_an_override_for_every_signal_and_rate(rx: ReceiverHandle) -> None:
+    rx.set_project_settings("42", {"signals": {"logs": {"enabled": False, "sample_rate": 0.5}}})
+    enabled, rates = php_sdk_overrides(config(rx)[1])
+    assert set(enabled) == set(CONFIG_SIGNALS)
+    assert enabled["logs"] is False and enabled["traces"] is True
+    assert rates == {name: (0.5 if name == "logs" else 1.0) for name in SAMPLED_SIGNALS}
+
+
+def test_the_old_bool_shape_is_what_broke_the_ruby_client() -> None:
+    """The reference point: `signals: {name: true}` raises in Ruby and gives PHP nothing."""
+    with pytest.raises(TypeError):
+        ruby_client_reads({"signals": {"mail": True}, "suppress": []})
+    assert php_sdk_overrides({"signals": {"traces": True}}) == ({}, {})
 
 
 # -- query endpoints, routing, logs, lifecycle ---------------------------------------------------------

@@ -228,7 +228,8 @@ def test_remote_config_is_proxied_and_its_version_rides_on_every_202(e2e):
     expected = receiver_config(e2e, e2e.keys["main"], overrides)
     fetched_at = time.monotonic()
     config = sdk.fetch_config(overrides)
-    changed = change_receiver_settings(e2e, "101", {"sample_rate": round(0.1 + uuid.uuid4().int % 80 / 100, 2)})
+    rate = round(0.1 + uuid.uuid4().int % 80 / 100, 2)
+    changed = change_receiver_settings(e2e, "101", {"signals": {"traces": {"sample_rate": rate}}})
     cached = sdk.fetch_config(overrides)
     assert time.monotonic() - fetched_at < e2e.CONFIG_FRESH_SECONDS, "too slow to observe the edge's cache"
 

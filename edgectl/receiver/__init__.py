@@ -13,7 +13,7 @@ Python API (the server runs in a background thread)::
 
     with start_receiver(port=0, token="t", store=SQLiteStore(path), projects={"key": "42"}) as rx:
         post to f"{rx.url}/api/ingest/edge" ...
-        rx.store.event(event_id); rx.set_project_settings("42", {"sample_rate": 0.5})
+        rx.store.event(event_id); rx.set_project_settings("42", {"signals": {"traces": {"sample_rate": 0.5}}})
         rx.config_failing = True  # /api/config answers 500
 
 To inject faults, replace `rx.app` with any object whose `handle(Request) -> Response`

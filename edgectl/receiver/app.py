@@ -7,6 +7,7 @@ turns `job`/`cron` events into runs and check-ins and serves the SDK's remote co
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import json
@@ -108,24 +109,56 @@ def parse_batch(body: bytes) -> list[Any]:
     return events
 
 
+# The config document's signals (CONTRACT §3): the server's plural names, as the PHP SDK
+# (Support/RemoteConfig) and the Ruby client (lookout_framework.rb) read them, plus `feedback`,
+# which the Ruby client reads too. Each is {"enabled": bool}, with "sample_rate" where sampled.
+CONFIG_SIGNALS = (
+    "errors", "traces", "profiles", "logs", "jobs", "batches", "mail", "events", "notifications", "models",
+    "gates", "auth", "filesystem", "metrics", "dumps", "rum", "crons", "security_audit", "feedback",
+)  # fmt: skip
+SAMPLED_SIGNALS = frozenset({"traces", "profiles", "logs", "metrics", "dumps", "rum"})
+SETTINGS_KEYS = frozenset({"signals", "suppress"})
+
+
 def default_settings() -> dict[str, Any]:
-    """A project's remote config before anyone changes it: every signal on, nothing sampled out."""
-    return {"signals": {signal: True for signal in sorted(KNOWN_SIGNALS)}, "sample_rate": 1.0}
+    """A project's remote config before anyone changes it: every signal on, nothing sampled out,
+    nothing suppressed."""
+    signals = {
+        name: {"enabled": True, **({"sample_rate": 1.0} if name in SAMPLED_SIGNALS else {})} for name in CONFIG_SIGNALS
+    }
+    return {"signals": signals, "suppress": []}
 
 
 def merge_settings(current: dict[str, Any], change: Any) -> dict[str, Any]:
-    """`current` with `change` applied: `signals` merged per signal, other keys replaced."""
-    if not isinstance(change, dict):
-        raise EdgeError(422, "invalid_settings", "settings must be a JSON object")
+    """`current` with `change` applied, in the document's own shape: each signal's `enabled` and
+    `sample_rate` merged field by field, `suppress` (client suppression keys) replaced."""
+    if not isinstance(change, dict) or set(change) - SETTINGS_KEYS:
+        raise EdgeError(422, "invalid_settings", 'settings are a JSON object of "signals" and "suppress"')
     signals = change.get("signals", {})
-    if not isinstance(signals, dict) or not all(isinstance(v, bool) for v in signals.values()):
-        raise EdgeError(422, "invalid_settings", '"signals" must map signal names to true/false')
-    rate = change.get("sample_rate", 1.0)
+    if not isinstance(signals, dict):
+        raise EdgeError(422, "invalid_settings", '"signals" must map signal names to {"enabled", "sample_rate"}')
+    merged_signals = {name: dict(value) for name, value in current.get("signals", {}).items()}
+    for name, value in signals.items():
+        merged_signals.setdefault(name, {}).update(_signal_setting(name, value))
+    suppress = change.get("suppress", current.get("suppress", []))
+    if not isinstance(suppress, list) or not all(isinstance(key, str) and key for key in suppress):
+        raise EdgeError(422, "invalid_settings", '"suppress" must be a list of client suppression keys')
+    return {"signals": merged_signals, "suppress": list(suppress)}
+
+
+def _signal_setting(name: str, value: Any) -> dict[str, Any]:
+    """One signal's change, checked: a known plural name, a bool `enabled`, a `sample_rate` from 0 to 1."""
+    if name not in CONFIG_SIGNALS:
+        raise EdgeError(422, "invalid_settings", f"unknown signal {name[:40]!r}: one of {', '.join(CONFIG_SIGNALS)}")
+    allowed = {"enabled", "sample_rate"} if name in SAMPLED_SIGNALS else {"enabled"}
+    if not isinstance(value, dict) or set(value) - allowed:
+        raise EdgeError(422, "invalid_settings", f'"signals.{name}" is an object of {" and ".join(sorted(allowed))}')
+    if "enabled" in value and not isinstance(value["enabled"], bool):
+        raise EdgeError(422, "invalid_settings", f'"signals.{name}.enabled" must be true or false')
+    rate = value.get("sample_rate", 1.0)
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
-        raise EdgeError(422, "invalid_settings", '"sample_rate" must be a number from 0 to 1')
-    merged = {**current, **change}
-    merged["signals"] = {**current.get("signals", {}), **signals}
-    return merged
+        raise EdgeError(422, "invalid_settings", f'"signals.{name}.sample_rate" must be a number from 0 to 1')
+    return dict(value)
 
 
 def config_version(project_id: str, settings: dict[str, Any]) -> str:
@@ -179,7 +212,7 @@ class ReceiverApp:
 
     def project_settings(self, project_id: str) -> dict[str, Any]:
         with self._lock:
-            return dict(self._settings.get(project_id) or default_settings())
+            return copy.deepcopy(self._settings.get(project_id) or default_settings())
 
     def set_project_settings(self, project_id: str, change: dict[str, Any]) -> dict[str, Any]:
         """Change a project's settings (merged, see `merge_settings`); returns the new config document."""
@@ -189,10 +222,11 @@ class ReceiverApp:
         return self.config_document(project_id, None)
 
     def config_document(self, project_id: str, env_overrides: str | None) -> dict[str, Any]:
-        """What `GET /api/config` answers for a project: its settings, their `version`, the echoed overrides."""
+        """What `GET /api/config` answers for a project (CONTRACT §3): `version`, `signals`, `suppress`;
+        beside them, for tests, the project and the echoed `X-Lookout-Env-Overrides`."""
         settings = self.project_settings(project_id)
         version = config_version(project_id, settings)
-        return {"version": version, "project_id": project_id, **settings, "env_overrides": env_overrides}
+        return {"version": version, **settings, "project_id": project_id, "env_overrides": env_overrides}
 
     # -- HTTP-free dispatch ----------------------------------------------------------------
     def handle(self, request: Request) -> Response:
