@@ -183,7 +183,7 @@ def _report(line):
 def _audit(event, args):
     if event == "compile" and isinstance(args[1], str) and args[1].endswith(".py"):
         _report("compiled " + args[1])
-    elif event == "open" and isinstance(args[0], str) and args[0].endswith(".pyc") and args[2] & os.O_WRONLY:
+    elif event == "open" and isinstance(args[0], str) and ".pyc" in args[0] and args[2] & os.O_WRONLY:
         _report("wrote " + args[0])
 
 _report("python %d.%d %s dont_write_bytecode=%d"
