@@ -197,7 +197,7 @@ compile("", SELF_CHECK, "exec")  # the hook's own proof that it sees compiles
 class Invocation:
     request_id: str
     event: Any
-    deadline_ms: int
+    timeout_s: float  # Lambda's deadline is this long after the runtime picks the invocation up
     done: threading.Event = field(default_factory=threading.Event)
     outcome: str = ""  # "response" or "error"
     body: Any = None
@@ -221,12 +221,13 @@ class RuntimeApi:
                 if self.path != "/2018-06-01/runtime/invocation/next":
                     return self._answer(404, {"errorType": "NotFound"})
                 invocation = api.pending.get()
+                deadline_ms = int((time.time() + invocation.timeout_s) * 1000)
                 body = json.dumps(invocation.event).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Lambda-Runtime-Aws-Request-Id", invocation.request_id)
-                self.send_header("Lambda-Runtime-Deadline-Ms", str(invocation.deadline_ms))
+                self.send_header("Lambda-Runtime-Deadline-Ms", str(deadline_ms))
                 self.send_header("Lambda-Runtime-Invoked-Function-Arn", api.function_arn)
                 self.send_header("Lambda-Runtime-Trace-Id", f"Root=1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]}")
                 self.end_headers()
@@ -267,12 +268,11 @@ class RuntimeApi:
     def address(self) -> str:
         return f"127.0.0.1:{self.server.server_address[1]}"
 
-    def invoke(self, event: Any, deadline_s: float, wait_s: float) -> Invocation:
-        """Queue one invocation with Lambda's deadline `deadline_s` from now; wait `wait_s` for it to settle."""
-        invocation = Invocation(str(uuid.uuid4()), event, int((time.time() + deadline_s) * 1000))
+    def submit(self, event: Any, timeout_s: float) -> Invocation:
+        """Queue one invocation (handed out by /next in order) with the function's timeout."""
+        invocation = Invocation(str(uuid.uuid4()), event, timeout_s)
         self.invocations[invocation.request_id] = invocation
         self.pending.put(invocation)
-        invocation.done.wait(wait_s)
         return invocation
 
     def close(self) -> None:
@@ -294,10 +294,12 @@ class EmulatedFunction:
     def probe_lines(self) -> list[str]:
         return [line.removeprefix("probe: ") for line in self.log().splitlines() if line.startswith("probe: ")]
 
-    def invoke(self, event: Any, deadline_s: float, wait_s: float) -> Invocation:
-        """Invoke once; fails with the function's output when it does not settle in `wait_s`."""
-        invocation = self.api.invoke(event, deadline_s, wait_s)
-        if not invocation.done.is_set():
+    def submit(self, event: Any, timeout_s: float) -> Invocation:
+        return self.api.submit(event, timeout_s)
+
+    def settled(self, invocation: Invocation, wait_s: float) -> Invocation:
+        """The invocation once answered; fails with the function's output when it is not within `wait_s`."""
+        if not invocation.done.wait(wait_s):
             raise AssertionError(
                 f"no answer in {wait_s:.0f} s (init error: {self.api.init_error}); output:\n{self.log()[-4000:]}"
             )

@@ -137,12 +137,15 @@ class Deployed:
     stack: StackNames
     function: lambda_arm64.EmulatedFunction
 
-    def answer(self, event: Any) -> Any:
-        """One invocation with the function's Lambda deadline (stretched as emulation is): its response."""
-        timeout = CONFIG["lambda_functions"][self.name]["lambda_timeout"] * EMULATION_SLOWDOWN
-        invocation = self.function.invoke(event, timeout, SETTLE_SECONDS)
-        assert invocation.outcome == "response", f"{invocation.body}\n{self.function.log()[-3000:]}"
-        return invocation.body
+    def send(self, event: Any) -> lambda_arm64.Invocation:
+        """Queue an invocation with the function's timeout (stretched as emulation is)."""
+        return self.function.submit(event, CONFIG["lambda_functions"][self.name]["lambda_timeout"] * EMULATION_SLOWDOWN)
+
+    def answer(self, invocation: lambda_arm64.Invocation) -> Any:
+        """Its response, once settled."""
+        settled = self.function.settled(invocation, SETTLE_SECONDS)
+        assert settled.outcome == "response", f"{settled.body}\n{self.function.log()[-3000:]}"
+        return settled.body
 
 
 @dataclass
@@ -211,29 +214,80 @@ def assert_ran_on_arm64_from_bytecode(function: lambda_arm64.EmulatedFunction) -
     assert lines[2:] == [], function.log()[-3000:]
 
 
+@dataclass
+class Sent:
+    """What each function was handed, sent to all four before any answer is awaited: their first
+    invocations (where the lazy imports run) overlap too."""
+
+    edge: tuple[lambda_arm64.Invocation, lambda_arm64.Invocation]
+    forward: lambda_arm64.Invocation
+    forwarded: list[dict[str, Any]]
+    sync: lambda_arm64.Invocation
+    synced_keys: list[str]
+    ship: lambda_arm64.Invocation
+
+
+@pytest.fixture(scope="module")
+def sent(deployed: dict[str, Deployed], backends: Backends, moto_url: str) -> Sent:
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in {**AWS_CLIENT_ENV, "AWS_ENDPOINT_URL": moto_url}.items():
+            env.setenv(name, value)
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        edge, forwarder, sync, shipper = (deployed[n] for n in HANDLERS)
+
+        dynamodb.put_item(TableName=edge.stack.keys_table, Item=key_item(KEY, project_id="42", organization_id="7"))
+        ingest = function_url_event(
+            "/api/ingest",
+            b'{"message": "boom", "level": "error"}',
+            {"content-type": "application/json", "x-api-key": KEY},
+        )
+        otlp = function_url_event(
+            "/v1/traces", spans_request().SerializeToString(), {"content-type": PROTOBUF, "x-api-key": KEY}
+        )
+
+        forwarded = [queue_message({"message": "one"}), queue_message({"message": "two"})]
+        enqueue(forwarder.stack.queue_url, forwarded)
+
+        synced_keys = [backends.database.insert_key(key_id=1, project_id=1, organization_id=1)]
+        synced_keys.append(backends.database.insert_key(key_id=2, project_id=2, organization_id=1))
+        scheduled = {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": "123456789012",
+            "time": "2026-12-03T18:00:00Z",
+            "region": REGION,
+            "resources": [f"arn:aws:events:{REGION}:123456789012:rule/lookout-edge-prod-sync_keys"],
+            "detail": {},
+        }
+
+        tail = key_item(backends.tail_key, project_id="77", organization_id="8")
+        dynamodb.put_item(TableName=shipper.stack.keys_table, Item=tail)
+        logs = subscription_event(data_message("START RequestId: 1", "order 17 paid", "END RequestId: 1"))
+
+        return Sent(
+            edge=(edge.send(ingest), edge.send(otlp)),
+            forward=forwarder.send(sqs_event(forwarder.stack.queue_url)),
+            forwarded=forwarded,
+            sync=sync.send(scheduled),
+            synced_keys=synced_keys,
+            ship=shipper.send(logs),
+        )
+
+
 def test_function_url_ingest_is_202_and_otlp_runs_protobufs_arm64_wheel(
-    deployed: dict[str, Deployed], endpoint: str
+    deployed: dict[str, Deployed], sent: Sent, endpoint: str
 ) -> None:
     edge = deployed["api_handler"]
-    stack = edge.stack
-    boto3.client("dynamodb", region_name=REGION).put_item(
-        TableName=stack.keys_table, Item=key_item(KEY, project_id="42", organization_id="7")
-    )
-    ingest = function_url_event(
-        "/api/ingest", b'{"message": "boom", "level": "error"}', {"content-type": "application/json", "x-api-key": KEY}
-    )
-    otlp = function_url_event(
-        "/v1/traces", spans_request().SerializeToString(), {"content-type": PROTOBUF, "x-api-key": KEY}
-    )
-    accepted = edge.answer(ingest)
-    traced = edge.answer(otlp)
+    accepted, traced = (edge.answer(invocation) for invocation in sent.edge)
     assert_ran_on_arm64_from_bytecode(edge.function)
 
     assert accepted["statusCode"] == 202, accepted
     body = json.loads(accepted["body"])
     assert body["status"] == "accepted"
     assert (traced["statusCode"], traced["headers"]["Content-Type"]) == (200, PROTOBUF)
-    queued = drain_queue(stack.queue_url)
+    queued = drain_queue(edge.stack.queue_url)
     assert [(m["signal"], m["project_id"], m["path"]) for m in queued] == [
         ("error", "42", "/api/ingest"),
         ("otlp", "42", "/v1/traces"),
@@ -241,53 +295,33 @@ def test_function_url_ingest_is_202_and_otlp_runs_protobufs_arm64_wheel(
     assert queued[0]["event_id"] == body["event_id"] and queued[0]["payload"]["message"] == "boom"
 
 
-def test_sqs_batch_reaches_lookout(deployed: dict[str, Deployed], backends: Backends, endpoint: str) -> None:
+def test_sqs_batch_reaches_lookout(deployed: dict[str, Deployed], sent: Sent, backends: Backends) -> None:
     forwarder = deployed["forward_events"]
-    messages = [queue_message({"message": "one"}), queue_message({"message": "two"})]
-    enqueue(forwarder.stack.queue_url, messages)
-
-    result = forwarder.answer(sqs_event(forwarder.stack.queue_url))
+    result = forwarder.answer(sent.forward)
     assert_ran_on_arm64_from_bytecode(forwarder.function)
 
     assert result == {"batchItemFailures": []}
     requests = backends.lookout.requests
     delivered = [e for request in requests for e in request.body["events"]]
-    assert sorted(e["event_id"] for e in delivered) == sorted(m["event_id"] for m in messages)
+    assert sorted(e["event_id"] for e in delivered) == sorted(m["event_id"] for m in sent.forwarded)
     assert {r.headers.get("authorization") for r in requests} == {f"Bearer {backends.token}"}
 
 
-def test_scheduled_key_sync_mirrors_mariadb(deployed: dict[str, Deployed], backends: Backends, endpoint: str) -> None:
+def test_scheduled_key_sync_mirrors_mariadb(deployed: dict[str, Deployed], sent: Sent, endpoint: str) -> None:
     sync = deployed["sync_keys"]
-    keys = [backends.database.insert_key(key_id=1, project_id=1, organization_id=1)]
-    keys.append(backends.database.insert_key(key_id=2, project_id=2, organization_id=1))
-    scheduled = {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": "123456789012",
-        "time": "2026-12-03T18:00:00Z",
-        "region": REGION,
-        "resources": [f"arn:aws:events:{REGION}:123456789012:rule/lookout-edge-prod-sync_keys"],
-        "detail": {},
-    }
-    summary = sync.answer(scheduled)
+    summary = sync.answer(sent.sync)
     assert_ran_on_arm64_from_bytecode(sync.function)
 
     assert (summary["scanned"], summary["written"], summary["deleted"]) == (2, 2, 0), summary
     items = boto3.client("dynamodb", region_name=REGION).scan(TableName=sync.stack.keys_table)["Items"]
-    assert sorted(i["key_hash"]["S"] for i in items) == sorted(hash_key(k) for k in keys)
+    assert sorted(i["key_hash"]["S"] for i in items) == sorted(hash_key(k) for k in sent.synced_keys)
 
 
 def test_cloudwatch_logs_subscription_is_shipped(
-    deployed: dict[str, Deployed], backends: Backends, endpoint: str
+    deployed: dict[str, Deployed], sent: Sent, backends: Backends, endpoint: str
 ) -> None:
     shipper = deployed["ship_logs"]
-    boto3.client("dynamodb", region_name=REGION).put_item(
-        TableName=shipper.stack.keys_table, Item=key_item(backends.tail_key, project_id="77", organization_id="8")
-    )
-    event = subscription_event(data_message("START RequestId: 1", "order 17 paid", "END RequestId: 1"))
-    shipped = shipper.answer(event)
+    shipped = shipper.answer(sent.ship)
     assert_ran_on_arm64_from_bytecode(shipper.function)
 
     (queued,) = drain_queue(shipper.stack.queue_url)
