@@ -4,7 +4,7 @@ Firehose gives an HTTP endpoint 3 minutes; the target here is 10 s for the whole
 (decode, checks, 4,000 queue messages, idempotency record). Edge CPU per record is the
 handler process's CPU time (moto runs in its own process) over the records.
 
-It runs against a moto server of its own, with an empty queue (bench/moto_linear_sqs.py, as
+It runs against a moto server of its own, with an empty queue (edgectl/moto_linear_sqs.py, as
 every section: stock moto recounts the whole queue on every SendMessage, so 4,000 messages
 into one queue take minutes there).
 """

@@ -58,7 +58,7 @@ def start_stack() -> Stack:
     """moto server on a free loopback port (its own process, as AWS is), then the resources;
     this process's environment points at it so chalicelib's clients do too.
 
-    The server is bench/moto_linear_sqs.py, moto with a SendMessage that does not recount the
+    The server is edgectl/moto_linear_sqs.py, moto with a SendMessage that does not recount the
     queue: the sections put tens of thousands of messages in the edge's queue, and stock moto
     would slow each send down with the queue's length (the OTLP section crawled at ~7 requests/s, ~45 minutes),
     timing the mock instead of the edge."""
@@ -66,7 +66,7 @@ def start_stack() -> Stack:
 
     port = free_port(HOST)
     process = subprocess.Popen(  # noqa: S603 - our own interpreter
-        [sys.executable, "-m", "bench.moto_linear_sqs", "-H", HOST, "-p", str(port)],
+        [sys.executable, "-m", "edgectl.moto_linear_sqs", "-H", HOST, "-p", str(port)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

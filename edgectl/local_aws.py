@@ -96,8 +96,36 @@ def save(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
+# moto's backends are not thread-safe (a DeleteMessage rebuilding a queue's list while a send
+# appends to it loses the message; receives iterating the in-flight set while another adds to
+# it fail with "Set changed size during iteration"): requests run one at a time, as moto is
+# CPU-bound under the GIL anyway. A long poll lets go while it waits (serialize_moto).
+MOTO_LOCK = threading.Lock()
+
+
+def serialize_moto() -> None:
+    """moto's SQS without its quadratic costs (edgectl.moto_linear_sqs), and long polls that
+    do not hold MOTO_LOCK while they wait for a message."""
+    from moto.sqs.models import Queue
+
+    from edgectl.moto_linear_sqs import install
+
+    install()
+    wait = Queue.wait_for_messages
+
+    def wait_unlocked(queue: Queue, timeout: int) -> None:
+        MOTO_LOCK.release()
+        try:
+            wait(queue, timeout)
+        finally:
+            MOTO_LOCK.acquire()
+
+    Queue.wait_for_messages = wait_unlocked  # type: ignore[method-assign]
+
+
 class RequestGate:
-    """WSGI middleware that can hold new requests and wait for the running ones to end.
+    """WSGI middleware that runs one request at a time (MOTO_LOCK), can hold new requests and
+    wait for the running ones to end.
 
     Also notes whether a request may have changed anything since the last `quiet()`.
     """
@@ -125,7 +153,8 @@ class RequestGate:
             return start_response(code, headers, *rest)
 
         try:
-            body = b"".join(self._app(environ, noting_start_response))
+            with MOTO_LOCK:
+                body = b"".join(self._app(environ, noting_start_response))
             if status and status[-1][:1] in "45":
                 environ[ERROR_KEY] = (action or environ.get("PATH_INFO", ""), error_code(body))
             return [body]
@@ -187,6 +216,7 @@ def serve(host: str, port: int, state: Path | None, snapshot_every: float) -> in
             aside = state.with_name(state.name + ".unreadable")
             os.replace(state, aside)
             print(f"cannot restore {state} ({type(exc).__name__}: {exc}); starting empty, kept as {aside}", flush=True)
+    serialize_moto()
     gate = RequestGate(DomainDispatcherApplication(create_backend_app))
     server = make_server(host, port, gate, threaded=True, request_handler=_request_handler())
     stopping = threading.Event()

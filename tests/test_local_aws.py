@@ -142,3 +142,34 @@ def test_a_snapshot_leaves_out_services_no_request_reached_without_importing_the
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["['sqs']", "False"], done.stdout + done.stderr
+
+
+def test_the_local_sqs_keeps_moto_answers_without_its_quadratic_costs(tmp_path):
+    """serve-aws runs moto with edgectl.moto_linear_sqs and one request at a time: a batch delete
+    still answers per entry (taken, already taken, invalid) and long polls still wake."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "edgectl", "serve-aws", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/moto-api/", 30)
+        sqs = boto3.client("sqs", region_name=REGION, endpoint_url=f"http://127.0.0.1:{port}")
+        queue = sqs.create_queue(QueueName="linear")["QueueUrl"]
+        sqs.send_message_batch(QueueUrl=queue, Entries=[{"Id": str(i), "MessageBody": f"m{i}"} for i in range(3)])
+        got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=2, VisibilityTimeout=60)["Messages"]
+        first, second = got[0]["ReceiptHandle"], got[1]["ReceiptHandle"]
+        sqs.delete_message(QueueUrl=queue, ReceiptHandle=second)
+        entries = [("a", first), ("c", second), ("d", "not-a-handle")]
+        answer = sqs.delete_message_batch(QueueUrl=queue, Entries=[{"Id": i, "ReceiptHandle": h} for i, h in entries])
+        assert sorted(s["Id"] for s in answer["Successful"]) == ["a", "c"]  # c: deleted before, still taken
+        assert [(f["Id"], f["Code"]) for f in answer["Failed"]] == [("d", "ReceiptHandleIsInvalid")]
+        [left] = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)["Messages"]
+        assert left["Body"] not in {got[0]["Body"], got[1]["Body"]}
+        attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
+        assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"
+    finally:
+        server.terminate()
+        server.wait(30)
