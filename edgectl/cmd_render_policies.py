@@ -53,6 +53,7 @@ STACK_ENVIRONMENT = {
     ENV_NAMES["tail_api_key_param"]: {"Ref": "TailApiKeyParameterName"},
     ENV_NAMES["sinks_param"]: {"Fn::If": ["HasSinksParameter", {"Ref": "SinksParameterName"}, {"Ref": "AWS::NoValue"}]},
     ENV_NAMES["home_region"]: {"Ref": "HomeRegion"},
+    ENV_NAMES["db_secret_arn"]: {"Fn::If": ["HasDbSecret", {"Ref": "DbSecretArn"}, {"Ref": "AWS::NoValue"}]},
 }
 # `OnlyIf` options the stack decides with a condition (Tracing is decided when rendering).
 STACK_OPTIONS = {
@@ -61,13 +62,20 @@ STACK_OPTIONS = {
     "SinksParameter": "HasSinksParameter",
     "QueueKmsKey": "HasQueueKmsKey",
     "TableKmsKey": "HasTableKmsKey",
+    "DbSecret": "HasDbSecret",
+    "SyncVpc": "SyncInVpc",
+    "ForwarderVpc": "ForwarderRunsInVpc",
 }
+# For `chalice deploy`: the function whose subnets in .chalice/config.json turn on its VPC option.
+VPC_OPTIONS = {"sync_keys": "SyncVpc", "forward_events": "ForwarderVpc"}
 # Key options: the option, its stack parameter (a whole `Resource`, so a Ref) and `render-policies` flag.
 KMS_KEYS = {
     "SecretsKmsKey": ("SecretsKmsKeyArn", "--kms-key-arn"),
     "QueueKmsKey": ("QueueKmsKeyArn", "--queue-kms-key-arn"),
     "TableKmsKey": ("TableKmsKeyArn", "--table-kms-key-arn"),
 }
+# Parameters that are a statement's whole Resource (an ARN the operator gives): a Ref, not a Sub.
+WHOLE_ARN_PARAMETERS = {parameter for parameter, _ in KMS_KEYS.values()} | {"DbSecretArn"}
 # What the stacks' key parameters allow (AllowedPattern): a key ARN, not an alias, since IAM names the key.
 KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$")
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9:]+)\}")
@@ -124,7 +132,7 @@ def _sub(value: Any, function: str) -> Any:
     if isinstance(value, str):
         if "${" not in value:
             return value
-        if value in {f"${{{parameter}}}" for parameter, _ in KMS_KEYS.values()}:
+        if value in {f"${{{parameter}}}" for parameter in WHOLE_ARN_PARAMETERS}:
             return {"Ref": value[2:-1]}
         return {"Fn::Sub": value.replace("${FunctionName}", function_name("${AWS::StackName}", function))}
     if isinstance(value, dict):
@@ -173,6 +181,17 @@ def _parameter_name(environment: dict[str, str], variable: str) -> str:
     if not name.startswith("/"):
         raise RenderError(f"{variable} must be an SSM parameter name starting with '/', got {name!r}")
     return name
+
+
+def in_vpc(config: dict[str, Any], stage: str, function: str) -> bool:
+    """Whether Chalice puts the function in subnets: `subnet_ids` at the top, the stage or the
+    function's own entry (the most specific one wins, as in Chalice)."""
+    stage_config = config["stages"][stage]
+    subnets = config.get("subnet_ids")
+    for scope in (config.get("lambda_functions", {}).get(function, {}), stage_config):
+        subnets = scope.get("subnet_ids", subnets)
+    subnets = stage_config.get("lambda_functions", {}).get(function, {}).get("subnet_ids", subnets)
+    return bool(subnets)
 
 
 def deploy_values(environment: dict[str, str], account: str, region: str, partition: str) -> dict[str, str]:
@@ -232,6 +251,13 @@ def render_stage(
         if sinks_param:
             enabled.add("SinksParameter")
             values["SinksParameterName"] = _parameter_name(stage_info["environment"], ENV_NAMES["sinks_param"])
+        secret_arn = stage_info["environment"].get(ENV_NAMES["db_secret_arn"])
+        if secret_arn:
+            enabled.add("DbSecret")
+            values["DbSecretArn"] = secret_arn
+        for function, option in VPC_OPTIONS.items():
+            if in_vpc(config, stage, function):
+                enabled.add(option)
         keys = {"SecretsKmsKey": kms_key_arn, "QueueKmsKey": queue_kms_key_arn, "TableKmsKey": table_kms_key_arn}
         for option, key_arn in keys.items():
             if key_arn:

@@ -167,8 +167,14 @@ def test_cloudformation_policies_take_every_arn_from_the_stack(chalice_dir: Path
         conditional = [s for s in statements if "Fn::If" in s]
         expected = {
             "api_handler": ["HasHomeRegion", "HasQueueKmsKey", "HasTableKmsKey"],
-            "forward_events": ["HasSinksParameter", "HasSecretsKmsKey", "HasQueueKmsKey"],
-            "sync_keys": ["HasSecretsKmsKey", "HasTableKmsKey"],
+            "forward_events": [
+                "HasSinksParameter",
+                "HasSecretsKmsKey",
+                "HasQueueKmsKey",
+                "ForwarderRunsInVpc",
+                "ForwarderRunsInVpc",
+            ],
+            "sync_keys": ["HasDbSecret", "HasSecretsKmsKey", "HasTableKmsKey", "SyncInVpc", "SyncInVpc"],
             "ship_logs": ["HasSecretsKmsKey", "HasQueueKmsKey", "HasTableKmsKey"],
         }[function]
         assert [s["Fn::If"][0] for s in conditional] == expected

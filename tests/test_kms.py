@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,11 @@ import pytest
 from moto import mock_aws
 
 from edgectl.cli import main
-from edgectl.cmd_render_policies import CHALICE_DIR, FUNCTIONS, RenderError, merge_template, render_stage
+from edgectl.cmd_render_policies import FUNCTIONS, RenderError, merge_template, render_stage
 from edgectl.resources import create_resources, load_template
+from tests import test_iam
 
+chalice_dir = test_iam.chalice_dir  # the fixture: a scratch copy of .chalice/config.json
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"
 QUEUE_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/11111111-2222-3333-4444-555555555555"
@@ -31,14 +32,6 @@ USES = {  # function: (sends to or receives from the queues, reads or writes the
     "sync_keys": (False, True),
     "ship_logs": (True, True),
 }
-
-
-@pytest.fixture
-def chalice_dir(tmp_path: Path) -> Path:
-    target = tmp_path / ".chalice"
-    target.mkdir()
-    shutil.copy(CHALICE_DIR / "config.json", target / "config.json")
-    return target
 
 
 def kms_statements(chalice_dir: Path, function: str) -> dict[str, tuple[set[str], Any, Any]]:

@@ -20,7 +20,9 @@ from edgectl.resources import NO_VALUE, condition_holds, load_template
 
 REGION = "us-east-1"
 KEY = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
-# The other values of the parameters without AllowedValues that decide something (a condition).
+VPC = {"SyncSubnetIds": "subnet-0a1b2c3d,subnet-0e1f2a3b", "SyncSecurityGroupIds": "sg-0a1b2c3d"}
+# The other values of the parameters that decide something (a condition), where AllowedValues
+# alone would break a rule or say nothing.
 ALTERNATIVES: dict[str, list[dict[str, Any]]] = {
     "AlarmTopicArn": [{"AlarmTopicArn": "arn:aws:sns:us-east-1:123456789012:ops"}],
     "AlarmSink1": [{"AlarmSink1": "influx"}],
@@ -40,8 +42,14 @@ ALTERNATIVES: dict[str, list[dict[str, Any]]] = {
         for door in ("rest", "http")
     ],
     "EdgeReservedConcurrency": [{"EdgeReservedConcurrency": 0}, {"EdgeReservedConcurrency": 900}],
+    "DbSecretArn": [{"DbSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!db-AbCdEf"}],
+    "SyncSubnetIds": [VPC],
+    "ForwarderInVpc": [VPC | {"ForwarderInVpc": "true"}],  # the rules need the subnets with it
+    "CreateVpcEndpoints": [
+        VPC | {"CreateVpcEndpoints": "true", "VpcId": "vpc-0a1b2c3d", "VpcRouteTableIds": "rtb-0a1b2c3d,rtb-0e1f2a3b"}
+    ],
 }
-EVERYTHING_ON = {k: v for options in ALTERNATIVES.values() for k, v in options[0].items()} | {
+EVERYTHING_ON = {k: v for options in ALTERNATIVES.values() for k, v in options[-1].items()} | {
     "KeysTableReplicated": "true",
     "HomeRegion": REGION,
     "FrontDoor": "http",
@@ -58,6 +66,10 @@ IMPOSSIBLE = {  # parameter: a value CloudFormation must refuse before creating 
     "DomainName": "https://edge.example.com/",
     "CertificateArn": "arn:aws:iam::123456789012:server-certificate/x",
     "ForwarderMaxConcurrency": 1,
+    "SyncSubnetIds": "subnet-0a1b2c3d, subnet-0e1f2a3b",
+    "SyncSecurityGroupIds": "default",
+    "DbSecretArn": "rds!db-AbCdEf",
+    "VpcRouteTableIds": "rtb-xyz",
 }
 
 
@@ -93,6 +105,7 @@ def render(template: dict[str, Any], chosen: dict[str, Any]) -> dict[str, Any]:
     values = _values(template, chosen)
     rendered = copy.deepcopy(template)
     rendered.pop("Conditions", None)
+    rendered.pop("Metadata", None)  # its cfn-lint exceptions are for the undecided template only
     for name, value in chosen.items():
         rendered["Parameters"][name]["Default"] = value
     for section in ("Resources", "Outputs"):
@@ -108,10 +121,12 @@ def render(template: dict[str, Any], chosen: dict[str, Any]) -> dict[str, Any]:
 def combinations(template: dict[str, Any]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = [{}]
     for name, spec in template["Parameters"].items():
+        if name in ALTERNATIVES:
+            found += [options for options in ALTERNATIVES[name] if set(options) <= set(template["Parameters"])]
+            continue
         for value in spec.get("AllowedValues", []):
             if value != spec.get("Default"):
                 found.append({name: value})
-        found += [options for options in ALTERNATIVES.get(name, []) if set(options) <= set(template["Parameters"])]
     found.append({k: v for k, v in EVERYTHING_ON.items() if k in template["Parameters"]})
     return found
 
