@@ -95,6 +95,9 @@ def required_permissions(
     if service == "ssm" and operation in ("GetParameter", "GetParameters"):
         names = params.get("Names") or [params.get("Name", "")]
         return [(f"ssm:{operation}", f"{arn}:parameter{n if n.startswith('/') else '/' + n}") for n in names]
+    if service == "secretsmanager" and "SecretId" in params:  # the key sync's RDS-managed secret
+        secret = params["SecretId"]
+        return [(f"secretsmanager:{operation}", secret if secret.startswith("arn:") else f"{arn}:secret:{secret}")]
     return [(f"{service}:{operation}", "*")]
 
 
@@ -207,11 +210,13 @@ def _rendered(
         "TailApiKeyParameterName": environment[ENV_NAMES["tail_api_key_param"]],
         "SinksParameterName": sinks_parameter,
         "HomeRegion": home_region,
+        "DbSecretArn": environment.get(ENV_NAMES["db_secret_arn"], ""),
     }
     # No customer managed keys here: moto's SSM, SQS and DynamoDB use none.
     conditions = {condition: False for condition in STACK_OPTIONS.values()}
     conditions[STACK_OPTIONS["HomeRegion"]] = bool(home_region)
     conditions[STACK_OPTIONS["SinksParameter"]] = bool(sinks_parameter)
+    conditions[STACK_OPTIONS["DbSecret"]] = bool(parameters["DbSecretArn"])
     documents: dict[str, dict[str, Any]] = {fn: {} for fn in FUNCTIONS}
     with tempfile.TemporaryDirectory(prefix="lookout-iam-") as scratch:
         chalice_dir = Path(scratch)

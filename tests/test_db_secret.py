@@ -57,13 +57,14 @@ def current_user(connection: Any) -> str:
 
 
 def test_the_secrets_credentials_replace_the_urls_and_a_rotation_is_picked_up_once(
-    aws: Any, rotating_user: dict[str, Any]
+    aws: Any, rotating_user: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secrets = boto3.client("secretsmanager", region_name=REGION)
     arn = secrets.create_secret(
         Name="rds!db-lookout",
         SecretString=json.dumps({"username": rotating_user["name"], "password": "first-password"}),
     )["ARN"]
+    monkeypatch.setenv("LOOKOUT_DB_SECRET_ARN", arn)  # what the stack sets; the sync's policy names it
     reads = secret_reads()
     url = "mysql://ignored:not-the-password@127.0.0.1:3306/"  # the URL's credentials are not used
     assert current_user(connect(url, streaming=False, secret_arn=arn)) == rotating_user["name"]
@@ -79,12 +80,13 @@ def test_the_secrets_credentials_replace_the_urls_and_a_rotation_is_picked_up_on
 
 
 def test_credentials_that_stay_wrong_fail_after_one_re_read_without_the_password(
-    aws: Any, rotating_user: dict[str, Any]
+    aws: Any, rotating_user: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secrets = boto3.client("secretsmanager", region_name=REGION)
     arn = secrets.create_secret(
         Name="rds!db-wrong", SecretString=json.dumps({"username": rotating_user["name"], "password": "wrong-pw-42"})
     )["ARN"]
+    monkeypatch.setenv("LOOKOUT_DB_SECRET_ARN", arn)
     reads = secret_reads()
     with pytest.raises(SourceUnavailable) as caught:
         connect(ROOT_URL, streaming=False, secret_arn=arn)
@@ -92,12 +94,16 @@ def test_credentials_that_stay_wrong_fail_after_one_re_read_without_the_password
     assert reads == [arn, arn]
 
 
-def test_a_secret_without_credentials_or_unreadable_is_a_clear_failure(aws: Any) -> None:
+def test_a_secret_without_credentials_or_unreadable_is_a_clear_failure(
+    aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     secrets = boto3.client("secretsmanager", region_name=REGION)
     arn = secrets.create_secret(Name="not-rds", SecretString=json.dumps({"host": "db"}))["ARN"]
+    monkeypatch.setenv("LOOKOUT_DB_SECRET_ARN", arn)
     with pytest.raises(SourceUnavailable, match="no string username and password"):
         connect(ROOT_URL, streaming=False, secret_arn=arn)
     missing = f"arn:aws:secretsmanager:{REGION}:123456789012:secret:missing-AbCdEf"
+    monkeypatch.setenv("LOOKOUT_DB_SECRET_ARN", missing)
     with pytest.raises(SourceUnavailable, match=f"cannot read secret {missing}"):
         connect(ROOT_URL, streaming=False, secret_arn=missing)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 
 import boto3
@@ -132,16 +133,18 @@ def test_db_url_missing_names_both_variables():
         db_url(load_settings({}))
 
 
-def test_db_url_from_ssm_secure_string(aws):
+def test_db_url_from_ssm_secure_string(aws, monkeypatch):
     boto3.client("ssm", region_name=REGION).put_parameter(
         Name="/lookout/edge/db-url", Value="mysql://app:from-ssm@db/x", Type="SecureString"
     )
-    assert db_url(load_settings({"LOOKOUT_DB_URL_PARAM": "/lookout/edge/db-url"})) == "mysql://app:from-ssm@db/x"
+    monkeypatch.setenv("LOOKOUT_DB_URL_PARAM", "/lookout/edge/db-url")  # the name its policy grants
+    assert db_url(load_settings(os.environ)) == "mysql://app:from-ssm@db/x"
 
 
-def test_missing_ssm_parameter_is_source_unavailable(aws):
+def test_missing_ssm_parameter_is_source_unavailable(aws, monkeypatch):
+    monkeypatch.setenv("LOOKOUT_DB_URL_PARAM", "/lookout/edge/absent")
     with pytest.raises(SourceUnavailable, match="/lookout/edge/absent"):
-        db_url(load_settings({"LOOKOUT_DB_URL_PARAM": "/lookout/edge/absent"}))
+        db_url(load_settings(os.environ))
 
 
 def test_default_query_streams_live_keys_only(lookout_db):
