@@ -72,9 +72,12 @@ def test_persistent_failure_raises_with_what_got_in(aws, monkeypatch):
     assert sorted(m["i"] for m in drain_queue(aws.queue_url)) == [0, 2]
 
 
-def test_missing_queue_raises(aws):
+def test_missing_queue_raises(aws, monkeypatch):
+    missing = aws.queue_url + "-missing"
+    # The edge's configured queue is gone (its policy names the configured queue: another is AccessDenied).
+    monkeypatch.setenv("LOOKOUT_EDGE_QUEUE_URL", missing)
     with pytest.raises(EnqueueFailed):
-        send_messages(aws.queue_url + "-missing", [msg(0)], soon())
+        send_messages(missing, [msg(0)], soon())
 
 
 class MeetingSQS:
