@@ -62,6 +62,7 @@ dev-seed: $(STACK_STAMP)
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy  # chalicelib/, edgectl/ and app.py; contract/ and runtime/ strict (pyproject.toml [tool.mypy])
 	$(VENV)/bin/cfn-lint  # the templates .cfnlintrc lists (the packaged stack: tests/test_deploy.py)
 
 # tests/test_lambda_arm64.py runs the real artifact on an emulated arm64 python3.13 (its root is
@@ -108,4 +109,4 @@ lock: | $(UV)
 	done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache bench/results/*.json
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache bench/results/*.json

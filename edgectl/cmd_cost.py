@@ -16,7 +16,7 @@ import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from chalicelib.edge.ratelimit import SETTLE_EVENTS
 
@@ -465,11 +465,21 @@ def latest_bench(directory: Path = BENCH_RESULTS) -> tuple[Path, dict[str, Any]]
     return (files[-1], json.loads(files[-1].read_text())) if files else None
 
 
-def measured_durations(results: dict[str, Any]) -> dict[str, float]:
+class Measured(TypedDict, total=False):
+    """The CostInputs a bench result measures (each only where its benchmark succeeded)."""
+
+    edge_ms: float
+    dynamodb_call_ms: float
+    forwarder_ms: float
+    forwarder_log_bytes: float
+    edge_log_bytes: float
+
+
+def measured_durations(results: dict[str, Any]) -> Measured:
     """edge_ms / forwarder_ms / edge_log_bytes / forwarder_log_bytes from a bench result, where
     those benchmarks succeeded."""
     sections = results.get("sections", {})
-    found = {}
+    found: Measured = {}
     edge = sections.get("edge", {})
     if "edge_cpu_ms_median" in edge and "bare_send_cpu_ms_median" in edge:
         stretched = at_lambda_speed(edge["edge_cpu_ms_median"], EDGE_MEMORY_MB)
@@ -494,26 +504,26 @@ def measured_durations(results: dict[str, Any]) -> dict[str, float]:
     return found
 
 
-def measured_inputs(*directories: Path) -> dict[str, float]:
+def measured_inputs(*directories: Path) -> Measured:
     """Each measurement from the newest bench result that has it (a `BENCH_ONLY` run has only some),
     in `directories` (default: local runs, then the reference)."""
     return measured_with_sources(*directories)[0]
 
 
-def measured_with_sources(*directories: Path) -> tuple[dict[str, float], list[Path]]:
+def measured_with_sources(*directories: Path) -> tuple[Measured, list[Path]]:
     """`measured_inputs`, and the result files the measurements came from."""
     paths = [
         path
         for directory in directories or (BENCH_RESULTS, REFERENCE_RESULTS)
         for path in directory.glob("bench-*.json")
     ]
-    found: dict[str, float] = {}
+    found: Measured = {}
     sources: list[Path] = []
     for path in sorted(paths, key=lambda path: path.name, reverse=True):  # names carry the UTC time
-        for name, value in measured_durations(json.loads(path.read_text())).items():
-            if name not in found:
-                found[name] = value
-                sources += [] if path in sources else [path]
+        measured = measured_durations(json.loads(path.read_text()))
+        if measured.keys() - found.keys():
+            found = {**measured, **found}  # a newer file's measurement stands
+            sources.append(path)
     return found, sources
 
 
@@ -652,8 +662,8 @@ def format_mix(mix: Mix, rows: list[MixCost]) -> str:
         f"  {'events a month':<28}" + "".join(f"{v / MILLION:>11g}M" for v in volumes),
         f"  {'forwarder batch':<28}" + "".join(f"{first[v].batch:>12}" for v in volumes),
     ]
-    for door, row in by_door.items():
-        lines.append(f"  {'AWS ' + door:<28}" + "".join(f"{row[v].aws_all_in:>12.4f}" for v in volumes))
-        lines.append(f"  {'  of which egress':<28}" + "".join(f"{row[v].aws_egress:>12.4f}" for v in volumes))
+    for door, by_volume in by_door.items():
+        lines.append(f"  {'AWS ' + door:<28}" + "".join(f"{by_volume[v].aws_all_in:>12.4f}" for v in volumes))
+        lines.append(f"  {'  of which egress':<28}" + "".join(f"{by_volume[v].aws_egress:>12.4f}" for v in volumes))
     lines.append(f"  {'Cloudflare':<28}" + "".join(f"{first[v].cloudflare_all_in:>12.4f}" for v in volumes))
     return "\n".join(lines)

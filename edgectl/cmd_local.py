@@ -59,7 +59,7 @@ def make_edge_server(host: str, port: int, source_ip_header: str | None = None) 
     config = Config(chalice_stage="local", config_from_disk={"version": "2.0", "app_name": "lookout-edge"})
     if not isinstance(app, LocalChalice):  # what chalice.local.create_local_server does
         CustomLocalChalice.__bases__ = (LocalChalice, app.__class__)
-        app.__class__ = CustomLocalChalice
+        app.__class__ = CustomLocalChalice  # type: ignore[assignment]  # the class swap is chalice.local's own
     handler = make_handler(source_ip_header)
     return LocalDevServer(app, config, host, port, handler_cls=handler, server_cls=EdgeHTTPServer)
 

@@ -23,7 +23,7 @@ ACCOUNT = "123456789012"
 class LambdaContext:
     """The attributes of a Lambda context object that Powertools and Chalice read."""
 
-    def __init__(self, function_name: str, timeout_seconds: int = 60, memory_mb: int = 256):
+    def __init__(self, function_name: str, timeout_seconds: float = 60, memory_mb: int = 256):
         self.function_name = function_name
         self.function_version = "$LATEST"
         self.memory_limit_in_mb = memory_mb

@@ -54,7 +54,8 @@ def snapshot(services: Iterable[str] = SERVICES) -> bytes:
 
     _lock_reducers()
     state = {
-        service: {account: dict(regions.items()) for account, regions in get_backend(service).items()}
+        # get_backend is typed by one overload per literal service name; these are moto's own names.
+        service: {account: dict(regions.items()) for account, regions in get_backend(service).items()}  # type: ignore[call-overload]
         for service in services
         if f"moto.{service}.models" in sys.modules
     }
@@ -113,10 +114,10 @@ def serialize_moto() -> None:
     install()
     wait = Queue.wait_for_messages
 
-    def wait_unlocked(queue: Queue, timeout: int) -> None:
+    def wait_unlocked(self: Queue, timeout: int) -> None:
         MOTO_LOCK.release()
         try:
-            wait(queue, timeout)
+            wait(self, timeout)
         finally:
             MOTO_LOCK.acquire()
 

@@ -24,7 +24,6 @@ import json
 import re
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -287,7 +286,7 @@ class EdgeHTTPServer(ThreadedHTTPServer):
         super().handle_error(request, client_address)
 
 
-def make_handler(source_ip_header: str | None) -> type[BaseHTTPRequestHandler]:
+def make_handler(source_ip_header: str | None) -> type[EdgeRequestHandler]:
     """The handler class, with the deployed function's timeout and the local-only source-IP header
     when the stack opts in."""
     attributes = {"source_ip_header": source_ip_header, "timeout_seconds": function_timeout()}

@@ -25,7 +25,8 @@ from typing import Any
 
 from moto.sqs.models import Message, Queue, SQSBackend
 
-_full_attributes = Queue.attributes.fget
+# The property's getter (the property object itself: mypy reads `Queue.attributes` as the getter).
+_full_attributes = vars(Queue)["attributes"].fget
 _FLAG = "ContentBasedDeduplication"
 
 
@@ -65,7 +66,7 @@ def delete_message_batch(
     ReceiptHandleIsInvalid), with one scan of the queue for the whole batch."""
     queue = self.get_queue(queue_name)
     wanted = {entry["ReceiptHandle"] for entry in receipts} - queue.deleted_messages
-    found: set[str] = set()
+    found: set[str | None] = set()
     kept = []
     for message in queue._messages:
         handles = {message.receipt_handle, *message._old_receipt_handles}
@@ -82,17 +83,16 @@ def delete_message_batch(
         if handle in found or handle in queue.deleted_messages:
             success.append(entry["Id"])
         else:
-            message = f'The input receipt handle "{handle}" is not a valid receipt handle.'
-            errors.append(
-                {"Id": entry["Id"], "SenderFault": True, "Code": "ReceiptHandleIsInvalid", "Message": message}
-            )
+            text = f'The input receipt handle "{handle}" is not a valid receipt handle.'
+            errors.append({"Id": entry["Id"], "SenderFault": True, "Code": "ReceiptHandleIsInvalid", "Message": text})
     return success, errors
 
 
 def is_message_valid_based_on_retention_period(self: SQSBackend, queue_name: str, message: Message) -> bool:
     """moto's retention check, reading the one attribute it needs."""
-    retention = int(self.get_queue(queue_name).message_retention_period)
-    return retention + message.sent_timestamp / 1000 > time.time()
+    # moto sets each queue attribute with setattr (undeclared), and a stored message's sent_timestamp.
+    retention = int(self.get_queue(queue_name).message_retention_period)  # type: ignore[attr-defined]
+    return retention + message.sent_timestamp / 1000 > time.time()  # type: ignore[operator]
 
 
 def install() -> None:

@@ -133,7 +133,7 @@ def _create_table(dynamodb: Any, props: dict[str, Any]) -> str:
 
 
 def _create_queue(sqs: Any, props: dict[str, Any]) -> str:
-    attributes = {}
+    attributes: dict[str, str] = {}
     for key in ("MessageRetentionPeriod", "VisibilityTimeout", "KmsMasterKeyId"):
         if key in props:
             attributes[key] = str(props[key])

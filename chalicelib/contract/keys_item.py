@@ -55,7 +55,8 @@ class KeyRecord:
             value = item.get(name)
             if value is None:
                 return None
-            return value.get("S", value.get("N"))
+            found: str | None = value.get("S", value.get("N"))
+            return found
 
         def flag(name: str, default: bool) -> bool:
             value = item.get(name)

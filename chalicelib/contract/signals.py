@@ -26,15 +26,15 @@ LOG_BATCH_LIMIT = 200
 MAX_EVENTS_PER_REQUEST = 1000
 
 
-def _needs_array(field_name: str, what: str) -> Callable[[dict], None]:
-    def rule(payload: dict) -> None:
+def _needs_array(field_name: str, what: str) -> Callable[[dict[str, Any]], None]:
+    def rule(payload: dict[str, Any]) -> None:
         if not isinstance(payload.get(field_name), list):
             raise bad_request(f'{what} needs a "{field_name}" array')
 
     return rule
 
 
-def _log_batch(payload: dict) -> None:
+def _log_batch(payload: dict[str, Any]) -> None:
     batch = next((payload[k] for k in ("entries", "lines") if k in payload), None)
     if batch is None:
         raise bad_request('a log body needs an "entries" or a "lines" array')
@@ -54,7 +54,7 @@ class Signal:
     # Id the SDK reads back from the 202 and sends again with the final status (job runs, cron check-ins).
     id_field: str | None = None
     # Rule beyond "a JSON object" (raises EdgeError 400/413).
-    shape: Callable[[dict], None] | None = None
+    shape: Callable[[dict[str, Any]], None] | None = None
     # Served at `/api/ingest/{name}`; False for signals only other doors (OTLP /v1/*) produce.
     sdk_route: bool = True
 

@@ -75,9 +75,9 @@ def extract_api_key(headers: Mapping[str, str], first_event: Any) -> str | None:
         if user:
             return user
     if isinstance(first_event, dict):
-        value = first_event.get("api_key")
-        if isinstance(value, str) and value.strip():
-            return value.strip()
+        body_key = first_event.get("api_key")
+        if isinstance(body_key, str) and body_key.strip():
+            return body_key.strip()
     return None
 
 

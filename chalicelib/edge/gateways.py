@@ -159,7 +159,7 @@ def rest_event_from_v2(event: Event) -> Event:
     """A payload 2.0 event (HTTP API, function URL) in the REST proxy shape Chalice reads."""
     context = event.get("requestContext")
     http = context.get("http") if isinstance(context, dict) else None
-    if not isinstance(http, dict) or not isinstance(http.get("method"), str):
+    if not isinstance(context, dict) or not isinstance(http, dict) or not isinstance(http.get("method"), str):
         raise MalformedEvent("payload 2.0 without requestContext.http.method")
     raw_path = event.get("rawPath", http.get("path"))
     if not isinstance(raw_path, str) or not raw_path.startswith("/"):

@@ -236,9 +236,9 @@ def build_messages(
             "payload_encoding": "json",
             "payload": envelope.strip_api_key(event.payload),
         }
-        assigned = signal.id_field is not None and signal.id_field in reply
-        if assigned and signal.given_id(event.payload) is None:
-            message["assigned_ids"] = {signal.id_field: reply[signal.id_field]}
+        id_field = signal.id_field
+        if id_field is not None and id_field in reply and signal.given_id(event.payload) is None:
+            message["assigned_ids"] = {id_field: reply[id_field]}
         messages.append(
             enqueue.OutgoingMessage(
                 body=envelope.encode_message(message), signal=signal.name, project_id=record.project_id

@@ -7,6 +7,8 @@ plus its route lines here. An unknown `/api/ingest/...` word is the SDK door's J
 
 from __future__ import annotations
 
+from typing import cast
+
 from chalice import Blueprint, Response
 
 from chalicelib.contract.signals import SIGNALS, sdk_route_signal
@@ -33,7 +35,8 @@ def current_request(path: str) -> IngestRequest:
     return IngestRequest(
         path=path,
         headers=request.headers,
-        body=request.raw_body or b"",
+        # Chalice annotates str | bytes; its raw_body is always bytes (a text body is encoded).
+        body=cast(bytes, request.raw_body) or b"",
         client_ip=(request.context.get("identity") or {}).get("sourceIp"),
         method=request.method,
     )

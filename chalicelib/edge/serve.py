@@ -46,7 +46,9 @@ def internal_error() -> EdgeError:
 
 def preflight(headers: Mapping[str, str]) -> Response:
     """The CORS preflight: no key, nothing remote."""
-    allowed = cors.preflight_headers(headers.get("origin"), headers.get("access-control-request-headers"))
+    allowed: dict[str, str | list[str]] = dict(
+        cors.preflight_headers(headers.get("origin"), headers.get("access-control-request-headers"))
+    )
     return Response(body="", status_code=204, headers=allowed)
 
 

@@ -101,7 +101,7 @@ def deliver(
     records: Sequence[Record], destinations: Sequence[Sink], per_sink: dict[str, Counter[str]]
 ) -> list[dict[str, Outcome]]:
     """Each usable record's outcome at each destination still to take it, all destinations at once."""
-    work = []
+    work: list[tuple[Sink, list[int]]] = []
     for sink in destinations:
         pending = [
             i
@@ -117,7 +117,7 @@ def deliver(
     if len(work) == 1:
         answers = [_timed(*work[0], records)]
     else:
-        answers = list(_executor().map(lambda job: _timed(*job, records), work))
+        answers = list(_executor().map(lambda job: _timed(job[0], job[1], records), work))
     for (sink, pending), (answered, elapsed_ms) in zip(work, answers, strict=True):
         per_sink[sink.name] = Counter({"latency": round(elapsed_ms)})
         for i, outcome in zip(pending, answered, strict=True):

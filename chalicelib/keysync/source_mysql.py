@@ -187,7 +187,7 @@ def connect(url: str, streaming: bool = True, secret_arn: str | None = None) -> 
     if secret_arn:
         args.update(secret_credentials(secret_arn))
     cursor = pymysql.cursors.SSDictCursor if streaming else pymysql.cursors.DictCursor
-    options = {
+    options: dict[str, Any] = {
         "cursorclass": cursor,
         "autocommit": True,
         "read_timeout": 300,

@@ -62,7 +62,7 @@ class Settings:
 
     def require(self, name: str) -> str:
         """Return a required setting or raise naming its environment variable."""
-        value = getattr(self, name)
+        value: str | None = getattr(self, name)
         if not value:
             raise ConfigError(f"{ENV_NAMES[name]} is not set")
         return value

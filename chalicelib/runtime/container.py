@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable, Hashable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -26,14 +26,15 @@ class Container:
 
     def get(self, key: Hashable, build: Callable[[], T]) -> T:
         """The value held under `key`, built once (also when threads ask at the same time)."""
+        # One dict holds values of every type; `build` fixed this key's type when it ran.
         try:
-            return self._values[key]
+            return cast(T, self._values[key])
         except KeyError:
             pass
         with self._lock:
             if key not in self._values:
                 self._values[key] = build()
-            return self._values[key]
+            return cast(T, self._values[key])
 
     def peek(self, key: Hashable) -> Any | None:
         """The value under `key` if it was built, else None; never builds."""

@@ -84,7 +84,7 @@ def receive(queue_url: str, max_messages: int, visibility: int, wait: int = 1) -
 
     Long polling (wait ≥ 1) asks every SQS server, so an empty answer means empty.
     """
-    return (
+    messages: list[dict[str, Any]] = (
         client("sqs")
         .receive_message(
             QueueUrl=queue_url,
@@ -96,6 +96,7 @@ def receive(queue_url: str, max_messages: int, visibility: int, wait: int = 1) -
         )
         .get("Messages", [])
     )
+    return messages
 
 
 def depth(queue_url: str, region: str | None = None) -> tuple[int, int]:

@@ -110,7 +110,7 @@ class ReceiverHandle:
     def __init__(self, server: _ReceiverServer, thread: threading.Thread):
         self._server = server
         self._thread = thread
-        host, self.port = server.server_address[:2]
+        host, self.port = server.socket.getsockname()[:2]
         self.host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - comparing, not binding
         self.url = f"http://{self.host}:{self.port}"
 

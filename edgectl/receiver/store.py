@@ -209,7 +209,8 @@ class ReceiverStore:
 
     def events(self, project_id: str | None = None, signal: str | None = None, limit: int = 50) -> list[dict]:
         """The most recently stored events, newest first, optionally of one project and/or signal."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[str | int] = []
         for column, value in (("project_id", project_id), ("`signal`", signal)):
             if value is not None:
                 where.append(f"{column} = ?")

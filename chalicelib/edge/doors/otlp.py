@@ -150,7 +150,7 @@ class OtlpDoor:
 
     def _reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> Response:
         origin = self.request.headers.get("origin")
-        answer_headers = {
+        answer_headers: dict[str, str | list[str]] = {
             "Content-Type": self.encoding.content_type,
             **(headers or {}),
             **cors.response_headers(origin),
@@ -365,6 +365,7 @@ def _converter(field: Any) -> tuple[str, Callable[[Any], Any]]:
         one = _double
     else:  # strings, booleans, 32-bit integers, enums (as their numbers)
         one = None
+    convert: Callable[[Any], Any]
     if field.is_repeated:
         convert = list if one is None else (lambda values: [one(value) for value in values])
     else:
