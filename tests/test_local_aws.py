@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -34,24 +37,35 @@ def test_a_snapshot_brings_back_queued_messages_and_items_with_in_flight_ones_vi
         }
 
 
-def test_an_unreadable_state_file_is_kept_aside_and_moto_starts_empty(tmp_path):
-    state = tmp_path / "aws-state.pickle"
-    state.write_bytes(b"not a pickle")
+@contextlib.contextmanager
+def serve_aws(*args: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """`edgectl serve-aws` on a free port with `args`: its URL, and once it stopped (SIGTERM) its
+    `output` and `returncode`."""
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "edgectl", "serve-aws", "--port", str(port), "--state", str(state)],
+        [sys.executable, "-m", "edgectl", "serve-aws", "--port", str(port), *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    ended: dict[str, Any] = {}
     try:
         wait_for_http(f"http://127.0.0.1:{port}/moto-api/", 30)
+        yield f"http://127.0.0.1:{port}", ended
     finally:
         server.terminate()
-        output = server.communicate(timeout=30)[0]
-    assert server.returncode == 0, output
-    assert "starting empty" in output
+        ended["output"] = server.communicate(timeout=30)[0]
+        ended["returncode"] = server.returncode
+
+
+def test_an_unreadable_state_file_is_kept_aside_and_moto_starts_empty(tmp_path):
+    state = tmp_path / "aws-state.pickle"
+    state.write_bytes(b"not a pickle")
+    with serve_aws("--state", str(state)) as (_, ended):
+        pass
+    assert ended["returncode"] == 0, ended["output"]
+    assert "starting empty" in ended["output"]
     assert (tmp_path / "aws-state.pickle.unreadable").read_bytes() == b"not a pickle"
     assert state.exists()  # the clean stop saved the (empty) state
 
@@ -101,24 +115,12 @@ def test_the_state_file_is_private_from_the_start_and_an_old_world_readable_one_
     state = tmp_path / "aws-state.pickle"
     state.write_bytes(snapshot_of_nothing())
     state.chmod(0o644)  # as earlier versions wrote it
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "edgectl", "serve-aws", "--port", str(port), "--state", str(state)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/moto-api/", 30)
+    with serve_aws("--state", str(state)) as (url, ended):
         assert state.stat().st_mode & 0o777 == 0o600
-        sqs = boto3.client("sqs", region_name=REGION, endpoint_url=f"http://127.0.0.1:{port}")
+        sqs = boto3.client("sqs", region_name=REGION, endpoint_url=url)
         queue = sqs.create_queue(QueueName="private")["QueueUrl"]
         sqs.send_message(QueueUrl=queue, MessageBody="a queued payload")
-    finally:
-        server.terminate()
-        output = server.communicate(timeout=30)[0]
-    assert "state saved" in output
+    assert "state saved" in ended["output"]
     assert state.stat().st_mode & 0o777 == 0o600
     assert b"a queued payload" in state.read_bytes()
 
@@ -147,16 +149,8 @@ def test_a_snapshot_leaves_out_services_no_request_reached_without_importing_the
 def test_the_local_sqs_keeps_moto_answers_without_its_quadratic_costs(tmp_path):
     """serve-aws runs moto with edgectl.moto_linear_sqs and one request at a time: a batch delete
     still answers per entry (taken, already taken, invalid) and long polls still wake."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "edgectl", "serve-aws", "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/moto-api/", 30)
-        sqs = boto3.client("sqs", region_name=REGION, endpoint_url=f"http://127.0.0.1:{port}")
+    with serve_aws() as (url, _):
+        sqs = boto3.client("sqs", region_name=REGION, endpoint_url=url)
         queue = sqs.create_queue(QueueName="linear")["QueueUrl"]
         sqs.send_message_batch(QueueUrl=queue, Entries=[{"Id": str(i), "MessageBody": f"m{i}"} for i in range(3)])
         got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=2, VisibilityTimeout=60)["Messages"]
@@ -170,6 +164,3 @@ def test_the_local_sqs_keeps_moto_answers_without_its_quadratic_costs(tmp_path):
         assert left["Body"] not in {got[0]["Body"], got[1]["Body"]}
         attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
         assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"
-    finally:
-        server.terminate()
-        server.wait(30)

@@ -53,13 +53,8 @@ def request(address: tuple[str, int], method: str, path: str, body: bytes | None
 
 def raw_exchange(address: tuple[str, int], data: bytes) -> tuple[int, dict]:
     """Send raw bytes, read the whole answer: (status, JSON body)."""
-    with socket.create_connection(address, timeout=10) as sock:
-        sock.sendall(data)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(body)
+    status, _, body = raw_answer(address, data)
+    return status, json.loads(body)
 
 
 def ingest(address: tuple[str, int], path: str = "/api/ingest", **headers: str) -> tuple[int, dict]:
