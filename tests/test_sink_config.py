@@ -138,12 +138,16 @@ def test_lookout_can_be_narrowed_but_no_signal_may_go_nowhere() -> None:
         build(None, None, backend=None)
 
 
-def test_sinks_from_an_ssm_secure_string(aws) -> None:
+def test_sinks_from_an_ssm_secure_string(aws, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parameter is named in the environment, as a deployment does: the forwarder's policy grants
+    GetParameter on that name only (the IAM fixture judges the read)."""
     boto3.client("ssm", region_name=REGION).put_parameter(
         Name="/lookout/sinks", Value=json.dumps(CONTRACT_EXAMPLE), Type="SecureString"
     )
+    monkeypatch.setenv("LOOKOUT_EDGE_SINKS_PARAM", "/lookout/sinks")
     config = load_settings({"LOOKOUT_EDGE_SINKS_PARAM": "/lookout/sinks", "LOOKOUT_INGEST_EDGE_BACKEND_URL": BACKEND})
     assert [s.name for s in registry.sinks(config)] == ["lookout", "loki", "metrics", "tempo"]
+    monkeypatch.setenv("LOOKOUT_EDGE_SINKS_PARAM", "/lookout/absent")
     missing = load_settings({"LOOKOUT_EDGE_SINKS_PARAM": "/lookout/absent", "LOOKOUT_INGEST_EDGE_BACKEND_URL": BACKEND})
     with pytest.raises(ConfigError, match="LOOKOUT_EDGE_SINKS_PARAM: cannot read SSM parameter /lookout/absent"):
         registry.sinks(missing)
