@@ -11,11 +11,12 @@ from typing import Any
 
 import boto3
 import pytest
+from fake_lookout import FakeLookout
 from moto import mock_aws
 
 from chalicelib.contract.keys_item import hash_key
 from chalicelib.runtime import container
-from chalicelib.runtime.config import ENV_NAMES
+from chalicelib.runtime.config import ENV_NAMES, settings
 from edgectl.iam_enforce import Enforcer, enforce_on_container_session
 from edgectl.resources import StackNames, create_resources
 
@@ -348,3 +349,20 @@ def e2e() -> Iterator[EndToEnd]:
         yield stack.start()
     finally:
         stack.stop()
+
+
+EDGE_TOKEN = "edge-token-s3cr3t-value"
+
+
+@pytest.fixture
+def lookout(aws: StackNames, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLookout]:
+    """The forwarder's world: moto, a real HTTP server as Lookout, the edge token, a new container."""
+    fake = FakeLookout().start()
+    monkeypatch.setenv("LOOKOUT_INGEST_EDGE_BACKEND_URL", fake.url)
+    monkeypatch.setenv("LOOKOUT_INGEST_EDGE_TOKEN", EDGE_TOKEN)
+    monkeypatch.setenv("LOOKOUT_EDGE_RETRY_BASE_SECONDS", "1")
+    settings.cache_clear()
+    container.reset()
+    yield fake
+    fake.stop()
+    container.reset()

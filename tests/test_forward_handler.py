@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import boto3
 import pytest
+from conftest import EDGE_TOKEN as TOKEN
 from conftest import drain_queue
 from fake_lookout import (
     REGION,
@@ -23,24 +23,8 @@ from fake_lookout import (
 )
 
 from chalicelib.forward.handler import BatchIncomplete
-from chalicelib.runtime import container
 from chalicelib.runtime.config import ConfigError, settings
 from edgectl.resources import StackNames
-
-TOKEN = "edge-token-s3cr3t-value"
-
-
-@pytest.fixture
-def lookout(aws: StackNames, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLookout]:
-    fake = FakeLookout().start()
-    monkeypatch.setenv("LOOKOUT_INGEST_EDGE_BACKEND_URL", fake.url)
-    monkeypatch.setenv("LOOKOUT_INGEST_EDGE_TOKEN", TOKEN)
-    monkeypatch.setenv("LOOKOUT_EDGE_RETRY_BASE_SECONDS", "1")
-    settings.cache_clear()
-    container.reset()
-    yield fake
-    fake.stop()
-    container.reset()
 
 
 def results(*verdicts: tuple[str, str]) -> dict:

@@ -81,7 +81,7 @@ def test_any_other_signal_is_one_json_line_and_ids_are_never_labels() -> None:
 
 
 def test_one_stream_per_label_set() -> None:
-    body = json.loads(push_body([queue_message(), queue_message(), otlp_logs_message()]))
+    body = json.loads(push_body([lines(m) for m in (queue_message(), queue_message(), otlp_logs_message())]))
     assert [len(s["values"]) for s in body["streams"]] == [2, 1, 1]
 
 

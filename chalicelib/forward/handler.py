@@ -15,7 +15,8 @@ Lambda deletes the WHOLE batch when the handler returns, whatever it returns. So
 With `ReportBatchItemFailures` on, returning no failures and raising mean the same two
 things, so the handler is safe with the setting on or off.
 
-Destinations are called concurrently, so a batch costs about the slowest one's round trip.
+Destinations are called concurrently, so a batch costs about the slowest one's round trip;
+each one's share goes in requests within its limits, one after the other (sinks/batching.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 
 from chalicelib.forward import settle
 from chalicelib.forward.records import Record, parse_records
-from chalicelib.forward.sinks import registry
+from chalicelib.forward.sinks import batching, registry
 from chalicelib.forward.sinks.base import Outcome, OutcomeKind, Reason, Sink, rejected
 from chalicelib.runtime.config import ConfigError, settings
 from chalicelib.runtime.observability import NAMESPACE, count, count_per_interval, logger, sample_per_interval
@@ -53,10 +54,14 @@ class BatchIncomplete(RuntimeError):
     """Raised so Lambda deletes nothing: some messages stay queued for a later try."""
 
 
-def forward(event: dict[str, Any]) -> dict[str, Any]:
-    """Deliver one SQS batch; raises BatchIncomplete when any message must be retried."""
+def forward(event: dict[str, Any], remaining_ms: int | None = None) -> dict[str, Any]:
+    """Deliver one SQS batch; raises BatchIncomplete when any message must be retried.
+
+    `remaining_ms` is the Lambda context's time left: no request starts that could outlast it.
+    """
     tally: Counter[str] = Counter()
     per_sink: dict[str, Counter[str]] = {}
+    batching.invocation().deadline = None if remaining_ms is None else time.monotonic() + remaining_ms / 1000
     try:
         return _forward(event, tally, per_sink)
     finally:

@@ -44,6 +44,7 @@ class Reason(Enum):
     UNREADABLE_ANSWER = "unreadable_answer"
     MISSING_RESULT = "missing_result"
     UNKNOWN_RESULT = "unknown_result"
+    DEFERRED = "deferred"  # not sent: the invocation had no time left for another request
 
 
 @dataclass(frozen=True)

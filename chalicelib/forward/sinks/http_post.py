@@ -12,14 +12,16 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
-from chalicelib.forward.sinks.base import Envelope, Outcome, Reason, delivered, rejected, retry, short
+from chalicelib.forward.sinks.base import Outcome, Reason, delivered, rejected, retry, short
 from chalicelib.runtime import http_pool
 from chalicelib.runtime.config import settings
 
 AUTH_STATUSES = frozenset({401, 403})
 TRANSIENT_STATUSES = frozenset({408, 429})
 TOO_LARGE = 413
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -75,13 +77,13 @@ def whole_request_outcome(answer: HttpAnswer) -> Outcome:
 
 
 def split_when_too_large(
-    envelopes: Sequence[Envelope], send: Callable[[Sequence[Envelope]], tuple[HttpAnswer, list[Outcome]]]
+    events: Sequence[T], send: Callable[[Sequence[T]], tuple[HttpAnswer, list[Outcome]]]
 ) -> list[Outcome]:
     """`send` the events; on a 413 for several, send each half again (at most 2n - 1 requests)."""
-    answer, outcomes = send(envelopes)
-    if answer.status == TOO_LARGE and len(envelopes) > 1:
-        half = len(envelopes) // 2
-        return split_when_too_large(envelopes[:half], send) + split_when_too_large(envelopes[half:], send)
+    answer, outcomes = send(events)
+    if answer.status == TOO_LARGE and len(events) > 1:
+        half = len(events) // 2
+        return split_when_too_large(events[:half], send) + split_when_too_large(events[half:], send)
     return outcomes
 
 

@@ -25,7 +25,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from chalicelib.forward.sinks.base import Envelope, Outcome
-from chalicelib.forward.sinks.http_post import HttpAnswer, post, split_when_too_large, whole_request_outcome
+from chalicelib.forward.sinks.batching import MIB, Limits, deliver_in_requests
+from chalicelib.forward.sinks.http_post import HttpAnswer, post, whole_request_outcome
 from chalicelib.forward.sinks.mapping import (
     entries,
     label_value,
@@ -43,6 +44,8 @@ NAME_KEYS = ("name", "metric", "kind")
 RESERVED_KEYS = frozenset({*NAME_KEYS, "tags", "timestamp", "time", "datetime", "at", "ts"})
 DEFAULT_MEASUREMENT = "lookout_metric"
 Point = tuple[str, dict[str, str], dict[str, Any], int]
+# 1 MiB per write, as Lookout's and Loki's: far inside InfluxDB's 25 MB `max-body-size` (v1 and v2).
+LIMITS = Limits(max_events=100, max_bytes=MIB)
 
 
 class InfluxSink:
@@ -53,15 +56,17 @@ class InfluxSink:
         self.headers = headers
 
     def deliver(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
-        def send(batch: Sequence[Envelope]) -> tuple[HttpAnswer, list[Outcome]]:
-            body = "".join(line + "\n" for envelope in batch for line in lines(envelope)).encode()
+        mapped = ["".join(line + "\n" for line in lines(e)) for e in envelopes]  # once: sizes, then bodies
+
+        def send(batch: Sequence[int]) -> tuple[HttpAnswer, list[Outcome]]:
+            body = "".join(mapped[i] for i in batch).encode()
             if not body:  # nothing to write (a batch of empty entries): taken as it is
                 answer = HttpAnswer(204)
             else:
                 answer, _ = post(self.write_url, body, self.headers)
             return answer, [whole_request_outcome(answer)] * len(batch)
 
-        return split_when_too_large(envelopes, send)
+        return deliver_in_requests(self.name, LIMITS, [len(text) for text in mapped], send)
 
 
 def build(spec: SinkSpec) -> InfluxSink:

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from chalicelib.forward.sinks.base import Envelope, Outcome
-from chalicelib.forward.sinks.http_post import HttpAnswer, post, split_when_too_large, whole_request_outcome
+from chalicelib.forward.sinks.batching import MIB, Limits, deliver_in_requests
+from chalicelib.forward.sinks.http_post import HttpAnswer, post, whole_request_outcome
 from chalicelib.forward.sinks.mapping import (
     label_value,
     otlp_attributes,
@@ -41,6 +42,9 @@ PUSH_PATH = "/loki/api/v1/push"
 LEVELS = frozenset({"trace", "debug", "info", "notice", "warning", "error", "critical", "alert", "emergency", "fatal"})
 LEVEL_ALIASES = {"warn": "warning", "err": "error", "crit": "critical", "emerg": "emergency", "information": "info"}
 Line = tuple[dict[str, str], int, str]
+# Promtail's and Alloy's `loki.write` batch: 1 MiB of log lines per push (before gzip).
+LIMITS = Limits(max_events=100, max_bytes=MIB)
+LINE_OVERHEAD = 24  # a line's timestamp and JSON punctuation in the push body
 
 
 class LokiSink:
@@ -51,12 +55,15 @@ class LokiSink:
         self.headers = headers
 
     def deliver(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
-        def send(batch: Sequence[Envelope]) -> tuple[HttpAnswer, list[Outcome]]:
-            body = push_body(batch)
+        mapped = [list(lines(e)) for e in envelopes]  # mapped once: the sizes, then the bodies
+
+        def send(batch: Sequence[int]) -> tuple[HttpAnswer, list[Outcome]]:
+            body = push_body([mapped[i] for i in batch])
             answer = HttpAnswer(204) if body is None else post(self.push_url, gzip.compress(body), self.headers)[0]
             return answer, [whole_request_outcome(answer)] * len(batch)
 
-        return split_when_too_large(envelopes, send)
+        sizes = [sum(len(text) + LINE_OVERHEAD for _, _, text in event) for event in mapped]
+        return deliver_in_requests(self.name, LIMITS, sizes, send)
 
 
 def build(spec: SinkSpec) -> LokiSink:
@@ -69,11 +76,12 @@ def build(spec: SinkSpec) -> LokiSink:
     return LokiSink(spec.name, spec.signals, spec.url + PUSH_PATH, headers)
 
 
-def push_body(envelopes: Sequence[Envelope]) -> bytes | None:
-    """`{"streams": [{"stream": labels, "values": [[ns, line], ...]}]}`; None when there is no line."""
+def push_body(events: Iterable[Iterable[Line]]) -> bytes | None:
+    """`{"streams": [{"stream": labels, "values": [[ns, line], ...]}]}` from each event's `lines`;
+    None when there is no line."""
     streams: dict[tuple[tuple[str, str], ...], list[list[str]]] = {}
-    for envelope in envelopes:
-        for labels, timestamp, line in lines(envelope):
+    for event in events:
+        for labels, timestamp, line in event:
             streams.setdefault(tuple(sorted(labels.items())), []).append([str(timestamp), line])
     if not streams:
         return None

@@ -6,8 +6,9 @@ are permanent, the edge token and its redaction. The token comes from
 `LOOKOUT_INGEST_EDGE_TOKEN_PARAM` (cached for `token_cache_seconds`, so a rotated token is
 live within minutes without a deploy, and re-read at once after Lookout refused it).
 
-A 413 for a combined batch is split in halves and retried, so only an event that is too
-large on its own is dead-lettered, not the nine beside it.
+A batch goes in requests of at most 100 events and about 1 MiB (sinks/batching.py). A 413
+for a combined request is split in halves and retried, so only an event that is too large
+on its own is dead-lettered, not the others beside it.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from typing import Any
 
 from chalicelib.contract.envelope import dumps
 from chalicelib.forward.sinks.base import Envelope, Outcome, Reason, delivered, duplicate, rejected, retry
+from chalicelib.forward.sinks.batching import MIB, Limits, deliver_in_requests, sizes_of
 from chalicelib.forward.sinks.http_post import (
     AUTH_STATUSES,
     HttpAnswer,
     error_text,
     post,
-    split_when_too_large,
     transient_outcome,
     transport_outcome,
 )
@@ -36,6 +37,8 @@ from chalicelib.runtime.observability import logger
 INGEST_PATH = "/api/ingest/edge"
 # A whole request Lookout refuses for good (CONTRACT §6): retrying it cannot help.
 PERMANENT_STATUSES = frozenset({400, 404, 413, 422})
+# CONTRACT §6: up to 100 events and about 1 MiB per request (the Cloudflare consumer's batch).
+LIMITS = Limits(max_events=100, max_bytes=MIB)
 
 
 @dataclass
@@ -68,16 +71,24 @@ class LookoutSink:
             logger("forwarder").error("edge token unavailable", extra={"reason": str(exc)})
             return [retry(Reason.TOKEN_UNAVAILABLE)] * len(envelopes)
 
-        def send(batch: Sequence[Envelope]) -> tuple[HttpAnswer, list[Outcome]]:
-            answer, _ = post_events(request_body(batch), token)
-            return answer, [_redacted(o, token) for o in classify(answer, [e["event_id"] for e in batch])]
+        events = [dumps(e) for e in envelopes]  # each encoded once: its size, then its request's body
 
-        return split_when_too_large(envelopes, send)
+        def send(batch: Sequence[int]) -> tuple[HttpAnswer, list[Outcome]]:
+            answer, _ = post_events(spliced_body([events[i] for i in batch]), token)
+            event_ids = [envelopes[i]["event_id"] for i in batch]
+            return answer, [_redacted(o, token) for o in classify(answer, event_ids)]
+
+        return deliver_in_requests(self.name, LIMITS, sizes_of(events), send)
 
 
 def request_body(envelopes: Sequence[Envelope]) -> bytes:
     """`{"events": [...]}`: the queue messages with their payloads decoded back to JSON."""
-    return dumps({"events": list(envelopes)}).encode()
+    return spliced_body([dumps(e) for e in envelopes])
+
+
+def spliced_body(events: Sequence[str]) -> bytes:
+    """`{"events": [...]}` from events already encoded (compact ASCII JSON, as `dumps` writes)."""
+    return ('{"events":[' + ",".join(events) + "]}").encode()
 
 
 def classify(answer: HttpAnswer, event_ids: Sequence[str]) -> list[Outcome]:

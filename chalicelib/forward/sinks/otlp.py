@@ -12,7 +12,8 @@ import json
 from collections.abc import Sequence
 
 from chalicelib.forward.sinks.base import Envelope, Outcome, Reason, rejected
-from chalicelib.forward.sinks.http_post import HttpAnswer, post, split_when_too_large, whole_request_outcome
+from chalicelib.forward.sinks.batching import MIB, Limits, deliver_in_requests, sizes_of
+from chalicelib.forward.sinks.http_post import HttpAnswer, post, whole_request_outcome
 from chalicelib.forward.sinks.registry import SinkSpec
 
 # signal → (path, the export request's list)
@@ -23,6 +24,8 @@ ROUTES = {
 }
 SUPPORTED_SIGNALS = frozenset(ROUTES)
 OPTIONS = frozenset({"headers"})
+# The gRPC message limit of the Collector's and Tempo's OTLP receivers (their HTTP limit is larger).
+LIMITS = Limits(max_events=100, max_bytes=4 * MIB)
 
 
 class OtlpSink:
@@ -39,13 +42,20 @@ class OtlpSink:
             if not positions:
                 continue
 
-            def send(batch: Sequence[Envelope], path: str = path, key: str = key) -> tuple[HttpAnswer, list[Outcome]]:
-                resources = [r for e in batch for r in ((e.get("payload") or {}).get(key) or [])]
-                body = json.dumps({key: resources}, separators=(",", ":")).encode()
-                answer, _ = post(self.url + path, body, self.headers)
+            # Each event's resources encoded once, without the brackets: sizes, then spliced bodies.
+            parts = [
+                json.dumps((envelopes[i].get("payload") or {}).get(key) or [], separators=(",", ":"))[1:-1]
+                for i in positions
+            ]
+
+            def send(
+                batch: Sequence[int], path: str = path, key: str = key, parts: list[str] = parts
+            ) -> tuple[HttpAnswer, list[Outcome]]:
+                body = f'{{"{key}":[' + ",".join(parts[i] for i in batch if parts[i]) + "]}"
+                answer, _ = post(self.url + path, body.encode(), self.headers)
                 return answer, [whole_request_outcome(answer)] * len(batch)
 
-            answered = split_when_too_large([envelopes[i] for i in positions], send)
+            answered = deliver_in_requests(self.name, LIMITS, sizes_of(parts), send)
             for i, outcome in zip(positions, answered, strict=True):
                 outcomes[i] = outcome
         return [o or rejected(Reason.BATCH_REJECTED, error="not an OTLP signal") for o in outcomes]
