@@ -33,12 +33,15 @@ def observe_invocation(event, get_response):
 # concurrency come from the deploying shell's environment, not the function's.
 EDGE_QUEUE_NAME = os.environ.get("LOOKOUT_EDGE_QUEUE_NAME", "lookout-edge-events")
 FORWARDER_CONCURRENCY = int(os.environ.get("LOOKOUT_EDGE_FORWARDER_CONCURRENCY", "25"))
+# Up to 100 messages per invocation (CONTRACT §6), filled for at most the window (docs/forwarder.md).
+FORWARDER_BATCH_SIZE = int(os.environ.get("LOOKOUT_EDGE_FORWARDER_BATCH_SIZE", "100"))
+FORWARDER_BATCH_WINDOW = int(os.environ.get("LOOKOUT_EDGE_FORWARDER_BATCH_WINDOW", "1"))
 
 
 @app.on_sqs_message(
     queue=EDGE_QUEUE_NAME,
-    batch_size=10,
-    maximum_batching_window_in_seconds=1,
+    batch_size=FORWARDER_BATCH_SIZE,
+    maximum_batching_window_in_seconds=FORWARDER_BATCH_WINDOW,
     maximum_concurrency=FORWARDER_CONCURRENCY,
 )
 def forward_events(event) -> dict:
@@ -47,8 +50,9 @@ def forward_events(event) -> dict:
     retried, so Lambda never deletes a message a destination did not take."""
     from chalicelib.forward import handler as forward_handler
 
+    remaining = getattr(event.context, "get_remaining_time_in_millis", None)
     with traced("forward", forward_handler.SERVICE):
-        return forward_handler.forward(event.to_dict())
+        return forward_handler.forward(event.to_dict(), remaining() if remaining else None)
 
 
 # --- Log shipping: CloudWatch Logs subscription → log events (chalicelib/ship_logs, CONTRACT §12) ---

@@ -37,6 +37,8 @@ def register(subparsers: Any) -> None:
 
     poller = subparsers.add_parser("poll-forwarder", help="feed the queue to the forwarder handler (local stack)")
     poller.add_argument("--wait", type=int, default=2, help="long-poll seconds")
+    poller.add_argument("--batch-size", type=int, help="messages per invocation (default: as app.py deploys it)")
+    poller.add_argument("--window", type=float, help="batching window, seconds (default: as app.py deploys it)")
     poller.set_defaults(run=poll_forwarder)
 
     schedule = subparsers.add_parser("run-schedule", help="run the key sync handler on a schedule (local stack)")
@@ -93,7 +95,15 @@ def poll_forwarder(args: argparse.Namespace) -> int:
     try:
         while True:
             try:
-                count, ok = poll_once(sqs, queue_url, queue_arn, app_module.forward_events, args.wait)
+                count, ok = poll_once(
+                    sqs,
+                    queue_url,
+                    queue_arn,
+                    app_module.forward_events,
+                    args.wait,
+                    args.batch_size or app_module.FORWARDER_BATCH_SIZE,
+                    app_module.FORWARDER_BATCH_WINDOW if args.window is None else args.window,
+                )
             except Exception as exc:  # the local AWS restarting, say: keep polling
                 print(f"poll failed: {type(exc).__name__}: {exc}", flush=True)
                 time.sleep(1)

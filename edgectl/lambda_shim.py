@@ -236,17 +236,48 @@ def scheduled_event(rule_name: str) -> dict[str, Any]:
     }
 
 
+# Lambda's synchronous invocation payload: the event source stops filling a batch before it.
+MAX_BATCH_BYTES = 6 * 1024 * 1024 - 256 * 1024
+
+
+def receive_batch(
+    sqs: Any, queue_url: str, wait_seconds: int = 5, batch_size: int = 10, window_seconds: float = 0.0
+) -> list[dict[str, Any]]:
+    """Messages for one invocation, gathered as the event source mapping does: ReceiveMessage
+    (10 at most each) until `batch_size` messages, the batching window or the 6 MB payload."""
+
+    def receive(count: int, wait: int) -> list[dict[str, Any]]:
+        return sqs.receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=min(10, count),
+            WaitTimeSeconds=wait,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
+
+    messages = receive(batch_size, wait_seconds)
+    closes = time.monotonic() + window_seconds
+    while messages and len(messages) < batch_size and time.monotonic() < closes:
+        if sum(len(m["Body"]) for m in messages) >= MAX_BATCH_BYTES:
+            break
+        more = receive(batch_size - len(messages), 0)
+        messages.extend(more)
+        if not more:
+            time.sleep(min(0.1, max(0.0, closes - time.monotonic())))
+    return messages
+
+
 def poll_once(
-    sqs: Any, queue_url: str, queue_arn: str, handler: Callable[[dict, Any], Any], wait_seconds: int = 5
+    sqs: Any,
+    queue_url: str,
+    queue_arn: str,
+    handler: Callable[[dict, Any], Any],
+    wait_seconds: int = 5,
+    batch_size: int = 10,
+    window_seconds: float = 0.0,
 ) -> tuple[int, bool]:
     """Receive one batch and invoke the handler. Returns (records, handler_succeeded)."""
-    messages = sqs.receive_message(
-        QueueUrl=queue_url,
-        MaxNumberOfMessages=10,
-        WaitTimeSeconds=wait_seconds,
-        AttributeNames=["All"],
-        MessageAttributeNames=["All"],
-    ).get("Messages", [])
+    messages = receive_batch(sqs, queue_url, wait_seconds, batch_size, window_seconds)
     if not messages:
         return 0, True
     records = [sqs_record(m, queue_arn) for m in messages]

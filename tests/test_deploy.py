@@ -74,9 +74,24 @@ def test_the_standalone_stack_passes_cfn_lint() -> None:
 def test_the_forwarder_reports_batch_item_failures_from_the_stacks_queue(template: dict[str, Any]) -> None:
     source = template["Resources"]["ForwardEvents"]["Properties"]["Events"]["ForwardEventsSqsEventSource"]
     assert source["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert source["Properties"]["BatchSize"] == 10
+    assert source["Properties"]["BatchSize"] == {"Ref": "ForwarderBatchSize"}
+    assert source["Properties"]["MaximumBatchingWindowInSeconds"] == {"Ref": "ForwarderBatchingWindowSeconds"}
     assert list(source["Properties"]["Queue"]) == ["Fn::Sub"]
     assert "${EventsQueue.QueueName}" in source["Properties"]["Queue"]["Fn::Sub"]
+
+
+def test_the_forwarder_batch_parameters_default_to_what_chalice_deploy_uses(template: dict[str, Any]) -> None:
+    """Up to 100 messages (CONTRACT §6) filled for at most a second; Lambda requires a window of at
+    least 1 s above 10 messages, and a window much longer than the function's timeout would eat
+    into the queue's visibility timeout."""
+    import app
+
+    size, window = (
+        template["Parameters"]["ForwarderBatchSize"],
+        template["Parameters"]["ForwarderBatchingWindowSeconds"],
+    )
+    assert (size["Default"], size["MinValue"], size["MaxValue"]) == (app.FORWARDER_BATCH_SIZE, 1, 100) == (100, 1, 100)
+    assert (window["Default"], window["MinValue"], window["MaxValue"]) == (app.FORWARDER_BATCH_WINDOW, 1, 20)
 
 
 def test_functions_read_resource_names_from_the_stack_not_from_hard_coded_urls(template: dict[str, Any]) -> None:
