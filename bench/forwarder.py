@@ -1,7 +1,8 @@
-"""3. Forwarder: one `forward` invocation on a batch of 10 real SQS messages, posting to a local
-backend that answers after 50 ms, ÷ those 50 ms; the same batch fanned out to three destinations
-(Lookout, Loki, InfluxDB), each answering after 50 ms, ÷ the batch to Lookout alone; and events/s
-with 4 concurrent workers."""
+"""3. Forwarder: `forward` invocations on batches of 10, 50 and 100 real SQS messages (gathered as
+Lambda's event source gathers them), posting to a local backend that answers after 50 ms: events
+per forwarder-second at each size, and each batch's time ÷ those 50 ms; a batch of 100 fanned out
+to three destinations (Lookout, Loki, InfluxDB), each answering after 50 ms, ÷ the batch to Lookout
+alone; and events/s with 4 concurrent workers at the default batch."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,9 @@ from bench.stack import HOST, ROOT, Stack, env_int, fresh_queue, median, quiet_s
 TARGET = 1.5
 FAN_OUT_TARGET = 1.3
 BACKEND_DELAY = 0.050
-BATCH = 10
+BATCH = 100  # the stack's ForwarderBatchSize default
+BATCH_SIZES = (10, 50, 100)
+RATE_TARGET = 1500  # events per forwarder-second at batch 100 (issue #31: 8x the batch of 10)
 CONCURRENCY = int(os.environ.get("BENCH_FORWARD_CONCURRENCY") or 4)
 
 
@@ -70,41 +74,39 @@ def start_backend(handler: type[BaseHTTPRequestHandler] = SlowBackend) -> Thread
     return server
 
 
+@cache
+def bench_sqs() -> Any:
+    """The bench's own SQS client for AWS's side (filling, receiving as Lambda's poller): moto
+    on a loaded machine can take longer than the functions' 2 s read timeout."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("sqs", config=Config(read_timeout=60, retries={"max_attempts": 3}))
+
+
 def fill(queue_url: str, template: str, count: int) -> None:
     """`count` queue messages like the edge writes them, each with its own event id."""
     from chalicelib.contract import envelope
-    from chalicelib.runtime.aws import client
 
-    sqs = client("sqs")
+    sqs = bench_sqs()
     message = json.loads(template)
     attributes = {
         "signal": {"DataType": "String", "StringValue": message["signal"]},
         "project_id": {"DataType": "String", "StringValue": message["project_id"]},
     }
-    for start in range(0, count, BATCH):
+    for start in range(0, count, 10):
         entries = []
-        for index in range(start, min(count, start + BATCH)):
+        for index in range(start, min(count, start + 10)):
             message["event_id"] = envelope.new_ulid()
             entries.append({"Id": str(index), "MessageBody": json.dumps(message), "MessageAttributes": attributes})
         sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
 
 
-def receive_event(queue_url: str, queue_arn: str, wait: int = 0) -> dict[str, Any]:
-    """Up to 10 messages as the SQS event Lambda would hand the forwarder."""
-    from chalicelib.runtime.aws import client
-    from edgectl.lambda_shim import sqs_record
+def receive_event(queue_url: str, queue_arn: str, batch_size: int = BATCH, wait: int = 0) -> dict[str, Any]:
+    """Up to `batch_size` messages as the SQS event Lambda would hand the forwarder."""
+    from edgectl.lambda_shim import receive_batch, sqs_record
 
-    messages = (
-        client("sqs")
-        .receive_message(
-            QueueUrl=queue_url,
-            MaxNumberOfMessages=BATCH,
-            WaitTimeSeconds=wait,
-            AttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        )
-        .get("Messages", [])
-    )
+    messages = receive_batch(bench_sqs(), queue_url, wait, batch_size, window_seconds=60)  # the queue is full
     return {"Records": [sqs_record(m, queue_arn) for m in messages]}
 
 
@@ -149,16 +151,13 @@ def edge_message(queue_url: str) -> str:
 
 
 def received_batches(queue_url: str, queue_arn: str, template: str, events: int) -> list[dict[str, Any]]:
-    """`events` messages received in batches of 10, as Lambda's pollers would hand them over.
-    Filled and received 100 at a time: moto's ReceiveMessage slows down with the queue's length,
-    and receiving is AWS's work in Lambda, not the forwarder's."""
+    """`events` messages received in batches of BATCH, as Lambda's pollers would hand them over.
+    Filled and received a batch at a time: moto's ReceiveMessage slows down with the queue's
+    length, and receiving is AWS's work in Lambda, not the forwarder's."""
     batches = []
-    for start in range(0, events, 10 * BATCH):
-        fill(queue_url, template, min(10 * BATCH, events - start))
-        while event := receive_event(queue_url, queue_arn):
-            if not event["Records"]:
-                break
-            batches.append(event)
+    for start in range(0, events, BATCH):
+        fill(queue_url, template, min(BATCH, events - start))
+        batches.append(receive_event(queue_url, queue_arn))
     return batches
 
 
@@ -191,8 +190,6 @@ def sustained_rate(batches: list[dict[str, Any]], workdir: Path) -> tuple[int, f
 
 
 def run(stack: Stack) -> dict[str, Any]:
-    from app import forward_events
-
     single = env_int("BENCH_FORWARD_BATCHES", 30)
     sustained = env_int("BENCH_FORWARD_EVENTS", 2000)
     backend = start_backend()
@@ -202,24 +199,11 @@ def run(stack: Stack) -> dict[str, Any]:
     try:
         template = edge_message(edge_queue)
         queue_url, queue_arn = fresh_queue("bench-forwarder")
-        say(f"forwarder: {single} single batches of {BATCH} against a {BACKEND_DELAY * 1000:.0f} ms backend")
-        fill(queue_url, template, BATCH * (single + 1))
-        durations, cpu = [], []
-        log = Path(tempfile.mkdtemp(prefix="bench-forwarder-")) / "stdout"
-        with quiet_stdout(into=str(log)):
-            for number in range(single + 1):
-                event = receive_event(queue_url, queue_arn)
-                started, cpu_started = time.perf_counter(), time.thread_time()
-                result = forward_events(event, None)  # Lookout alone: posted from this thread
-                if number:  # the first opens the backend connection
-                    durations.append(time.perf_counter() - started)
-                    cpu.append(time.thread_time() - cpu_started)
-                delete_like_lambda(event, result)
-                if len(event["Records"]) != BATCH:
-                    raise RuntimeError(f"received {len(event['Records'])} messages, wanted {BATCH}")
-        log_bytes = log.stat().st_size
-        shutil.rmtree(log.parent)
-        fan_out = fan_out_batches(queue_url, queue_arn, template, single)
+        by_batch = {}
+        for size in BATCH_SIZES:
+            # At least 10 batches of each size; 30 (BENCH_FORWARD_BATCHES) of 10.
+            by_batch[str(size)] = single_batches(queue_url, queue_arn, template, size, max(10, single * 10 // size))
+        fan_out = fan_out_batches(queue_url, queue_arn, template, max(10, single * 10 // BATCH))
         say(f"forwarder: {sustained} events in batches of {BATCH}, {CONCURRENCY} worker processes")
         batches = received_batches(queue_url, queue_arn, template, sustained)
         with tempfile.TemporaryDirectory() as workdir:
@@ -229,32 +213,65 @@ def run(stack: Stack) -> dict[str, Any]:
         os.environ.pop("LOOKOUT_EDGE_SINKS", None)
         os.environ["LOOKOUT_EDGE_QUEUE_URL"] = edge_queue
         reset_chalicelib()
-    batch_ms = median(durations) * 1000
-    ideal = CONCURRENCY * BATCH / BACKEND_DELAY
+    default = by_batch[str(BATCH)]
     return {
-        "batches": single,
+        "batch_size": BATCH,
+        **{name: value for name, value in default.items() if name != "durations"},
+        "target": TARGET,
+        "events_per_s_target": RATE_TARGET,
+        "by_batch": {
+            size: {k: v for k, v in figures.items() if k != "durations"} for size, figures in by_batch.items()
+        },
+        "fan_out_ms_median": round(median(fan_out) * 1000, 1),
+        # ÷ the same batch to Lookout alone (the slowest sink's round trip, SQS settlement included).
+        "fan_out_ratio": round(median(fan_out) / median(default["durations"]), 3),
+        "fan_out_target": FAN_OUT_TARGET,
+        "sustained_events": forwarded,
+        "sustained_events_per_s": round(forwarded / wall, 1),
+        "sustained_ideal_events_per_s": CONCURRENCY * BATCH / BACKEND_DELAY,
+        "concurrency": CONCURRENCY,
+    }
+
+
+def single_batches(queue_url: str, queue_arn: str, template: str, size: int, batches: int) -> dict[str, Any]:
+    """`batches` invocations on `size` messages each, to Lookout alone, one after the other."""
+    from app import forward_events
+
+    say(f"forwarder: {batches} single batches of {size} against a {BACKEND_DELAY * 1000:.0f} ms backend")
+    fill(queue_url, template, size * (batches + 1))
+    durations, cpu = [], []
+    log = Path(tempfile.mkdtemp(prefix="bench-forwarder-")) / "stdout"
+    with quiet_stdout(into=str(log)):
+        for number in range(batches + 1):
+            event = receive_event(queue_url, queue_arn, size)
+            if len(event["Records"]) != size:
+                raise RuntimeError(f"received {len(event['Records'])} messages, wanted {size}")
+            started, cpu_started = time.perf_counter(), time.thread_time()
+            result = forward_events(event, None)  # Lookout alone: posted from this thread
+            if number:  # the first opens the backend connection
+                durations.append(time.perf_counter() - started)
+                cpu.append(time.thread_time() - cpu_started)
+            delete_like_lambda(event, result)
+    log_bytes = log.stat().st_size
+    shutil.rmtree(log.parent)
+    batch_ms = median(durations) * 1000
+    return {
+        "batches": batches,
         "batch_ms_median": round(batch_ms, 1),
         "batch_ms_max": round(max(durations) * 1000, 1),
         "batch_cpu_ms_median": round(median(cpu) * 1000, 2),  # the forwarder's own CPU per batch
         "backend_ms": BACKEND_DELAY * 1000,
         # Everything a healthy forwarder writes, per batch, at this rate (a busy container's;
         # its delivery counts are one line per metrics interval).
-        "log_bytes_per_batch": round(log_bytes / (single + 1), 1),
+        "log_bytes_per_batch": round(log_bytes / (batches + 1), 1),
         "ratio": round(batch_ms / (BACKEND_DELAY * 1000), 3),
-        "target": TARGET,
-        "fan_out_ms_median": round(median(fan_out) * 1000, 1),
-        # ÷ the same batch to Lookout alone (the slowest sink's round trip, SQS settlement included).
-        "fan_out_ratio": round(median(fan_out) / median(durations), 3),
-        "fan_out_target": FAN_OUT_TARGET,
-        "sustained_events": forwarded,
-        "sustained_events_per_s": round(forwarded / wall, 1),
-        "sustained_ideal_events_per_s": ideal,
-        "concurrency": CONCURRENCY,
+        "events_per_s": round(size / median(durations), 1),  # per forwarder (one invocation at a time)
+        "durations": durations,
     }
 
 
 def fan_out_batches(queue_url: str, queue_arn: str, template: str, batches: int) -> list[float]:
-    """Seconds per batch of 10 metric events delivered to Lookout, Loki and InfluxDB at once."""
+    """Seconds per batch of BATCH metric events delivered to Lookout, Loki and InfluxDB at once."""
     from chalicelib.forward.handler import forward
     from chalicelib.runtime.config import settings
 

@@ -111,7 +111,7 @@ DEFAULT_DYNAMODB_MS = dynamodb_call_billed_ms()
 class CostInputs:
     event_bytes: int = 1024
     events_per_request: int = 1
-    batch_size: int = 10  # forwarder: SQS messages per invocation (1-10)
+    batch_size: int = 10  # forwarder: SQS messages per invocation (1-100, ForwarderBatchSize)
     front_door: str = "rest"
     cache_hit_ratio: float = 0.95  # key lookups answered by the container's cache
     idempotency_share: float = 0.0  # requests with an Idempotency-Key header
@@ -206,7 +206,7 @@ def estimate(inputs: CostInputs, prices: dict[str, Any]) -> Estimate:
     )
     send = requests * sqs_billed_requests(inputs.events_per_request, message_bytes, sqs["billing_chunk_bytes"])
     receive = invocations * sqs_billed_requests(inputs.batch_size, message_bytes, sqs["billing_chunk_bytes"])
-    delete = invocations  # one DeleteMessageBatch per batch, no payload
+    delete = invocations * math.ceil(inputs.batch_size / 10)  # DeleteMessageBatch: 10 a call, no payload
     result.aws["SQS send/receive/delete"] = (send + receive + delete) * sqs["standard_per_million_requests"] / MILLION
     reads = requests * (1 - inputs.cache_hit_ratio) * ddb["eventually_consistent_read_units"]
     settles = inputs.rate_limited_share * settles_per_limited_request(inputs.events_per_request)
@@ -473,6 +473,7 @@ class Measured(TypedDict, total=False):
     forwarder_ms: float
     forwarder_log_bytes: float
     edge_log_bytes: float
+    batch_size: int  # the forwarder batch its forwarder figures are for
 
 
 def measured_durations(results: dict[str, Any]) -> Measured:
@@ -490,18 +491,61 @@ def measured_durations(results: dict[str, Any]) -> Measured:
         if "bare_send_ms_median" in edge:  # moto's SendMessage out, SQS's in
             found["edge_ms"] = max(0.0, found["edge_ms"] - float(edge["bare_send_ms_median"])) + AWS_SQS_SEND_MS
     forwarder = sections.get("forwarder", {})
-    if "batch_cpu_ms_median" in forwarder:  # the backend's answer, then its CPU at Lambda's share
-        found["forwarder_ms"] = float(forwarder["backend_ms"]) + at_lambda_speed(
-            forwarder["batch_cpu_ms_median"], FORWARDER_MEMORY_MB
-        )
+    if "batch_cpu_ms_median" in forwarder:
+        found["forwarder_ms"] = forwarder_ms(forwarder)
     elif "batch_ms_median" in forwarder:
         found["forwarder_ms"] = float(forwarder["batch_ms_median"])
     if "log_bytes_per_batch" in forwarder:
         found["forwarder_log_bytes"] = float(forwarder["log_bytes_per_batch"])
+    if "batch_size" in forwarder:  # the batch those figures are for (older results: 10)
+        found["batch_size"] = int(forwarder["batch_size"])
     lambda_like = sections.get("cold", {}).get("lambda_like") or {}
     if "log_bytes_per_event" in lambda_like:
         found["edge_log_bytes"] = float(lambda_like["log_bytes_per_event"])
     return found
+
+
+def forwarder_ms(figures: dict[str, Any]) -> float:
+    """A bench batch's billed time: the backend's answer, then the forwarder's CPU at Lambda's share."""
+    return float(figures["backend_ms"]) + at_lambda_speed(figures["batch_cpu_ms_median"], FORWARDER_MEMORY_MB)
+
+
+def forwarder_by_batch_size(*directories: Path) -> dict[int, dict[str, float]]:
+    """Forwarder duration and log bytes per batch, by batch size, from the newest bench that has them."""
+    paths = [
+        p for directory in directories or (BENCH_RESULTS, REFERENCE_RESULTS) for p in directory.glob("bench-*.json")
+    ]
+    for path in sorted(paths, key=lambda path: path.name, reverse=True):
+        forwarder = json.loads(path.read_text()).get("sections", {}).get("forwarder", {})
+        if "by_batch" in forwarder:
+            return {
+                int(size): {
+                    "forwarder_ms": forwarder_ms(figures),
+                    "forwarder_log_bytes": float(figures["log_bytes_per_batch"]),
+                }
+                for size, figures in forwarder["by_batch"].items()
+            }
+    return {}
+
+
+def format_by_batch_size(base: CostInputs, by_batch: dict[int, dict[str, float]], prices: dict[str, Any]) -> str:
+    """$ per million events by forwarder batch size (the lines that depend on it, and the total)."""
+    from dataclasses import replace
+
+    lines = [
+        "",
+        f"by forwarder batch size (make bench: 50 ms backend; front door {base.front_door}), $ per 1M events",
+        f"  {'batch':>5} {'ms/batch':>9} {'forwarder':>10} {'SQS':>8} {'logs':>8} {'total AWS':>10}",
+    ]
+    for size, measured in sorted(by_batch.items()):
+        inputs = replace(base, batch_size=size, **measured)
+        result = estimate(inputs, prices)
+        lines.append(
+            f"  {size:>5} {inputs.forwarder_ms:>9.1f} {result.aws['Lambda forwarder']:>10.4f} "
+            f"{result.aws['SQS send/receive/delete']:>8.4f} {result.aws['CloudWatch Logs']:>8.4f} "
+            f"{result.aws_total:>10.4f}"
+        )
+    return "\n".join(lines)
 
 
 def measured_inputs(*directories: Path) -> Measured:
@@ -531,7 +575,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("cost", help="$ per million events: this edge on AWS beside Cloudflare")
     parser.add_argument("--event-kb", type=float, default=1.0, help="event size in KB (default 1)")
     parser.add_argument("--events-per-request", type=int, default=1, help="NDJSON lines per request (default 1)")
-    parser.add_argument("--batch-size", type=int, default=10, help="forwarder SQS batch size, 1-10 (default 10)")
+    parser.add_argument(
+        "--batch-size", type=int, help="forwarder SQS batch size, 1-100 (default: the latest bench's, else 10)"
+    )
     parser.add_argument("--front-door", choices=FRONT_DOORS, default=None, help="default: all three")
     parser.add_argument("--cache-hit", type=float, default=0.95, help="key cache hit ratio (default 0.95)")
     parser.add_argument("--idempotency-share", type=float, default=0.0, help="share of requests with Idempotency-Key")
@@ -573,6 +619,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"measured by make bench ({', '.join(str(path.relative_to(ROOT)) for path in sources)}): {durations}")
     else:
         print(f"no bench result: default durations edge {DEFAULT_EDGE_MS} ms, forwarder {DEFAULT_FORWARDER_MS} ms")
+    by_batch = forwarder_by_batch_size()
+    batch_size = args.batch_size or int(durations.pop("batch_size", 10))
+    durations.pop("batch_size", None)
+    durations.update(by_batch.get(batch_size, {}))  # the figures measured at that batch size, if any
     if args.edge_ms is not None:
         durations["edge_ms"] = args.edge_ms
     if args.forwarder_ms is not None:
@@ -587,7 +637,7 @@ def run(args: argparse.Namespace) -> int:
         door: CostInputs(
             event_bytes=round(args.event_kb * 1024),
             events_per_request=args.events_per_request,
-            batch_size=args.batch_size,
+            batch_size=batch_size,
             front_door=door,
             cache_hit_ratio=args.cache_hit,
             idempotency_share=args.idempotency_share,
@@ -599,6 +649,9 @@ def run(args: argparse.Namespace) -> int:
     }
     for inputs in inputs_by_door.values():
         print(format_estimate(inputs, estimate(inputs, prices)))
+    if by_batch:
+        base = next(iter(inputs_by_door.values()))
+        print(format_by_batch_size(base, by_batch, prices))
     fixed = fixed_monthly(prices, args.keys, args.sink_alarms)
     print(format_fixed(fixed))
     if mix is not None:
