@@ -16,6 +16,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 
@@ -260,7 +262,10 @@ def receive_batch(
     while messages and len(messages) < batch_size and time.monotonic() < closes:
         if sum(len(m["Body"]) for m in messages) >= MAX_BATCH_BYTES:
             break
-        more = receive(batch_size - len(messages), 0)
+        try:
+            more = receive(batch_size - len(messages), 0)
+        except (BotoCoreError, ClientError):
+            break  # invoke with what was gathered: those messages are in flight already
         messages.extend(more)
         if not more:
             time.sleep(min(0.1, max(0.0, closes - time.monotonic())))

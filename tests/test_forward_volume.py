@@ -197,15 +197,13 @@ def test_requests_hold_the_limit_in_events_and_bytes_and_an_oversized_event_alon
     assert sent == [list(range(0, 10)), list(range(10, 20)), list(range(20, 25)), [25], list(range(26, 30))]
 
 
-def test_a_slow_answer_halves_the_requests_and_fast_ones_grow_them_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LOOKOUT_EDGE_FORWARD_READ_TIMEOUT", "0.2")
-    settings.cache_clear()
+def test_a_timeout_halves_the_requests_and_answers_that_take_everything_grow_them_back() -> None:
     sent: list[int] = []
 
     def send(batch: Any) -> tuple[HttpAnswer, list]:
         sent.append(len(batch))
         if len(sent) == 1:
-            time.sleep(0.15)  # more than half the read timeout
+            return HttpAnswer(None, error="timeout"), [retry(Reason.TIMEOUT)] * len(batch)
         return HttpAnswer(200), [delivered(200)] * len(batch)
 
     deliver_in_requests("test", Limits(), [10] * 100, send)
@@ -213,7 +211,29 @@ def test_a_slow_answer_halves_the_requests_and_fast_ones_grow_them_back(monkeypa
     assert request_caps()["test"] == 50
     deliver_in_requests("test", Limits(), [10] * 100, send)
     assert sent == [100, 50, 50]
-    assert request_caps()["test"] == 70  # two fast answers: +10 each
+    assert request_caps()["test"] == 70  # two answers that took everything: +10 each
+
+
+@pytest.mark.parametrize(
+    ("outcome", "requests"),
+    [
+        (retry(Reason.HTTP_STATUS, 503), 1),  # the backend says it is busy: the rest waits
+        (retry(Reason.HTTP_STATUS, 429), 1),
+        (retry(Reason.CONNECTION), 1),
+        (retry(Reason.AUTH_FAILED, 401), 1),
+        (retry(Reason.HTTP_STATUS, 500), 3),  # one request's failure: the others still go
+        (retry(Reason.MISSING_RESULT, 200), 3),
+    ],
+)
+def test_what_holds_back_the_rest_of_the_batch(outcome: Any, requests: int) -> None:
+    sent: list[int] = []
+
+    def send(batch: Any) -> tuple[HttpAnswer, list]:
+        sent.append(len(batch))
+        return HttpAnswer(outcome.status), [outcome] * len(batch)
+
+    assert deliver_in_requests("test", Limits(max_events=10), [1] * 30, send) == [outcome] * 30
+    assert len(sent) == requests
 
 
 def test_a_timeout_outcome_holds_back_the_rest_with_it() -> None:

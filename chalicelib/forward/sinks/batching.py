@@ -7,12 +7,14 @@ Every sink sends through `deliver_in_requests` (docs/forwarder.md, "Batches and 
   that goes alone (a 413 for several is split in halves by `split_when_too_large`);
 - requests go one after the other: a forwarder never has two requests in flight at one
   destination, so the event source's maximum concurrency is the destination's concurrency;
-- after a request the destination did not take for a transient reason (429, 5xx, timeout,
-  connection, token), the rest of the batch is not sent this time: it gets that same outcome,
-  so it backs off with it (Retry-After included) instead of adding load to a failing backend;
-- a request that timed out, or took half the read timeout, halves the events per request this
-  container sends that destination; each fast answer adds a tenth of the maximum back. A batch
-  that timed out is therefore retried in smaller requests;
+- after a request the destination answered 429, 502, 503 or 504, or that timed out, could not
+  connect or was refused its credentials, the rest of the batch is not sent this time: it gets
+  that same outcome, so it backs off with it (Retry-After included) instead of adding load to a
+  backend that said it has too much (another 5xx is one request's failure: the rest still goes);
+- a request that timed out halves the events per request this container sends that destination;
+  each answer that took everything adds a tenth of the maximum back. A batch that timed out is
+  therefore retried in smaller requests. A slow answer that came in time changes nothing: it
+  took its events, and smaller requests would only hold more messages back;
 - a request starts only while the invocation has time left for a full connect + read timeout
   and the settlement after it; the rest is left for the retry (`deferred`), so a large batch
   never runs into the function timeout, which would bring back messages already delivered.
@@ -32,10 +34,10 @@ from chalicelib.runtime.container import per_container
 
 MAX_EVENTS = 100  # CONTRACT §6, and the largest forwarder batch the stack takes
 MIB = 1024 * 1024
-# Reasons that say the destination itself is failing: the rest of the batch waits.
-BACKPRESSURE = frozenset(
-    {Reason.TIMEOUT, Reason.CONNECTION, Reason.HTTP_STATUS, Reason.AUTH_FAILED, Reason.TOKEN_UNAVAILABLE}
-)
+# What says the destination cannot take more now (or never will with these credentials): the
+# rest of the batch waits. OVERLOADED are the statuses of a busy server or its gateway.
+HOLD_BACK = frozenset({Reason.TIMEOUT, Reason.CONNECTION, Reason.AUTH_FAILED, Reason.TOKEN_UNAVAILABLE})
+OVERLOADED = frozenset({429, 502, 503, 504})
 # Time kept after the last request for the SQS settlement calls of the largest batch.
 SETTLEMENT_SECONDS = 5.0
 
@@ -79,14 +81,12 @@ def deliver_in_requests(name: str, limits: Limits, sizes: Sequence[int], send: S
             outcomes[position:] = [held] * (len(sizes) - position)
             break
         chunk = list(_next_request(sizes, position, min(caps.get(name, limits.max_events), limits.max_events), limits))
-        started = time.monotonic()
         answered = split_when_too_large(chunk, send)
-        cap = _next_cap(caps.get(name, limits.max_events), len(chunk), answered, time.monotonic() - started)
-        caps[name] = min(cap, limits.max_events)
+        caps[name] = min(_next_cap(caps.get(name, limits.max_events), len(chunk), answered), limits.max_events)
         for index, outcome in zip(chunk, answered, strict=True):
             outcomes[index] = outcome
         position += len(chunk)
-        failing = next((o for o in answered if o.kind is OutcomeKind.RETRY and o.reason in BACKPRESSURE), None)
+        failing = next((o for o in answered if _holds_back(o)), None)
         if failing is not None:
             outcomes[position:] = [failing] * (len(sizes) - position)
             break
@@ -103,10 +103,16 @@ def _next_request(sizes: Sequence[int], start: int, cap: int, limits: Limits) ->
         yield index
 
 
-def _next_cap(cap: int, sent: int, answered: Sequence[Outcome], seconds: float) -> int:
-    """Halve on a timeout or a slow answer (half the read timeout); grow by a tenth of the maximum
-    on a fast one that took everything; keep it on any other failure (backoff handles those)."""
-    if any(o.reason is Reason.TIMEOUT for o in answered) or seconds >= settings().forward_read_timeout / 2:
+def _holds_back(outcome: Outcome) -> bool:
+    if outcome.kind is not OutcomeKind.RETRY:
+        return False
+    return outcome.reason in HOLD_BACK or (outcome.reason is Reason.HTTP_STATUS and outcome.status in OVERLOADED)
+
+
+def _next_cap(cap: int, sent: int, answered: Sequence[Outcome]) -> int:
+    """Halve on a timeout; grow by a tenth of the maximum on an answer that took everything;
+    keep it on any other failure (backoff handles those)."""
+    if any(o.reason is Reason.TIMEOUT for o in answered):
         return max(1, min(cap, sent) // 2)
     if any(o.kind is OutcomeKind.RETRY for o in answered):
         return cap
