@@ -161,14 +161,27 @@ def line_protocol(measurement: str, tags: dict[str, Any], fields: dict[str, Any]
     )
     if not field_text:
         return None
-    tag_text = "".join(f",{_key(k)}={_key(value)}" for k, v in sorted(tags.items()) if (value := label_value(v)) and k)
-    return f"{_measurement(measurement)}{tag_text} {field_text} {timestamp}"
+    return f"{_measurement(measurement)}{_tag_text(tags)} {field_text} {timestamp}"
+
+
+def _tag_text(tags: dict[str, Any]) -> str:
+    items = tuple(sorted(tags.items()))
+    try:
+        return _cached_tag_text(items)
+    except TypeError:  # a list or object value (never a tag): not hashable, so not cached
+        return _cached_tag_text.__wrapped__(items)
+
+
+@lru_cache(maxsize=1024)
+def _cached_tag_text(items: tuple[tuple[str, Any], ...]) -> str:
+    """`,key=value` for each tag with a value; the points of a batch share a few tag sets."""
+    return "".join(f",{_key(k)}={_key(value)}" for k, v in items if (value := label_value(v)) and k)
 
 
 @lru_cache(maxsize=4096)
 def _measurement(name: str) -> str:
-    """Escaped measurement name; cached, as `_key`: a batch repeats a few names thousands of times
-    (100 events of 100 entries: 10,000 lines, 4x faster with both caches)."""
+    """Escaped measurement name; cached, as `_key` and the tag sets: a batch repeats a few of each
+    thousands of times (100 events of 100 entries are 10,000 lines)."""
     return _escape(" ".join(name.split()).lstrip("#"), ", ") or DEFAULT_MEASUREMENT  # "#" starts a comment
 
 
