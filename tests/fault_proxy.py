@@ -12,6 +12,7 @@ receiver must absorb by event_id. `counts` says what was done, per kind.
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import socket
 import struct
@@ -46,6 +47,7 @@ class FaultProxy:
         self.enabled = True
         self.wrong_token = False
         self.counts: Counter[str] = Counter()
+        self.events_per_request: list[int] = []  # events of each backend request relayed or faulted
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._pool = urllib3.PoolManager(maxsize=16, retries=False, timeout=urllib3.Timeout(connect=5, read=30))
@@ -90,6 +92,15 @@ class FaultProxy:
     def count(self, kind: str) -> None:
         with self._lock:
             self.counts[kind] += 1
+
+    def count_events(self, body: bytes) -> None:
+        """How many events a backend request carried (`{"events": [...]}`; anything else: 0)."""
+        try:
+            events = len(json.loads(body)["events"])
+        except (ValueError, KeyError, TypeError):
+            events = 0
+        with self._lock:
+            self.events_per_request.append(events)
 
     def relay(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
         if self.wrong_token and "authorization" in {k.lower() for k in headers}:
@@ -136,6 +147,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
         fate = proxy.choose() if self.command == "POST" else "pass"
         proxy.count(fate)
+        if self.command == "POST":
+            proxy.count_events(body)
         if fate in ("5xx_before", "reset_before"):
             if fate == "reset_before":
                 return self._reset()

@@ -11,7 +11,7 @@ mid-run, opens a wrong-token window, then checks every accepted event_id against
 receiver's database and the dead-letter queue, redrives the DLQ with the real
 `dlq redrive` command, and checks again.
 
-    python -m tests.soak --events 50000      # what `make soak` runs
+    python -m tests.soak --events 50000      # what `make soak` runs (forwarder batches of up to 100)
     tests/test_soak.py                       # the same at a few hundred events, in `make test`
 
 Time is compressed, not the rules: the forwarder's read timeout and retry backoff are
@@ -61,6 +61,7 @@ class SoakPlan:
     # queue under one lock, so a deep queue slows every piece down until nothing moves.
     max_backlog: int = 300
     clients: int = 3
+    batch_size: int = 100  # messages per forwarder invocation (ForwarderBatchSize)
     pollers: int = 2  # forwarder processes: the stack's own plus extra ones (Lambda runs many)
     wrong_token_seconds: float = 12.0  # long enough for the template's 10 receives at 1 s backoff
     sink_outage_seconds: float = 12.0  # the Loki sink answers 503 this long, from 60 % of the traffic
@@ -97,6 +98,7 @@ class SoakReport:
     duplicated_at_loki: int = 0  # an event's lines pushed more than once
     loki_outage_refusals: int = 0  # pushes the Loki sink answered 503 during its outage
     proxy: Counter[str] = field(default_factory=Counter)
+    events_per_request: list[int] = field(default_factory=list)  # each backend request's events
     restarts: int = 0
     seconds: float = 0.0
     timed_out: str | None = None
@@ -143,6 +145,11 @@ class SoakReport:
         lines.append(f"DLQ reasons: {dict(self.dlq_reasons) or '-'}")
         lines.append(f"edge refusals by status: {dict(self.refused) or '-'}")
         lines.append(f"proxy faults: {dict(sorted(self.proxy.items()))}")
+        sizes = sorted(self.events_per_request) or [0]
+        lines.append(
+            f"backend requests: {len(self.events_per_request)}, events per request median "
+            f"{sizes[len(sizes) // 2]}, max {sizes[-1]}, {sum(s >= 50 for s in sizes)} of 50 or more"
+        )
         lines.append(f"forwarder restarts: {self.restarts}; wall time {self.seconds:.0f} s")
         lines.append("RESULT: " + ("PASS" if self.ok else f"FAIL {self.timed_out or ''}".strip()))
         return "\n".join(lines)
@@ -323,6 +330,7 @@ class Soak:
                 "LOOKOUT_EDGE_RETRY_BASE_SECONDS": "1",
                 "LOOKOUT_EDGE_RETRY_MAX_SECONDS": "1",
                 "LOOKOUT_EDGE_SINKS": json.dumps([loki_sink]),
+                "LOOKOUT_EDGE_FORWARDER_BATCH_SIZE": str(self.plan.batch_size),
             },
         )
         self.log_path = self.workdir / "stack.log"
@@ -352,6 +360,7 @@ class Soak:
                 if self.report.ok:
                     shutil.rmtree(self.workdir, ignore_errors=True)
         self.report.proxy = proxy.counts
+        self.report.events_per_request = proxy.events_per_request
         self.report.seconds = time.monotonic() - self.started
         return self.report
 
@@ -531,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--rate", type=float, default=60.0, help="events per second at most")
     parser.add_argument("--max-backlog", type=int, default=120, help="clients pause while the queue is deeper")
+    parser.add_argument("--batch-size", type=int, default=100, help="messages per forwarder invocation")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--pollers", type=int, default=3)
     parser.add_argument("--wrong-token-seconds", type=float, default=60.0)
@@ -546,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         rate=args.rate,
         max_backlog=args.max_backlog,
         clients=args.clients,
+        batch_size=args.batch_size,
         pollers=args.pollers,
         wrong_token_seconds=args.wrong_token_seconds,
         sink_outage_seconds=args.sink_outage_seconds,
