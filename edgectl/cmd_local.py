@@ -89,7 +89,9 @@ def poll_forwarder(args: argparse.Namespace) -> int:
 
     enforce_if_asked()
     queue_url = settings().require("queue_url")
-    sqs = client("sqs")
+    # The event source's own client (its receives and deletes are AWS's work, not the function's):
+    # no 2 s read timeout, which a busy local AWS exceeds while batches of 100 are gathered.
+    sqs = client("sqs", timeout_seconds=30)
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     print(f"forwarder polling {queue_url}", flush=True)
     try:
