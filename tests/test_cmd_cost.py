@@ -130,7 +130,7 @@ def test_durations_come_from_a_bench_result(tmp_path):
 
 def test_command_prints_aws_beside_cloudflare(capsys):
     fixed = ["--edge-ms", "20", "--forwarder-ms", "100", "--arch", "x86_64", "--edge-log-bytes", "700"]
-    fixed += ["--forwarder-log-bytes", "350"]
+    fixed += ["--forwarder-log-bytes", "350", "--batch-size", "10"]  # the default follows the latest bench
     code = main(["cost", "--front-door", "rest", *fixed])
     out = capsys.readouterr().out
     assert code == 0
