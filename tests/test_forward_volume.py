@@ -141,17 +141,17 @@ def test_a_batch_that_timed_out_is_retried_in_smaller_requests(
 def test_no_request_starts_that_could_outlast_the_invocation(
     aws: StackNames, lookout: FakeLookout, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """7 s are needed per request (connect 1 + read 1 + 5 for the settlement): with 7.3 s left,
-    the first request goes and the rest of the batch is left for a later invocation."""
+    """8 s are needed per request (connect 1 + read 2 + 5 for the settlement): with 9 s left, the
+    first request goes (its answer takes 1.5 s) and the rest of the batch is left for later."""
     monkeypatch.setenv("LOOKOUT_EDGE_FORWARD_CONNECT_TIMEOUT", "1")
-    monkeypatch.setenv("LOOKOUT_EDGE_FORWARD_READ_TIMEOUT", "1")
+    monkeypatch.setenv("LOOKOUT_EDGE_FORWARD_READ_TIMEOUT", "2")
     settings.cache_clear()
-    lookout.delay = 0.4
+    lookout.delay = 1.5
     fill(aws.queue_url, 100, payload_bytes=30_000)
     event = batch_event(aws.queue_url)
 
     with pytest.raises(BatchIncomplete) as raised:
-        handler.forward(event, remaining_ms=7_300)
+        handler.forward(event, remaining_ms=9_000)
 
     (sent,) = event_ids(lookout.requests)
     assert str(raised.value).startswith(f"{100 - len(sent)} of 100")
