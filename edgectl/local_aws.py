@@ -203,43 +203,10 @@ def _request_handler() -> type:
     return AccessLog
 
 
-def serialize_sqs_receives() -> None:
-    """moto's ReceiveMessage moves a message past maxReceiveCount to the dead-letter queue without
-    a lock: two receives at once can both move it, and the second fails with a 500 (`list.remove(x):
-    x not in list`), as forwarder pollers gathering batches of 100 do. SQS moves it once. Here
-    receives run one at a time; a long poll waits between attempts outside the lock."""
-    import time
-
-    from moto.sqs.models import SQSBackend
-
-    receive = SQSBackend.receive_message
-    lock = threading.Lock()
-
-    def one_at_a_time(
-        self: Any,
-        queue_name: str,
-        count: int,
-        wait_seconds_timeout: int,
-        visibility_timeout: int,
-        message_attribute_names: list[str] | None = None,
-    ) -> Any:
-        ends = time.monotonic() + wait_seconds_timeout
-        while True:
-            with lock:
-                messages = receive(self, queue_name, count, 0, visibility_timeout, message_attribute_names)
-            if messages or time.monotonic() >= ends:
-                return messages
-            time.sleep(0.05)
-
-    SQSBackend.receive_message = one_at_a_time  # type: ignore[method-assign]
-
-
 def serve(host: str, port: int, state: Path | None, snapshot_every: float) -> int:
     """Serve moto until SIGTERM/SIGINT; with `state`, load it first and keep it current."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
-
-    serialize_sqs_receives()
 
     if state is not None and state.exists():
         state.chmod(0o600)  # written world-readable by earlier versions
