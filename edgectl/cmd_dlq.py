@@ -171,7 +171,7 @@ def run_redrive(args: argparse.Namespace) -> int:
             for m in batch
         }
         # Send first, delete after: a crash in between duplicates (the backend dedups by event_id), never loses.
-        not_sent = sqs_batch.send_messages(queue_url, outgoing)
+        not_sent = sqs_batch.send_messages(queue_url, outgoing).failed
         sent = {m["MessageId"]: m["ReceiptHandle"] for m in batch if m["MessageId"] not in not_sent}
         not_deleted = sqs_batch.delete_messages(dlq_url, sent) if sent else set()
         _release(dlq_url, [m for m in batch if m["MessageId"] in not_sent])

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from chalicelib.contract.signals import SIGNALS
 from chalicelib.edge.enqueue import CONCURRENT_BATCHES
+
+from chalicelib.contract.signals import SIGNALS
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

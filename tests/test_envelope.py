@@ -7,6 +7,7 @@ import pytest
 from chalicelib.contract.envelope import (
     MAX_MESSAGE_BYTES,
     decode_payload,
+    dumps,
     encode_message,
     new_ulid,
     stable_ulids,
@@ -81,3 +82,24 @@ def test_incompressible_event_over_the_limit_is_413():
     with pytest.raises(EdgeError) as info:
         encode_message(message(payload))
     assert info.value.status == 413
+
+
+def test_queue_messages_splice_the_bodies_encode_message_writes():
+    """The edge's and ship_logs' bodies (shared fields encoded once per batch, the payload spliced
+    in) are byte for byte the whole message encoded, inline and gzip+base64 alike."""
+    from chalicelib.contract.keys_item import KeyRecord
+    from chalicelib.contract.message import Origin, QueueMessages
+
+    record = KeyRecord(key_hash="h", project_id="42", organization_id="7", billing_ok=True, key_id="3")
+    origin = Origin("/api/ingest/job", client_ip="203.0.113.9", headers={"x-lookout-client": "php é \u2028"})
+    batch = QueueMessages("job", record, origin)
+    for payload, assigned in (({"m": "é\n"}, None), ({"m": 1}, {"run_id": "R1"}), ({"pad": "x" * 300_000}, None)):
+        event_id = new_ulid()
+        whole = {**batch.fields(event_id), "payload": payload, **({"assigned_ids": assigned} if assigned else {})}
+        spliced = batch.body(event_id, dumps(payload), assigned)
+        assert spliced == encode_message(whole)
+        assert decode_payload(json.loads(spliced))["payload"] == payload
+    assert batch.attributes == {
+        "signal": {"DataType": "String", "StringValue": "job"},
+        "project_id": {"DataType": "String", "StringValue": "42"},
+    }

@@ -126,7 +126,7 @@ class CountingSQS:
 def test_10000_small_records_are_all_queued_once(http, put_key, aws, monkeypatch):
     put_key(KEY)
     sqs = CountingSQS()
-    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name, **_: sqs)
+    monkeypatch.setattr("chalicelib.runtime.sqs_batch.client", lambda name, **_: sqs)
     shipment = delivery([{"n": i} for i in range(firehose.MAX_RECORDS)], KEY, gzip_body=True)
     response = send(http, shipment)
     assert response.status_code == 200, response.json_body
@@ -240,7 +240,7 @@ def test_a_retry_of_an_accepted_delivery_is_200_and_enqueues_nothing(http, put_k
 def test_a_retry_after_a_partial_enqueue_sends_only_the_rest_under_the_same_ids(http, put_key, aws, monkeypatch):
     put_key(KEY)
     flaky = PartlyFailingSQS(aws_clients.client("sqs"), failing_bodies={3, 7})
-    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name, **_: flaky)
+    monkeypatch.setattr("chalicelib.runtime.sqs_batch.client", lambda name, **_: flaky)
     shipment = delivery([{"n": i} for i in range(12)], KEY, gzip_body=True)
     first = send(http, shipment)
     assert spec_error(first, shipment) == (503, "service_unavailable")

@@ -60,7 +60,7 @@ def test_sqs_unreachable_is_503_never_202_and_nothing_is_half_accepted(
     http, put_key, aws: StackNames, monkeypatch: pytest.MonkeyPatch, path, body, content_type, events
 ) -> None:
     put_key(KEY)
-    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda _name, **_: unreachable_sqs())
+    monkeypatch.setattr("chalicelib.runtime.sqs_batch.client", lambda _name, **_: unreachable_sqs())
     monkeypatch.setattr("chalicelib.edge.pipeline.ENQUEUE_BUDGET_SECONDS", 0.3)  # resends until then
     headers = {"Content-Type": content_type, "Idempotency-Key": f"outage-{events}"}
     for _ in range(2):  # the SDK retries: still 503, still nothing
@@ -70,7 +70,7 @@ def test_sqs_unreachable_is_503_never_202_and_nothing_is_half_accepted(
         assert int(refused.headers["Retry-After"]) > 0
     assert drain_queue(aws.queue_url) == []
 
-    monkeypatch.setattr("chalicelib.edge.enqueue.client", aws_clients.client)  # SQS is back
+    monkeypatch.setattr("chalicelib.runtime.sqs_batch.client", aws_clients.client)  # SQS is back
     accepted = post(http, path, body, **headers)
     replay = post(http, path, body, **headers)
     assert accepted.status_code == replay.status_code == 202
@@ -103,7 +103,7 @@ def test_database_lost_mid_stream_deletes_nothing_and_keeps_what_it_read(
     from chalicelib.keysync import job as keysync_job
     from chalicelib.keysync import source_mysql as source
     from chalicelib.runtime.config import settings
-    from chalicelib.runtime.observability import flush, metrics
+    from chalicelib.runtime.observability import flush
 
     keys = [lookout_db.insert_key(key_id=i, project_id=1) for i in range(1, 41)]
     monkeypatch.setenv("LOOKOUT_DB_URL", lookout_db.url)
@@ -120,7 +120,7 @@ def test_database_lost_mid_stream_deletes_nothing_and_keeps_what_it_read(
             yield row
 
     monkeypatch.setattr(source, "stream_rows", dies_after_five)
-    metrics(keysync_job.SERVICE).clear_metrics()
+    flush(keysync_job.SERVICE)  # the first run's invocation
     capsys.readouterr()
     result = keysync_job.run()
     flush(keysync_job.SERVICE)  # what the scheduled handler does after run()
@@ -137,7 +137,6 @@ def test_database_lost_mid_stream_deletes_nothing_and_keeps_what_it_read(
 
     monkeypatch.setattr(source, "stream_rows", real_stream)
     assert keysync_job.run().ok  # the database is back: now the revoked keys go, the new one comes
-    metrics(keysync_job.SERVICE).clear_metrics()
     stored = {
         item["key_hash"]["S"]
         for item in boto3.client("dynamodb", region_name=REGION).scan(TableName=aws.keys_table)["Items"]

@@ -111,7 +111,7 @@ class LostAnswerSQS:
 def test_a_lost_sqs_answer_is_resent_under_the_same_event_id_and_answered_202(http, put_key, aws, monkeypatch):
     put_key(KEY)
     lossy = LostAnswerSQS(lose=1)
-    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda _name, **_: lossy)
+    monkeypatch.setattr("chalicelib.runtime.sqs_batch.client", lambda _name, **_: lossy)
     response = post(http, "/api/ingest", {"message": "m"})
     assert response.status_code == 202, response.json_body
     copies = drain_queue(aws.queue_url)
@@ -124,7 +124,7 @@ def test_an_enqueue_that_stays_ambiguous_is_503_that_does_not_claim_nothing_was_
 ):
     put_key(KEY)
     monkeypatch.setattr("chalicelib.edge.pipeline.ENQUEUE_BUDGET_SECONDS", 0.3)
-    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda _name, **_: LostAnswerSQS(lose=1000))
+    monkeypatch.setattr("chalicelib.runtime.sqs_batch.client", lambda _name, **_: LostAnswerSQS(lose=1000))
     lines = ndjson({"n": 0}, {"n": 1})
     refused = post(http, "/api/ingest/event", lines, NDJSON, idempotency_key="ambiguous")
     assert error_of(refused) == (503, "service_unavailable")
@@ -134,7 +134,7 @@ def test_an_enqueue_that_stays_ambiguous_is_503_that_does_not_claim_nothing_was_
     maybe = drain_queue(aws.queue_url)
     assert maybe  # they did land
 
-    monkeypatch.setattr("chalicelib.edge.enqueue.client", aws_clients.client)
+    monkeypatch.setattr("chalicelib.runtime.sqs_batch.client", aws_clients.client)
     retried = post(http, "/api/ingest/event", lines, NDJSON, idempotency_key="ambiguous")
     assert retried.status_code == 202
     resent = drain_queue(aws.queue_url)

@@ -1,11 +1,11 @@
 import json
 import time
 
-import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
-from chalicelib.edge.enqueue import EnqueueFailed, OutgoingMessage, plan_batches, send_messages
 from chalicelib.runtime import aws as aws_clients
+from chalicelib.runtime import sqs_batch
+from chalicelib.runtime.sqs_batch import Outgoing, SendReport, plan_batches
 from tests.conftest import drain_queue
 
 
@@ -14,21 +14,32 @@ def soon(seconds: float = 5.0) -> float:
     return time.monotonic() + seconds
 
 
-def msg(i: int, size: int = 10) -> OutgoingMessage:
-    return OutgoingMessage(body=json.dumps({"i": i, "pad": "x" * size}), signal="log", project_id="42")
+ATTRIBUTES = {
+    "signal": {"DataType": "String", "StringValue": "log"},
+    "project_id": {"DataType": "String", "StringValue": "42"},
+}
+
+
+def msg(i: int, size: int = 10) -> Outgoing:
+    return Outgoing(json.dumps({"i": i, "pad": "x" * size}), ATTRIBUTES)
+
+
+def send_messages(queue_url: str, messages: list[Outgoing], deadline: float) -> SendReport[int]:
+    """The edge's way: keyed by position, with a deadline."""
+    return sqs_batch.send_messages(queue_url, dict(enumerate(messages)), deadline)
 
 
 def test_batches_respect_count_and_bytes():
-    messages = [msg(i) for i in range(25)]
+    messages = dict(enumerate(msg(i) for i in range(25)))
     assert [len(b) for b in plan_batches(messages, list(range(25)))] == [10, 10, 5]
-    big = [msg(i, 100 * 1024) for i in range(5)]
+    big = dict(enumerate(msg(i, 100 * 1024) for i in range(5)))
     batches = plan_batches(big, list(range(5)))
     assert all(sum(big[i].size() for i in b) <= 256 * 1024 for b in batches)
     assert sorted(i for b in batches for i in b) == list(range(5))
 
 
 def test_send_messages_puts_all_with_attributes(aws):
-    send_messages(aws.queue_url, [msg(i) for i in range(23)], soon())
+    assert send_messages(aws.queue_url, [msg(i) for i in range(23)], soon()).sent == set(range(23))
     got = drain_queue(aws.queue_url)
     assert sorted(m["i"] for m in got) == list(range(23))
     assert got[0]["_attributes"] == {"signal": "log", "project_id": "42"}
@@ -57,27 +68,26 @@ class FlakySQS:
 
 def test_failed_entries_are_retried_alone(aws, monkeypatch):
     flaky = FlakySQS(aws_clients.client("sqs"), {"3"}, times=1)
-    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name, **_: flaky)
+    monkeypatch.setattr("chalicelib.runtime.sqs_batch.client", lambda name, **_: flaky)
     send_messages(aws.queue_url, [msg(i) for i in range(5)], soon())
     assert flaky.calls == [["0", "1", "2", "3", "4"], ["3"]]
     assert sorted(m["i"] for m in drain_queue(aws.queue_url)) == [0, 1, 2, 3, 4]
 
 
-def test_persistent_failure_raises_with_what_got_in(aws, monkeypatch):
+def test_persistent_failure_reports_what_got_in(aws, monkeypatch):
     flaky = FlakySQS(aws_clients.client("sqs"), {"1"}, times=10)
-    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name, **_: flaky)
-    with pytest.raises(EnqueueFailed) as info:
-        send_messages(aws.queue_url, [msg(i) for i in range(3)], soon(0.3))
-    assert info.value.sent == {0, 2}
+    monkeypatch.setattr("chalicelib.runtime.sqs_batch.client", lambda name, **_: flaky)
+    report = send_messages(aws.queue_url, [msg(i) for i in range(3)], soon(0.3))
+    assert (report.sent, report.failed, report.reason) == ({0, 2}, {1}, "InternalError")
     assert sorted(m["i"] for m in drain_queue(aws.queue_url)) == [0, 2]
 
 
-def test_missing_queue_raises(aws, monkeypatch):
+def test_missing_queue_fails_every_message_at_once(aws, monkeypatch):
     missing = aws.queue_url + "-missing"
     # The edge's configured queue is gone (its policy names the configured queue: another is AccessDenied).
     monkeypatch.setenv("LOOKOUT_EDGE_QUEUE_URL", missing)
-    with pytest.raises(EnqueueFailed):
-        send_messages(missing, [msg(0)], soon())
+    report = send_messages(missing, [msg(0)], soon())
+    assert (report.sent, report.failed, report.unconfirmed) == (set(), {0}, set())
 
 
 class MeetingSQS:
@@ -96,13 +106,11 @@ class MeetingSQS:
 
 
 def test_batches_are_sent_concurrently(aws, monkeypatch):
-    from chalicelib.edge import enqueue
-
-    meeting = MeetingSQS(aws_clients.client("sqs"), parties=enqueue.CONCURRENT_BATCHES)
-    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name, **_: meeting)
-    send_messages(aws.queue_url, [msg(i) for i in range(10 * enqueue.CONCURRENT_BATCHES)], soon())
-    assert meeting.calls == enqueue.CONCURRENT_BATCHES
-    assert sorted(m["i"] for m in drain_queue(aws.queue_url)) == list(range(10 * enqueue.CONCURRENT_BATCHES))
+    meeting = MeetingSQS(aws_clients.client("sqs"), parties=sqs_batch.CONCURRENT_BATCHES)
+    monkeypatch.setattr("chalicelib.runtime.sqs_batch.client", lambda name, **_: meeting)
+    send_messages(aws.queue_url, [msg(i) for i in range(10 * sqs_batch.CONCURRENT_BATCHES)], soon())
+    assert meeting.calls == sqs_batch.CONCURRENT_BATCHES
+    assert sorted(m["i"] for m in drain_queue(aws.queue_url)) == list(range(10 * sqs_batch.CONCURRENT_BATCHES))
 
 
 class LostAnswersSQS:
@@ -130,9 +138,9 @@ def test_a_lost_answer_is_resent_with_the_same_body(aws, monkeypatch):
     """#15 items 3 and 4: a timeout has no `response`; the batch is resent, same bodies (same event
     ids: the backend stores an id once), and the call succeeds within its deadline."""
     lossy = LostAnswersSQS(aws_clients.client("sqs"), {"0"}, READ_TIMEOUT, times=1)
-    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name, **_: lossy)
+    monkeypatch.setattr("chalicelib.runtime.sqs_batch.client", lambda name, **_: lossy)
     messages = [msg(i) for i in range(3)]
-    send_messages(aws.queue_url, messages, soon())
+    assert send_messages(aws.queue_url, messages, soon()).failed == set()
     assert lossy.calls == [["0", "1", "2"], ["0", "1", "2"]]
     queued = drain_queue(aws.queue_url)
     assert sorted(m["i"] for m in queued) == [0, 0, 1, 1, 2, 2]  # twice, byte for byte the same message
@@ -143,12 +151,11 @@ def test_a_lost_answer_is_resent_with_the_same_body(aws, monkeypatch):
 
 def test_an_unanswered_batch_keeps_the_record_of_what_was_sent(aws, monkeypatch):
     lossy = LostAnswersSQS(aws_clients.client("sqs"), {"12"}, CLOSED, times=1000)
-    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name, **_: lossy)
-    with pytest.raises(EnqueueFailed) as info:
-        send_messages(aws.queue_url, [msg(i) for i in range(15)], soon(0.3))
-    assert info.value.sent == set(range(10))
-    assert info.value.unconfirmed == set(range(10, 15))  # SQS may hold them: the 503 must say so
-    assert str(info.value) == "ConnectionClosedError"
+    monkeypatch.setattr("chalicelib.runtime.sqs_batch.client", lambda name, **_: lossy)
+    report = send_messages(aws.queue_url, [msg(i) for i in range(15)], soon(0.3))
+    assert report.sent == set(range(10))
+    assert report.unconfirmed == report.failed == set(range(10, 15))  # SQS may hold them: the 503 must say so
+    assert report.reason == "ConnectionClosedError"
 
 
 class RefusingSQS:
@@ -165,17 +172,20 @@ class RefusingSQS:
 
 def test_a_batch_sqs_refuses_for_good_is_not_resent(aws, monkeypatch):
     refusing = RefusingSQS()
-    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name, **_: refusing)
-    with pytest.raises(EnqueueFailed) as info:
-        send_messages(aws.queue_url, [msg(0)], soon(30))
-    assert (str(info.value), info.value.sent, info.value.unconfirmed) == ("InvalidMessageContents", set(), set())
+    monkeypatch.setattr("chalicelib.runtime.sqs_batch.client", lambda name, **_: refusing)
+    report = send_messages(aws.queue_url, [msg(0)], soon(30))
+    assert (report.reason, report.sent, report.failed, report.unconfirmed) == (
+        "InvalidMessageContents",
+        set(),
+        {0},
+        set(),
+    )
     assert refusing.calls == 1
 
 
 def test_a_stalled_send_is_tried_once_per_round_so_the_deadline_holds(aws, silent_aws):
     """The enqueue loop is the retry, bounded by the request's deadline: botocore's own retry
     would repeat a stalled call (connect + read timeout) once more past it."""
-    with pytest.raises(EnqueueFailed) as failed:
-        send_messages(aws.queue_url, [msg(0)], soon(0.1))
-    assert failed.value.unconfirmed == {0}  # sent, no answer: SQS may hold it
+    report = send_messages(aws.queue_url, [msg(0)], soon(0.1))
+    assert report.unconfirmed == report.failed == {0}  # sent, no answer: SQS may hold it
     assert len(silent_aws) == 1

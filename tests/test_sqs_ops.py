@@ -10,14 +10,14 @@ from edgectl.resources import StackNames
 
 
 def fill(queue_url: str, count: int) -> list[dict]:
-    sent = sqs_batch.send_messages(
+    report = sqs_batch.send_messages(
         queue_url,
         {
             f"k{i}": sqs_batch.Outgoing(f"body {i}", {"n": {"DataType": "Number", "StringValue": str(i)}})
             for i in range(count)
         },
     )
-    assert sent == set()
+    assert (report.failed, report.sent) == (set(), {f"k{i}" for i in range(count)})
     received = []
     while got := sqs_batch.receive(queue_url, 10, visibility=60, wait=0):
         received.extend(got)
@@ -49,10 +49,8 @@ def test_change_visibility_releases_and_reports_failures(aws: StackNames) -> Non
 
 def test_a_failed_call_marks_every_entry_failed(aws: StackNames, iam: Enforcer) -> None:
     missing = aws.dlq_url + "-missing"
-    assert sqs_batch.send_messages(missing, {"a": sqs_batch.Outgoing("x", {}), "b": sqs_batch.Outgoing("y", {})}) == {
-        "a",
-        "b",
-    }
+    report = sqs_batch.send_messages(missing, {"a": sqs_batch.Outgoing("x", {}), "b": sqs_batch.Outgoing("y", {})})
+    assert (report.failed, report.sent) == ({"a", "b"}, set()) and report.reason
     # The call failed as it would in AWS: no function may send to a queue of no stack.
     assert [(d.action, d.resource.rsplit(":", 1)[-1]) for d in iam.denials] == [
         ("sqs:SendMessage", missing.rsplit("/")[-1])

@@ -64,12 +64,25 @@ def dumps(value: Any) -> str:
 
 
 def encode_message(message: dict[str, Any]) -> str:
-    """The SQS body: payload inline, or gzip+base64 when inline would not fit (else 413)."""
-    body = dumps(message)
+    """The SQS body of a whole message dict (its payload serialised here)."""
+    fields = {name: value for name, value in message.items() if name != "payload"}
+    return encode_body(fields, dumps(message["payload"]))
+
+
+def encode_body(fields: dict[str, Any], payload_json: str) -> str:
+    """The SQS body: `payload_json` (already `dumps`ed) spliced in after `payload_encoding`, the
+    bytes `dumps` of the whole message would give; gzip+base64 when inline would not fit (else 413)."""
+    names = list(fields)
+    cut = names.index("payload_encoding") + 1 if "payload_encoding" in names else len(names)
+    head = {name: fields[name] for name in names[:cut]}
+    tail = {name: fields[name] for name in names[cut:]}
+    opening = dumps(head)[:-1] + ("," if head else "")
+    closing = "," + dumps(tail)[1:] if tail else "}"
+    body = f'{opening}"payload":{payload_json}{closing}'
     if len(body) <= MAX_MESSAGE_BYTES:
         return body
-    packed = base64.b64encode(gzip.compress(dumps(message["payload"]).encode(), 6)).decode()
-    smaller = dict(message, payload_encoding="gzip+base64", payload=packed)
+    packed = base64.b64encode(gzip.compress(payload_json.encode(), 6)).decode()
+    smaller = {**head, "payload_encoding": "gzip+base64", "payload": packed, **tail}
     body = dumps(smaller)
     if len(body) > MAX_MESSAGE_BYTES:
         raise too_large("the event does not fit in one queue message even compressed")

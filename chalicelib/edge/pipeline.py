@@ -26,11 +26,14 @@ from typing import Any
 from chalicelib.contract import envelope
 from chalicelib.contract.errors import EdgeError, bad_request, unavailable
 from chalicelib.contract.keys_item import KeyRecord
+from chalicelib.contract.message import Origin, QueueMessages
 from chalicelib.contract.signals import Signal, check_event, check_event_count
-from chalicelib.edge import auth, enqueue, idempotency, ratelimit, remote_config
+from chalicelib.edge import auth, idempotency, ratelimit, remote_config
 from chalicelib.edge.doors import SDK_POLICY, AcceptPolicy, Batch, Event, IngestRequest
+from chalicelib.runtime import sqs_batch
 from chalicelib.runtime.config import Settings, settings
 from chalicelib.runtime.observability import correlate, count_per_interval, logger
+from chalicelib.runtime.sqs_batch import Outgoing
 
 # From the start of `accept`, how long the edge keeps resending what SQS did not confirm. The
 # PHP SDK gives up after 5 s; this leaves room for the cold start, the key lookup and one more
@@ -93,7 +96,7 @@ class _Acceptance:
             return {"first_seen_ms": int(time.time() * 1000), "events": len(batch.events)}
         return {"event_ids": [envelope.new_ulid() for _ in batch.events]}
 
-    def messages(self, stored: dict[str, Any]) -> list[enqueue.OutgoingMessage]:
+    def messages(self, stored: dict[str, Any]) -> dict[int, Outgoing]:
         """The queue messages, under the ids `stored` (planned, or the claim's) gives."""
         batch = self.batch
         events, key = batch.events, batch.idempotency_key
@@ -130,10 +133,11 @@ class _Acceptance:
         messages = self.messages(planned)
         try:
             _enqueue(conf.queue_url, messages, self.deadline, frozenset(claim.sent) if claim else frozenset())
-        except enqueue.EnqueueFailed as failure:
+        except QueueIncomplete as failure:
             if claim is not None:
-                _quietly("record the partial enqueue", idempotency.release, conf.idempotency_table, claim, failure.sent)
-            raise _queue_down(failure, claim is not None) from None
+                sent = failure.report.sent
+                _quietly("record the partial enqueue", idempotency.release, conf.idempotency_table, claim, sent)
+            raise _queue_down(failure.report, claim is not None) from None
         if claim is not None:
             # The events are in SQS: the answer is 202 whatever happens here. An unfinished claim is
             # taken over by a replay after ABANDONED_AFTER seconds and resent under the same event
@@ -208,57 +212,48 @@ def build_messages(
     reply: dict[str, Any],
     idempotency_key: str | None,
     carried: Mapping[str, str] | None = None,
-) -> list[enqueue.OutgoingMessage]:
-    """One queue message per event (CONTRACT §5), under the final ids of the 202 body `reply`.
+) -> dict[int, Outgoing]:
+    """One queue message per event (CONTRACT §5), under the final ids of the 202 body `reply`,
+    keyed by the event's position.
 
     `headers` holds the request's `X-Lookout-*` headers and the door's `carried` ones.
     """
     headers = request.headers
-    received_at = envelope.utc_now_iso()
     sdk_headers = {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-lookout-")}
     sdk_headers.update(carried or {})
+    origin = Origin(
+        path=request.path,
+        client_ip=request.client_ip,
+        user_agent=headers.get("user-agent") or None,
+        idempotency_key=idempotency_key,
+        headers=sdk_headers,
+    )
     event_ids = reply.get("event_ids") or [reply["event_id"]]
-    messages = []
-    for event_id, event in zip(event_ids, events, strict=True):
-        message: dict[str, Any] = {
-            "v": envelope.VERSION,
-            "event_id": event_id,
-            "signal": signal.name,
-            "path": request.path,
-            "project_id": record.project_id,
-            "organization_id": record.organization_id,
-            "key_id": record.key_id,
-            "received_at": received_at,
-            "client_ip": request.client_ip,
-            "user_agent": headers.get("user-agent") or None,
-            "idempotency_key": idempotency_key,
-            "headers": sdk_headers,
-            "payload_encoding": "json",
-            "payload": envelope.strip_api_key(event.payload),
-        }
-        id_field = signal.id_field
-        if id_field is not None and id_field in reply and signal.given_id(event.payload) is None:
-            message["assigned_ids"] = {id_field: reply[id_field]}
-        messages.append(
-            enqueue.OutgoingMessage(
-                body=envelope.encode_message(message), signal=signal.name, project_id=record.project_id
-            )
-        )
+    assigned = signal.id_field if signal.id_field is not None and signal.id_field in reply else None
+    batch = QueueMessages(signal.name, record, origin)
+    messages = {}
+    for position, (event_id, event) in enumerate(zip(event_ids, events, strict=True)):
+        assigned_ids = {assigned: reply[assigned]} if assigned and signal.given_id(event.payload) is None else None
+        messages[position] = Outgoing(batch.body(event_id, event.payload_json, assigned_ids), batch.attributes)
     return messages
 
 
-def _enqueue(
-    queue_url: str | None, messages: list[enqueue.OutgoingMessage], deadline: float, skip: frozenset[int]
-) -> None:
+def _enqueue(queue_url: str | None, messages: dict[int, Outgoing], deadline: float, skip: frozenset[int]) -> None:
+    """Every message in SQS by `deadline`, or `QueueIncomplete` with what got in."""
     if not queue_url:
         logger().error("LOOKOUT_EDGE_QUEUE_URL is not set")
         raise unavailable("the edge has no queue configured")
-    try:
-        enqueue.send_messages(queue_url, messages, deadline, skip)
-    except enqueue.EnqueueFailed:
-        raise
-    except Exception as exc:  # client construction, credentials
-        raise enqueue.EnqueueFailed(type(exc).__name__, set(skip)) from exc
+    report = sqs_batch.send_messages(queue_url, messages, deadline, skip)
+    if report.failed:
+        raise QueueIncomplete(report)
+
+
+class QueueIncomplete(Exception):
+    """SQS did not confirm every message: the send's report says what got in."""
+
+    def __init__(self, report: sqs_batch.SendReport[int]):
+        super().__init__(report.reason)
+        self.report = report
 
 
 def request_fingerprint(request: IngestRequest, signal: Signal, events: list[Event]) -> str:
@@ -269,7 +264,7 @@ def request_fingerprint(request: IngestRequest, signal: Signal, events: list[Eve
     """
     digest = hashlib.sha256(f"{request.path}\n{signal.name}\n".encode())
     for event in events:
-        digest.update(envelope.dumps(envelope.strip_api_key(event.payload)).encode())
+        digest.update(event.payload_json.encode())
         digest.update(b"\n")
     return digest.hexdigest()
 
@@ -282,13 +277,13 @@ def _quietly(what: str, step: Callable[..., None], *args: Any) -> None:
         logger().warning(f"could not {what}", extra={"reason": type(exc).__name__})
 
 
-def _queue_down(failure: enqueue.EnqueueFailed, idempotent: bool) -> EdgeError:
+def _queue_down(report: sqs_batch.SendReport[int], idempotent: bool) -> EdgeError:
     """503, honest about what may be in the queue already."""
     logger().error(
         "enqueue failed",
-        extra={"reason": str(failure), "sent": len(failure.sent), "unconfirmed": len(failure.unconfirmed)},
+        extra={"reason": report.reason, "sent": len(report.sent), "unconfirmed": len(report.unconfirmed)},
     )
-    if not failure.sent and not failure.unconfirmed:
+    if not report.sent and not report.unconfirmed:
         return unavailable("the event queue is unavailable; nothing was accepted, retry shortly")
     retry = (
         "retry with the same Idempotency-Key: only the rest is sent, under the same event ids"

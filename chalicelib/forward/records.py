@@ -98,7 +98,8 @@ def decode_envelope(body: str) -> Envelope | None:
         message = json.loads(body)
         if not isinstance(message, dict) or not isinstance(message.get("event_id"), str):
             return None
-        return decode_payload(message)
+        decoded = decode_payload(message)
+        return Envelope(decoded, source=body if decoded is message else None)
     except (ValueError, TypeError, KeyError, OSError, EOFError):
         # ValueError covers bad JSON, bad base64 and bad gzip (BadGzipFile is an OSError).
         return None

@@ -141,7 +141,7 @@ def execute(steps: Sequence[Step], queue_url: str, dlq_url: str) -> Settlement:
     sent: dict[Action, set[str]] = {}
     for action, url in ((Action.DEAD_LETTER, dlq_url), (Action.REQUEUE, queue_url)):
         copies = {s.record.message_id: s.copy for s in steps if s.verdict.action is action and s.copy is not None}
-        not_sent = sqs_batch.send_messages(url, copies) if copies else set()
+        not_sent = sqs_batch.send_messages(url, copies).failed if copies else set()
         failed |= not_sent
         sent[action] = copies.keys() - not_sent
     hidden = {

@@ -19,6 +19,7 @@ from typing import Any
 from chalicelib.contract import cloudwatch_logs, envelope
 from chalicelib.contract.errors import EdgeError
 from chalicelib.contract.keys_item import KeyRecord, fetch_key_item, hash_key
+from chalicelib.contract.message import Origin, QueueMessages
 from chalicelib.runtime import sqs_batch, ssm
 from chalicelib.runtime.config import ConfigError, settings
 from chalicelib.runtime.container import per_container
@@ -61,49 +62,24 @@ def ship(event: dict[str, Any]) -> dict[str, Any]:
         count("control_messages", 1, SERVICE)
         return {"shipped": 0}
     record = tail_key()
-    messages = build_messages(payloads, record)
-    outgoing = {
-        message["event_id"]: sqs_batch.Outgoing(envelope.encode_message(message), _attributes(record))
-        for message in messages
-    }
-    failed = sqs_batch.send_messages(queue_url, outgoing)
+    outgoing = build_messages(payloads, record)
+    failed = sqs_batch.send_messages(queue_url, outgoing).failed
     count("shipped", len(outgoing) - len(failed), SERVICE)
     if failed:
         raise ShipFailed(f"{len(failed)} of {len(outgoing)} log events not queued; Lambda retries them")
     return {"shipped": len(outgoing), "event_ids": list(outgoing)}
 
 
-def build_messages(payloads: list[dict[str, Any]], record: KeyRecord) -> list[dict[str, Any]]:
-    """One CONTRACT §5 message per payload, with ids stable across a retry of the invocation."""
+def build_messages(payloads: list[dict[str, Any]], record: KeyRecord) -> dict[str, sqs_batch.Outgoing]:
+    """One CONTRACT §5 message per payload by event id, the ids stable across a retry of the invocation."""
     first = payloads[0]["entries"][0]
     seed = f"{first['log_group']}|{first['log_stream']}|{first.get('id')}"
     first_ms = first.get("timestamp") if isinstance(first.get("timestamp"), int) else int(time.time() * 1000)
-    received_at = envelope.utc_now_iso()
-    return [
-        {
-            "v": envelope.VERSION,
-            "event_id": event_id,
-            "signal": "log",
-            "path": PATH,
-            "project_id": record.project_id,
-            "organization_id": record.organization_id,
-            "key_id": record.key_id,
-            "received_at": received_at,
-            "client_ip": None,
-            "user_agent": None,
-            "idempotency_key": None,
-            "headers": {},
-            "payload_encoding": "json",
-            "payload": payload,
-        }
-        for event_id, payload in zip(envelope.stable_ulids(seed, first_ms, len(payloads)), payloads, strict=True)
-    ]
-
-
-def _attributes(record: KeyRecord) -> dict[str, dict[str, str]]:
+    batch = QueueMessages("log", record, Origin(path=PATH))
+    event_ids = envelope.stable_ulids(seed, first_ms, len(payloads))
     return {
-        "signal": {"DataType": "String", "StringValue": "log"},
-        "project_id": {"DataType": "String", "StringValue": record.project_id},
+        event_id: sqs_batch.Outgoing(batch.body(event_id, envelope.dumps(payload)), batch.attributes)
+        for event_id, payload in zip(event_ids, payloads, strict=True)
     }
 
 

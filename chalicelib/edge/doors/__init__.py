@@ -21,8 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
+from chalicelib.contract import envelope
 from chalicelib.contract.signals import MAX_EVENTS_PER_REQUEST, Signal
 
 if TYPE_CHECKING:
@@ -52,6 +54,16 @@ class Event:
     payload: Any  # the JSON document; `accept` refuses anything but an object
     size: int  # its decoded size in bytes, for the 1 MiB per-event limit
     where: str = ""  # how an error points at it: "line 3", "record 2"
+    # `payload_json`, when the door serialised the payload already (OTLP sizes its events so).
+    serialised: str | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def payload_json(self) -> str:
+        """The queued payload (`api_key` stripped) as `envelope.dumps` writes it: serialised once,
+        for the idempotency fingerprint and the queue message both."""
+        if self.serialised is not None:
+            return self.serialised
+        return envelope.dumps(envelope.strip_api_key(self.payload))
 
 
 @dataclass(frozen=True)

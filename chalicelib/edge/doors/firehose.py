@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from chalice import Response
 
-from chalicelib.contract import cloudwatch_logs
+from chalicelib.contract import cloudwatch_logs, envelope
 from chalicelib.contract.errors import EdgeError, bad_request, too_large
 from chalicelib.contract.signals import SIGNALS
 from chalicelib.edge.bodies import decode_content, ndjson_events, parse_json
@@ -163,7 +162,10 @@ def decode_record(record: Any, signal: str, where: str) -> list[Event]:
         if signal != "log":
             raise bad_request("CloudWatch Logs data belongs on /api/firehose/log")
         payloads = cloudwatch_logs.decode_log_payloads(data)
-        return [Event(payload, len(json.dumps(payload, separators=(",", ":"))), where) for payload in payloads]
+        texts = [envelope.dumps(payload) for payload in payloads]  # sized and queued as this text
+        return [
+            Event(payload, len(text), where, serialised=text) for payload, text in zip(payloads, texts, strict=True)
+        ]
     if not data.strip():
         return []
     try:

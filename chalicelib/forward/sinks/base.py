@@ -13,8 +13,21 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
-# A queue message (CONTRACT §5) with its payload decoded back to JSON.
-Envelope = dict[str, Any]
+
+class Envelope(dict[str, Any]):
+    """A queue message (CONTRACT §5) with its payload decoded back to JSON.
+
+    `source` is its SQS body as received when that body already is this JSON (payload
+    inline): a sink that forwards the message unchanged splices it instead of encoding
+    the message again. Sinks read it, never change it.
+    """
+
+    __slots__ = ("source",)
+
+    def __init__(self, fields: dict[str, Any], source: str | None = None) -> None:
+        super().__init__(fields)
+        self.source = source
+
 
 MAX_ERROR_TEXT = 256
 

@@ -71,7 +71,7 @@ class LookoutSink:
             logger("forwarder").error("edge token unavailable", extra={"reason": str(exc)})
             return [retry(Reason.TOKEN_UNAVAILABLE)] * len(envelopes)
 
-        events = [dumps(e) for e in envelopes]  # each encoded once: its size, then its request's body
+        events = [encoded(e) for e in envelopes]  # each encoded once (or spliced): its size, then its request's body
 
         def send(batch: Sequence[int]) -> tuple[HttpAnswer, list[Outcome]]:
             answer, _ = post_events(spliced_body([events[i] for i in batch]), token)
@@ -83,7 +83,13 @@ class LookoutSink:
 
 def request_body(envelopes: Sequence[Envelope]) -> bytes:
     """`{"events": [...]}`: the queue messages with their payloads decoded back to JSON."""
-    return spliced_body([dumps(e) for e in envelopes])
+    return spliced_body([encoded(e) for e in envelopes])
+
+
+def encoded(envelope: Envelope) -> str:
+    """The message as compact ASCII JSON: its SQS body as received when that body already is
+    this JSON (payload inline, `Envelope.source`), else encoded here."""
+    return getattr(envelope, "source", None) or dumps(envelope)
 
 
 def spliced_body(events: Sequence[str]) -> bytes:
