@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.contract.errors import EdgeError, bad_request, too_large
+from chalicelib.contract.otlp import LOGS, METRICS, TRACES
 
 # CONTRACT §3 limits: one event 1 MiB decoded (as Sentry Relay), a log body 200 entries or lines.
 MAX_EVENT_BYTES = 1024 * 1024
@@ -78,11 +79,15 @@ class Signal:
 
 _REGISTRY = (
     Signal("error", sdk_route=False),  # /api/ingest, /api/v1/ingest, /api/v1/errors
+    # /api/ingest/trace/otlp and the OTLP door's /v1/* (contract/otlp.py)
     Signal(
-        "otlp", flag="trace_enabled", shape=_needs_array("resourceSpans", "an OTLP/HTTP JSON body"), sdk_route=False
-    ),  # /api/ingest/trace/otlp, /v1/traces
-    Signal("otlp_logs", shape=_needs_array("resourceLogs", "an OTLP logs body"), sdk_route=False),  # /v1/logs
-    Signal("otlp_metrics", shape=_needs_array("resourceMetrics", "an OTLP metrics body"), sdk_route=False),
+        TRACES.signal,
+        flag="trace_enabled",
+        shape=_needs_array(TRACES.resources, "an OTLP/HTTP JSON body"),
+        sdk_route=False,
+    ),
+    Signal(LOGS.signal, shape=_needs_array(LOGS.resources, "an OTLP logs body"), sdk_route=False),
+    Signal(METRICS.signal, shape=_needs_array(METRICS.resources, "an OTLP metrics body"), sdk_route=False),
     Signal("log", shape=_log_batch),
     Signal("rum", flag="rum_enabled"),
     Signal("trace", flag="trace_enabled"),

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import importlib
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -34,7 +33,9 @@ from typing import Any
 
 from chalice import Response
 
+from chalicelib.contract import envelope
 from chalicelib.contract.errors import EdgeError, bad_request, unsupported
+from chalicelib.contract.otlp import BY_PATH, LOGS, METRICS, TRACES, OtlpExport
 from chalicelib.contract.signals import MAX_EVENT_BYTES, SIGNALS
 from chalicelib.edge import cors
 from chalicelib.edge.bodies import check_received_size, decode_content, media_type, parse_json
@@ -47,60 +48,6 @@ _METRIC_DATA = ("gauge", "sum", "histogram", "exponentialHistogram", "summary")
 # google.rpc.Code for each HTTP status the edge answers (the spec lets clients ignore it).
 _GRPC_CODES = {400: 3, 401: 16, 402: 7, 403: 7, 404: 5, 409: 10, 413: 3, 415: 3, 422: 3, 429: 8, 503: 14}
 _GRPC_INTERNAL = 13
-
-
-@dataclass(frozen=True)
-class OtlpKind:
-    """One OTLP signal: its queue signal, JSON field names and protobuf classes."""
-
-    signal: str  # CONTRACT §10 signal name in the queue message
-    resources: str  # resourceSpans
-    scopes: str  # scopeSpans
-    items: str  # spans
-    noun: str  # what `partial_success` counts: spans, log records, data points
-    module: str  # opentelemetry-proto module of the request and response messages
-    request: str
-    response: str
-    rejected_field: str  # the partial-success counter
-
-    def proto(self) -> Any:
-        return importlib.import_module(self.module)
-
-
-TRACES = OtlpKind(
-    "otlp",
-    "resourceSpans",
-    "scopeSpans",
-    "spans",
-    "spans",
-    "opentelemetry.proto.collector.trace.v1.trace_service_pb2",
-    "ExportTraceServiceRequest",
-    "ExportTraceServiceResponse",
-    "rejected_spans",
-)
-LOGS = OtlpKind(
-    "otlp_logs",
-    "resourceLogs",
-    "scopeLogs",
-    "logRecords",
-    "log records",
-    "opentelemetry.proto.collector.logs.v1.logs_service_pb2",
-    "ExportLogsServiceRequest",
-    "ExportLogsServiceResponse",
-    "rejected_log_records",
-)
-METRICS = OtlpKind(
-    "otlp_metrics",
-    "resourceMetrics",
-    "scopeMetrics",
-    "metrics",
-    "data points",
-    "opentelemetry.proto.collector.metrics.v1.metrics_service_pb2",
-    "ExportMetricsServiceRequest",
-    "ExportMetricsServiceResponse",
-    "rejected_data_points",
-)
-KINDS = {"/v1/traces": TRACES, "/v1/logs": LOGS, "/v1/metrics": METRICS}
 
 
 @dataclass
@@ -127,8 +74,8 @@ class OtlpDoor:
 
     def __init__(self, request: IngestRequest):
         self.request = request
-        self.kind = KINDS[request.path]
-        self.signal_name = self.kind.signal
+        self.export = BY_PATH[request.path]
+        self.signal_name = self.export.signal
         self.media_type = media_type(request.headers.get("content-type"))
         self.encoding = ENCODINGS.get(self.media_type, JSON_ENCODING)
         self.decoded = Decoded([], 0, None)
@@ -137,13 +84,13 @@ class OtlpDoor:
         headers = self.request.headers
         if self.media_type not in ENCODINGS:
             raise _unsupported(self.media_type)
-        self.decoded = decode_as(self.kind, self.encoding, self.request.body, headers.get("content-encoding"))
+        self.decoded = decode_as(self.export, self.encoding, self.request.body, headers.get("content-encoding"))
         events = self.decoded.events
-        signal = SIGNALS[self.kind.signal]
+        signal = SIGNALS[self.export.signal]
         return Batch(signal, events, OTLP_POLICY, many=len(events) > 1, idempotency_key=idempotency_header(headers))
 
     def answer(self, accepted: dict[str, Any] | None) -> Response:
-        return self._reply(200, self.encoding.success(self.kind, self.decoded.rejected, self.decoded.reason))
+        return self._reply(200, self.encoding.success(self.export, self.decoded.rejected, self.decoded.reason))
 
     def refuse(self, error: EdgeError) -> Response:
         return self._reply(error.status, self.encoding.status(error), error.headers())
@@ -159,7 +106,7 @@ class OtlpDoor:
 
 
 def decode(
-    kind: OtlpKind,
+    export: OtlpExport,
     raw: bytes,
     content_type: str | None,
     content_encoding: str | None,
@@ -170,11 +117,11 @@ def decode(
     encoding = ENCODINGS.get(name)
     if encoding is None:
         raise _unsupported(name)
-    return decode_as(kind, encoding, raw, content_encoding, max_event_bytes)
+    return decode_as(export, encoding, raw, content_encoding, max_event_bytes)
 
 
 def decode_as(
-    kind: OtlpKind,
+    export: OtlpExport,
     encoding: Encoding,
     raw: bytes,
     content_encoding: str | None,
@@ -183,12 +130,12 @@ def decode_as(
     """Check sizes, undo gzip, parse and validate: the request as OTLP JSON events (or an EdgeError)."""
     check_received_size(raw)
     data = decode_content(raw, content_encoding)
-    message = encoding.parse(kind, data)
-    rejected, reason = _drop_invalid(kind, message)
-    events, oversized = _to_events(kind, _to_otlp_json(message), max_event_bytes)
+    message = encoding.parse(export, data)
+    rejected, reason = _drop_invalid(export, message)
+    events, oversized = _to_events(export, _to_otlp_json(message), max_event_bytes)
     if oversized:
         rejected += oversized
-        reason = reason or f"some {kind.noun} are over the {max_event_bytes}-byte event limit on their own"
+        reason = reason or f"some {export.noun} are over the {max_event_bytes}-byte event limit on their own"
     return Decoded(events, rejected, reason)
 
 
@@ -199,29 +146,29 @@ def _unsupported(name: str) -> EdgeError:
 # --- parsing -------------------------------------------------------------------------------
 
 
-def _parse_protobuf_request(kind: OtlpKind, data: bytes) -> Any:
+def _parse_protobuf_request(export: OtlpExport, data: bytes) -> Any:
     from google.protobuf.message import DecodeError
 
-    message = getattr(kind.proto(), kind.request)()
+    message = getattr(export.proto(), export.request)()
     try:
         message.ParseFromString(data)
     except DecodeError as exc:
-        raise bad_request(f"the body is not a valid protobuf {kind.request}: {exc}") from None
+        raise bad_request(f"the body is not a valid protobuf {export.request}: {exc}") from None
     return message
 
 
-def _parse_json_request(kind: OtlpKind, data: bytes) -> Any:
+def _parse_json_request(export: OtlpExport, data: bytes) -> Any:
     from google.protobuf.json_format import ParseDict, ParseError
 
     document = parse_json(data)
     if not isinstance(document, dict):
-        raise bad_request(f"an OTLP/JSON body is an {kind.request} object")
-    _rewrite_ids(kind, document, _hex_to_base64)
-    message = getattr(kind.proto(), kind.request)()
+        raise bad_request(f"an OTLP/JSON body is an {export.request} object")
+    _rewrite_ids(export, document, _hex_to_base64)
+    message = getattr(export.proto(), export.request)()
     try:
         ParseDict(document, message, ignore_unknown_fields=True)
     except (ParseError, ValueError, TypeError, RecursionError) as exc:
-        raise bad_request(f"the body is not a valid OTLP/JSON {kind.request}: {_short(exc)}") from None
+        raise bad_request(f"the body is not a valid OTLP/JSON {export.request}: {_short(exc)}") from None
     return message
 
 
@@ -239,24 +186,35 @@ def _hex_to_base64(value: Any, where: str) -> str:
 # --- ids in JSON requests: hex in OTLP JSON, base64 for protobuf's JSON parser ---------------
 
 
-def _id_holders(kind: OtlpKind, document: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str]]:
+def _id_holders(export: OtlpExport, document: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str]]:
     """Every object of a JSON export request that carries trace/span ids, with where it is."""
-    for r, resource in _objects(document, kind.resources):
-        for s, scope in _objects(resource, kind.scopes):
-            for i, item in _objects(scope, kind.items):
-                where = f"{kind.resources}[{r}].{kind.scopes}[{s}].{kind.items}[{i}]"
-                if kind is METRICS:
-                    for data_field in _METRIC_DATA:
-                        data = item.get(data_field)
-                        if isinstance(data, dict):
-                            for p, point in _objects(data, "dataPoints"):
-                                for e, exemplar in _objects(point, "exemplars"):
-                                    yield exemplar, f"{where}.{data_field}.dataPoints[{p}].exemplars[{e}]"
-                    continue
-                yield item, where
-                if kind is TRACES:
-                    for n, link in _objects(item, "links"):
-                        yield link, f"{where}.links[{n}]"
+    holders = _ID_HOLDERS[export.signal]
+    for r, resource in _objects(document, export.resources):
+        for s, scope in _objects(resource, export.scopes):
+            for i, item in _objects(scope, export.items):
+                yield from holders(item, f"{export.resources}[{r}].{export.scopes}[{s}].{export.items}[{i}]")
+
+
+def _span_ids(span: dict[str, Any], where: str) -> Iterator[tuple[dict[str, Any], str]]:
+    yield span, where
+    for n, link in _objects(span, "links"):
+        yield link, f"{where}.links[{n}]"
+
+
+def _log_record_ids(record: dict[str, Any], where: str) -> Iterator[tuple[dict[str, Any], str]]:
+    yield record, where
+
+
+def _metric_ids(metric: dict[str, Any], where: str) -> Iterator[tuple[dict[str, Any], str]]:
+    for data_field in _METRIC_DATA:
+        data = metric.get(data_field)
+        if isinstance(data, dict):
+            for p, point in _objects(data, "dataPoints"):
+                for e, exemplar in _objects(point, "exemplars"):
+                    yield exemplar, f"{where}.{data_field}.dataPoints[{p}].exemplars[{e}]"
+
+
+_ID_HOLDERS = {TRACES.signal: _span_ids, LOGS.signal: _log_record_ids, METRICS.signal: _metric_ids}
 
 
 def _objects(parent: dict[str, Any], field_name: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -268,8 +226,8 @@ def _objects(parent: dict[str, Any], field_name: str) -> Iterator[tuple[int, dic
                 yield index, value
 
 
-def _rewrite_ids(kind: OtlpKind, document: dict[str, Any], convert: Callable[[Any, str], str]) -> None:
-    for holder, where in _id_holders(kind, document):
+def _rewrite_ids(export: OtlpExport, document: dict[str, Any], convert: Callable[[Any, str], str]) -> None:
+    for holder, where in _id_holders(export, document):
         for name in _ID_BYTES:
             if name in holder:
                 holder[name] = convert(holder[name], f"{where}.{name}")
@@ -278,20 +236,21 @@ def _rewrite_ids(kind: OtlpKind, document: dict[str, Any], convert: Callable[[An
 # --- validation ------------------------------------------------------------------------------
 
 
-def _drop_invalid(kind: OtlpKind, message: Any) -> tuple[int, str | None]:
-    """Remove the items Lookout cannot store; (rejected, reason) counted in `kind.noun`."""
+def _drop_invalid(export: OtlpExport, message: Any) -> tuple[int, str | None]:
+    """Remove the items Lookout cannot store; (rejected, reason) counted in `export.noun`."""
     rejected = 0
     reasons: list[str] = []
-    for resource in getattr(message, _snake(kind.resources)):
-        for scope in getattr(resource, _snake(kind.scopes)):
-            items = getattr(scope, _snake(kind.items))
+    problem_of = _PROBLEMS[export.signal]
+    for resource in getattr(message, _snake(export.resources)):
+        for scope in getattr(resource, _snake(export.scopes)):
+            items = getattr(scope, _snake(export.items))
             doomed = []
             for index, item in enumerate(items):
-                problem = _problem(kind, item)
+                problem = problem_of(item)
                 if problem is None:
                     continue
                 doomed.append(index)
-                rejected += _data_points(item) if kind is METRICS else 1
+                rejected += _data_points(item) if export.counts_data_points else 1
                 if problem not in reasons:
                     reasons.append(problem)
             for index in reversed(doomed):
@@ -299,22 +258,30 @@ def _drop_invalid(kind: OtlpKind, message: Any) -> tuple[int, str | None]:
     return rejected, "; ".join(reasons) or None
 
 
-def _problem(kind: OtlpKind, item: Any) -> str | None:
-    if kind is TRACES:
-        if not _valid_id(item.trace_id, 16):
-            return "a span needs a 16-byte, non-zero trace id"
-        if not _valid_id(item.span_id, 8):
-            return "a span needs an 8-byte, non-zero span id"
-        if item.parent_span_id and len(item.parent_span_id) != 8:
-            return "a parent span id has 8 bytes"
-    elif kind is LOGS:
-        if item.trace_id and len(item.trace_id) != 16:
-            return "a log record's trace id, when present, has 16 bytes"
-        if item.span_id and len(item.span_id) != 8:
-            return "a log record's span id, when present, has 8 bytes"
-    elif not item.name:
-        return "a metric needs a name"
+def _span_problem(span: Any) -> str | None:
+    if not _valid_id(span.trace_id, 16):
+        return "a span needs a 16-byte, non-zero trace id"
+    if not _valid_id(span.span_id, 8):
+        return "a span needs an 8-byte, non-zero span id"
+    if span.parent_span_id and len(span.parent_span_id) != 8:
+        return "a parent span id has 8 bytes"
     return None
+
+
+def _log_record_problem(record: Any) -> str | None:
+    if record.trace_id and len(record.trace_id) != 16:
+        return "a log record's trace id, when present, has 16 bytes"
+    if record.span_id and len(record.span_id) != 8:
+        return "a log record's span id, when present, has 8 bytes"
+    return None
+
+
+def _metric_problem(metric: Any) -> str | None:
+    return None if metric.name else "a metric needs a name"
+
+
+# What makes an item one Lookout cannot store, per export type.
+_PROBLEMS = {TRACES.signal: _span_problem, LOGS.signal: _log_record_problem, METRICS.signal: _metric_problem}
 
 
 def _valid_id(value: bytes, size: int) -> bool:
@@ -388,21 +355,21 @@ def _same(value: Any) -> Any:
     return value
 
 
-def _to_events(kind: OtlpKind, document: dict[str, Any], limit: int) -> tuple[list[Event], int]:
+def _to_events(export: OtlpExport, document: dict[str, Any], limit: int) -> tuple[list[Event], int]:
     """The request as events of at most `limit` JSON bytes, and the number of items too big alone.
 
     No event for a request without items (the spec's empty request: a success, nothing to store).
     """
-    resources = document.get(kind.resources) or []
-    if not any(scope.get(kind.items) for resource in resources for scope in resource.get(kind.scopes) or []):
+    resources = document.get(export.resources) or []
+    if not any(scope.get(export.items) for resource in resources for scope in resource.get(export.scopes) or []):
         return [], 0
-    size = _json_size(document)
-    if size <= limit:
-        return [Event(document, size)], 0
-    packer = _Packer(kind, limit)
+    text = envelope.dumps(document)
+    if len(text) <= limit:
+        return [Event(document, len(text), serialised=text)], 0
+    packer = _Packer(export, limit)
     for resource in resources:
-        for scope in resource.get(kind.scopes) or []:
-            for item in scope.get(kind.items) or []:
+        for scope in resource.get(export.scopes) or []:
+            for item in scope.get(export.items) or []:
                 packer.add(resource, scope, item)
     return packer.finish()
 
@@ -416,15 +383,15 @@ class _Packer:
 
     _SEPARATORS = 8
 
-    def __init__(self, kind: OtlpKind, limit: int):
-        self.kind = kind
+    def __init__(self, export: OtlpExport, limit: int):
+        self.export = export
         self.limit = limit
         self.events: list[Event] = []
         self.oversized = 0
         self._start()
 
     def _start(self) -> None:
-        self.current: dict[str, Any] = {self.kind.resources: []}
+        self.current: dict[str, Any] = {self.export.resources: []}
         self.size = _json_size(self.current)
         self._resource_of: tuple[int, dict[str, Any]] | None = None
         self._scope_of: tuple[int, dict[str, Any]] | None = None
@@ -436,33 +403,34 @@ class _Packer:
             self._flush()
             extra = item_size + self._envelope_size(resource, scope)
         if self.size + extra > self.limit:
-            self.oversized += _data_points_json(item) if self.kind is METRICS else 1
+            self.oversized += _data_points_json(item) if self.export.counts_data_points else 1
             return
-        self._scope_for(resource, scope)[self.kind.items].append(item)
+        self._scope_for(resource, scope)[self.export.items].append(item)
         self.size += extra
 
     def _envelope_size(self, resource: dict[str, Any], scope: dict[str, Any]) -> int:
         size = 0
         if self._resource_of is None or self._resource_of[0] != id(resource):
-            size += _json_size(_without(resource, self.kind.scopes)) + self._SEPARATORS
+            size += _json_size(_without(resource, self.export.scopes)) + self._SEPARATORS
         if self._scope_of is None or self._scope_of[0] != id(scope):
-            size += _json_size(_without(scope, self.kind.items)) + self._SEPARATORS
+            size += _json_size(_without(scope, self.export.items)) + self._SEPARATORS
         return size
 
     def _scope_for(self, resource: dict[str, Any], scope: dict[str, Any]) -> dict[str, Any]:
         if self._resource_of is None or self._resource_of[0] != id(resource):
-            copy = dict(_without(resource, self.kind.scopes), **{self.kind.scopes: []})
-            self.current[self.kind.resources].append(copy)
+            copy = dict(_without(resource, self.export.scopes), **{self.export.scopes: []})
+            self.current[self.export.resources].append(copy)
             self._resource_of = (id(resource), copy)
             self._scope_of = None
         if self._scope_of is None or self._scope_of[0] != id(scope):
-            copy = dict(_without(scope, self.kind.items), **{self.kind.items: []})
-            self._resource_of[1][self.kind.scopes].append(copy)
+            copy = dict(_without(scope, self.export.items), **{self.export.items: []})
+            self._resource_of[1][self.export.scopes].append(copy)
             self._scope_of = (id(scope), copy)
         return self._scope_of[1]
 
     def _flush(self) -> None:
-        self.events.append(Event(self.current, _json_size(self.current), f"part {len(self.events) + 1}"))
+        text = envelope.dumps(self.current)
+        self.events.append(Event(self.current, len(text), f"part {len(self.events) + 1}", serialised=text))
         self._start()
 
     def finish(self) -> tuple[list[Event], int]:
@@ -495,11 +463,11 @@ class Encoding:
 
     content_type: str
 
-    def parse(self, kind: OtlpKind, data: bytes) -> Any:
+    def parse(self, export: OtlpExport, data: bytes) -> Any:
         """The export request message, or 400."""
         raise NotImplementedError
 
-    def success(self, kind: OtlpKind, rejected: int = 0, reason: str | None = None) -> bytes:
+    def success(self, export: OtlpExport, rejected: int = 0, reason: str | None = None) -> bytes:
         """`Export*ServiceResponse`, with `partial_success` only when items were rejected."""
         raise NotImplementedError
 
@@ -515,14 +483,14 @@ class Encoding:
 class ProtobufEncoding(Encoding):
     content_type = PROTOBUF
 
-    def parse(self, kind: OtlpKind, data: bytes) -> Any:
-        return _parse_protobuf_request(kind, data)
+    def parse(self, export: OtlpExport, data: bytes) -> Any:
+        return _parse_protobuf_request(export, data)
 
-    def success(self, kind: OtlpKind, rejected: int = 0, reason: str | None = None) -> bytes:
-        response = getattr(kind.proto(), kind.response)()
+    def success(self, export: OtlpExport, rejected: int = 0, reason: str | None = None) -> bytes:
+        response = getattr(export.proto(), export.response)()
         if rejected:
-            setattr(response.partial_success, kind.rejected_field, rejected)
-            response.partial_success.error_message = reason or f"{rejected} {kind.noun} were rejected"
+            setattr(response.partial_success, export.rejected_field, rejected)
+            response.partial_success.error_message = reason or f"{rejected} {export.noun} were rejected"
         return response.SerializeToString()
 
     def status(self, error: EdgeError) -> bytes:
@@ -535,14 +503,14 @@ class ProtobufEncoding(Encoding):
 class JsonEncoding(Encoding):
     content_type = JSON
 
-    def parse(self, kind: OtlpKind, data: bytes) -> Any:
-        return _parse_json_request(kind, data)
+    def parse(self, export: OtlpExport, data: bytes) -> Any:
+        return _parse_json_request(export, data)
 
-    def success(self, kind: OtlpKind, rejected: int = 0, reason: str | None = None) -> bytes:
+    def success(self, export: OtlpExport, rejected: int = 0, reason: str | None = None) -> bytes:
         if not rejected:
             return b"{}"
-        camel = _camel(kind.rejected_field)
-        partial = {camel: str(rejected), "errorMessage": reason or f"{rejected} {kind.noun} were rejected"}
+        camel = _camel(export.rejected_field)
+        partial = {camel: str(rejected), "errorMessage": reason or f"{rejected} {export.noun} were rejected"}
         return json.dumps({"partialSuccess": partial}).encode()
 
     def status(self, error: EdgeError) -> bytes:

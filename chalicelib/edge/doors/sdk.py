@@ -32,14 +32,14 @@ class SdkBody:
 
 def decode(raw: bytes, content_type: str | None, content_encoding: str | None) -> SdkBody:
     """Check the content type, decode the encoding, parse; refuse with the contract's codes."""
-    kind = media_type(content_type)
-    if kind not in JSON_TYPES and kind not in NDJSON_TYPES:
-        raise unsupported(f"content type {kind!r} is not accepted; send application/json or application/x-ndjson")
+    media = media_type(content_type)
+    if media not in JSON_TYPES and media not in NDJSON_TYPES:
+        raise unsupported(f"content type {media!r} is not accepted; send application/json or application/x-ndjson")
     check_received_size(raw)
     data = decode_content(raw, content_encoding)
     if not data.strip():
         raise bad_request("the request body is empty")
-    if kind in NDJSON_TYPES:
+    if media in NDJSON_TYPES:
         events = ndjson_events(data)
         if not events:
             raise bad_request("the NDJSON body has no events")

@@ -25,6 +25,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode
 
+from chalicelib.contract.otlp import METRICS
 from chalicelib.forward.sinks.base import Envelope, Outcome
 from chalicelib.forward.sinks.batching import MIB, Limits, deliver_in_requests
 from chalicelib.forward.sinks.http_post import HttpAnswer, post, whole_request_outcome
@@ -101,7 +102,7 @@ def build(spec: SinkSpec) -> InfluxSink:
 
 def lines(envelope: Envelope) -> Iterator[str]:
     """The event's points as line protocol lines."""
-    points = otlp_points(envelope) if envelope.get("signal") == "otlp_metrics" else entry_points(envelope)
+    points = otlp_points(envelope) if envelope.get("signal") == METRICS.signal else entry_points(envelope)
     for measurement, tags, fields, timestamp in points:
         line = line_protocol(measurement, tags, fields, timestamp)
         if line:
@@ -126,7 +127,7 @@ def otlp_points(envelope: Envelope) -> Iterator[Point]:
     base = _base_tags(envelope)
     received = received_ns(envelope)
     payload = envelope.get("payload")
-    for resource, metric in otlp_resources(payload, "resourceMetrics", "scopeMetrics", "metrics"):
+    for resource, metric in otlp_resources(payload, METRICS.resources, METRICS.scopes, METRICS.items):
         name = label_value(metric.get("name")) or DEFAULT_MEASUREMENT
         tags = {**base, **({"service_name": resource["service.name"]} if "service.name" in resource else {})}
         for kind in ("gauge", "sum", "histogram", "exponentialHistogram", "summary"):

@@ -21,6 +21,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from chalicelib.contract.otlp import LOGS
 from chalicelib.forward.sinks.base import Envelope, Outcome
 from chalicelib.forward.sinks.batching import MIB, Limits, deliver_in_requests
 from chalicelib.forward.sinks.http_post import HttpAnswer, post, whole_request_outcome
@@ -94,7 +95,7 @@ def lines(envelope: Envelope) -> Iterator[Line]:
     received = received_ns(envelope)
     base = {"project_id": str(envelope.get("project_id")), "signal": str(signal)}
     event_id = envelope.get("event_id")
-    if signal == "otlp_logs":
+    if signal == LOGS.signal:
         yield from _otlp_lines(payload, base, received)
     elif signal == "log" and isinstance(payload, dict) and isinstance(payload.get("lines"), list):
         labels = _labels(base, None, service_name(payload))
@@ -111,7 +112,7 @@ def lines(envelope: Envelope) -> Iterator[Line]:
 
 
 def _otlp_lines(payload: Any, base: dict[str, str], received: int) -> Iterator[Line]:
-    for index, (resource, record) in enumerate(otlp_resources(payload, "resourceLogs", "scopeLogs", "logRecords")):
+    for index, (resource, record) in enumerate(otlp_resources(payload, LOGS.resources, LOGS.scopes, LOGS.items)):
         labels = _labels(base, record.get("severityText"), label_value(resource.get("service.name")))
         timestamp = unix_nano(record.get("timeUnixNano")) or unix_nano(record.get("observedTimeUnixNano"))
         body = otlp_value(record.get("body"))

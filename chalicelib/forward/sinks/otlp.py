@@ -11,18 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from chalicelib.contract.otlp import BY_SIGNAL, EXPORTS
 from chalicelib.forward.sinks.base import Envelope, Outcome, Reason, rejected
 from chalicelib.forward.sinks.batching import MIB, Limits, deliver_in_requests, sizes_of
 from chalicelib.forward.sinks.http_post import HttpAnswer, post, whole_request_outcome
 from chalicelib.forward.sinks.registry import SinkSpec
 
-# signal → (path, the export request's list)
-ROUTES = {
-    "otlp": ("/v1/traces", "resourceSpans"),
-    "otlp_logs": ("/v1/logs", "resourceLogs"),
-    "otlp_metrics": ("/v1/metrics", "resourceMetrics"),
-}
-SUPPORTED_SIGNALS = frozenset(ROUTES)
+SUPPORTED_SIGNALS = frozenset(BY_SIGNAL)
 OPTIONS = frozenset({"headers"})
 # The gRPC message limit of the Collector's and Tempo's OTLP receivers (their HTTP limit is larger).
 LIMITS = Limits(max_events=100, max_bytes=4 * MIB)
@@ -37,8 +32,9 @@ class OtlpSink:
 
     def deliver(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(envelopes)
-        for signal, (path, key) in ROUTES.items():
-            positions = [i for i, e in enumerate(envelopes) if e.get("signal") == signal]
+        for export in EXPORTS:
+            path, key = export.path, export.resources
+            positions = [i for i, e in enumerate(envelopes) if e.get("signal") == export.signal]
             if not positions:
                 continue
 
