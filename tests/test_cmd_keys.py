@@ -55,7 +55,7 @@ def test_sync_keys_prints_the_summary_and_keeps_stdout_clean(source, capsys):
     assert "key sync skipped a row" in err  # logs go to stderr
     assert '"key_id":"2"' in err.replace(" ", "")
     assert raw not in out + err
-    assert metrics(keysync_job.SERVICE).metric_set == {}  # nothing left for a later EMF flush
+    assert metrics(keysync_job.SERVICE).provider.metric_set == {}  # nothing left for a later EMF flush
 
 
 def test_sync_keys_db_url_option_wins_over_the_environment(source, monkeypatch, capsys):

@@ -25,7 +25,6 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 from typing import Any
 
 from chalicelib.forward import settle
@@ -33,6 +32,7 @@ from chalicelib.forward.records import Record, parse_records
 from chalicelib.forward.sinks import batching, registry
 from chalicelib.forward.sinks.base import Outcome, OutcomeKind, Reason, Sink, rejected
 from chalicelib.runtime.config import ConfigError, settings
+from chalicelib.runtime.container import per_container
 from chalicelib.runtime.observability import NAMESPACE, count, count_per_interval, logger, sample_per_interval
 
 SERVICE = "forwarder"
@@ -152,7 +152,7 @@ def _metric_name(outcome: Outcome) -> str:
     return "retried" if outcome.kind is OutcomeKind.RETRY else outcome.kind.value
 
 
-@cache
+@per_container
 def _executor() -> ThreadPoolExecutor:
     """One pool per container: sinks wait on the network, so threads are enough."""
     return ThreadPoolExecutor(max_workers=8, thread_name_prefix="sink")

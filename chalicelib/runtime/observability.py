@@ -1,6 +1,9 @@
 """Powertools Logger, Metrics (EMF, namespace `LookoutEdge`) and Tracer, built on first use,
 and the body of the one middleware every handler runs in (`around_invocation`).
 
+All of them are per-container values (`runtime/container.py`): `container.reset()` is a
+new container for them too, so no test clears a metric set by hand.
+
 A request that logs nothing and counts only per interval imports none of Powertools: the edge's
 accepted path (its log bill and cold start, docs/performance.md).
 """
@@ -13,48 +16,63 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import cache
+from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.runtime.container import per_container
 
 NAMESPACE = "LookoutEdge"
 
-# The Lambda context keys of the current invocation, on every logger (also those built later).
-_invocation_keys: dict[str, Any] = {}
-# Loggers live as long as the process: they only hold configuration and the keys above.
-_loggers: dict[str, Any] = {}
+
+@dataclass
+class _Logging:
+    """The container's loggers by service, and the current invocation's Lambda context keys,
+    which every logger carries (also those built later in the invocation)."""
+
+    loggers: dict[str, Any] = field(default_factory=dict)
+    invocation_keys: dict[str, Any] = field(default_factory=dict)
+
+
+@per_container
+def _logging() -> _Logging:
+    return _Logging()
 
 
 def logger(service: str = "api") -> Any:
     """A JSON logger. Never give it an API key, the edge token or a DB password."""
-    log = _loggers.get(service)
+    state = _logging()
+    log = state.loggers.get(service)
     if log is None:
         from aws_lambda_powertools import Logger
 
-        log = _loggers.setdefault(service, Logger(service=f"lookout-edge-{service}"))
-        log.append_keys(**_invocation_keys)
+        log = state.loggers.setdefault(service, Logger(service=f"lookout-edge-{service}"))
+        log.append_keys(**state.invocation_keys)
     return log
 
 
 def correlate(correlation_id: str | None) -> None:
     """The id the next log lines carry (the event id on the edge); builds no logger."""
-    _invocation_keys["correlation_id"] = correlation_id
-    for log in list(_loggers.values()):
+    state = _logging()
+    state.invocation_keys["correlation_id"] = correlation_id
+    for log in list(state.loggers.values()):
         log.set_correlation_id(correlation_id)
 
 
-_built_metrics: set[str] = set()
-
-
-@cache
+@per_container
 def metrics(service: str = "api") -> Any:
-    """EMF metrics; the caller flushes them once per invocation."""
-    from aws_lambda_powertools import Metrics
+    """EMF metrics; the caller flushes them once per invocation.
 
-    _built_metrics.add(service)
-    return Metrics(namespace=NAMESPACE, service=f"lookout-edge-{service}")
+    With its own metric set: Powertools' `Metrics` share one set per process (class
+    attributes), which would outlive `container.reset()` and mix the services' metrics.
+    """
+    from aws_lambda_powertools import Metrics
+    from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+
+    name = f"lookout-edge-{service}"
+    provider = AmazonCloudWatchEMFProvider(
+        metric_set={}, dimension_set={}, namespace=NAMESPACE, metadata_set={}, service=name, default_dimensions={}
+    )
+    return Metrics(namespace=NAMESPACE, service=name, provider=provider)
 
 
 def count(name: str, value: float = 1, service: str = "api", unit: str = "Count") -> None:
@@ -145,10 +163,9 @@ def flush(service: str = "api") -> None:
         if line is not None:
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
-    if service in _built_metrics:
-        m = metrics(service)
-        if m.metric_set:
-            m.flush_metrics()
+    built = metrics.peek(service)
+    if built is not None and built.provider.metric_set:
+        built.flush_metrics()
 
 
 def tracing_enabled() -> bool:
@@ -156,7 +173,7 @@ def tracing_enabled() -> bool:
     return os.environ.get("POWERTOOLS_TRACE_DISABLED", "true").strip().lower() not in ("1", "true")
 
 
-@cache
+@per_container
 def tracer(service: str = "api") -> Any:
     """Powertools Tracer (patches botocore, so every AWS call is a subsegment)."""
     from aws_lambda_powertools import Tracer
@@ -220,7 +237,8 @@ def _begin(context: Any) -> None:
             function_arn=getattr(context, "invoked_function_arn", None),
             function_request_id=getattr(context, "aws_request_id", None),
         )
-    _invocation_keys.clear()
-    _invocation_keys.update(keys, correlation_id=None)
-    for log in list(_loggers.values()):
-        log.append_keys(**_invocation_keys)
+    state = _logging()
+    state.invocation_keys.clear()
+    state.invocation_keys.update(keys, correlation_id=None)
+    for log in list(state.loggers.values()):
+        log.append_keys(**state.invocation_keys)
