@@ -403,7 +403,7 @@ def test_claim_in_flight_is_busy(aws):
     with pytest.raises(idempotency.FingerprintMismatch):  # another request: refused at once, never waited for
         idempotency.claim(aws.idempotency_table, "42", "k", {"event_id": "B"}, "f2", now=1005)
     taken = idempotency.claim(aws.idempotency_table, "42", "k", {"event_id": "B"}, "f1", now=1000 + 31)
-    assert taken.owned and taken.body == {"event_id": "A"}
+    assert not taken.done and taken.claimed_at == "1031" and taken.body == {"event_id": "A"}  # taken over
 
 
 # --- outages ------------------------------------------------------------------------------
@@ -425,7 +425,7 @@ def test_partial_enqueue_is_503_and_retry_sends_only_the_rest(http, put_key, aws
     put_key(KEY)
     real = aws_clients.client("sqs")
     flaky = PartlyFailingSQS(real, failing_bodies={3})
-    monkeypatch.setattr("chalicelib.edge.enqueue.client", lambda name, **_: flaky)
+    monkeypatch.setattr("chalicelib.runtime.sqs_batch.client", lambda name, **_: flaky)
     monkeypatch.setattr("chalicelib.edge.pipeline.ENQUEUE_BUDGET_SECONDS", 0.3)
     lines = b"\n".join(json.dumps({"n": i}).encode() for i in range(5))
     headers = {"content-type": "application/x-ndjson", "x-api-key": KEY, "idempotency-key": "batch-1"}

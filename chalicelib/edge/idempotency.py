@@ -37,7 +37,6 @@ class Claim:
     body: dict[str, Any]
     done: bool
     sent: set[int] = field(default_factory=set)
-    owned: bool = False  # this request claimed it and must enqueue
     claimed_at: str = ""  # epoch seconds as stored: the owner's mark for `forget`
     fresh: bool = False  # created by this request (not taken over from an earlier attempt)
 
@@ -112,7 +111,7 @@ def claim(
             ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
             ExpressionAttributeValues={":now": {"N": claimed_at}},
         )
-        return Claim(pk=pk, body=body, done=False, owned=True, claimed_at=claimed_at, fresh=True)
+        return Claim(pk=pk, body=body, done=False, claimed_at=claimed_at, fresh=True)
     except dynamodb.exceptions.ConditionalCheckFailedException:
         pass
     item = dynamodb.get_item(TableName=table, Key={"pk": {"S": pk}}, ConsistentRead=True).get("Item")
@@ -152,7 +151,6 @@ def _take_over(table: str, stored: Claim, claimed_at: str, now: float) -> Claim:
         )
     except dynamodb.exceptions.ConditionalCheckFailedException:
         raise ClaimBusy from None
-    stored.owned = True
     stored.claimed_at = str(int(now))
     return stored
 

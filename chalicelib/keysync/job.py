@@ -92,7 +92,6 @@ class BatchWriter:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keysync-write")
         self._in_flight: deque[Future] = deque()
         self._max_in_flight = 2 * workers  # bounded: the rows stream no faster than they are written
-        self.calls = 0
 
     def put(self, item: dict[str, Any]) -> None:
         self._add({"PutRequest": {"Item": item}})
@@ -127,7 +126,6 @@ class BatchWriter:
                 return
             if attempt > 1:
                 self._sleep(min(self._max_delay, self._base_delay * 2 ** (attempt - 2)))
-            self.calls += 1
             response = self._dynamodb.batch_write_item(RequestItems={self._table: requests})
             requests = response.get("UnprocessedItems", {}).get(self._table, [])
         if requests:
