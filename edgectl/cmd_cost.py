@@ -510,7 +510,7 @@ def forwarder_ms(figures: dict[str, Any]) -> float:
     return float(figures["backend_ms"]) + at_lambda_speed(figures["batch_cpu_ms_median"], FORWARDER_MEMORY_MB)
 
 
-def forwarder_by_batch_size(*directories: Path) -> dict[int, dict[str, float]]:
+def forwarder_by_batch_size(*directories: Path) -> dict[int, Measured]:
     """Forwarder duration and log bytes per batch, by batch size, from the newest bench that has them."""
     paths = [
         p for directory in directories or (BENCH_RESULTS, REFERENCE_RESULTS) for p in directory.glob("bench-*.json")
@@ -528,7 +528,7 @@ def forwarder_by_batch_size(*directories: Path) -> dict[int, dict[str, float]]:
     return {}
 
 
-def format_by_batch_size(base: CostInputs, by_batch: dict[int, dict[str, float]], prices: dict[str, Any]) -> str:
+def format_by_batch_size(base: CostInputs, by_batch: dict[int, Measured], prices: dict[str, Any]) -> str:
     """$ per million events by forwarder batch size (the lines that depend on it, and the total)."""
     from dataclasses import replace
 
@@ -538,7 +538,7 @@ def format_by_batch_size(base: CostInputs, by_batch: dict[int, dict[str, float]]
         f"  {'batch':>5} {'ms/batch':>9} {'forwarder':>10} {'SQS':>8} {'logs':>8} {'total AWS':>10}",
     ]
     for size, measured in sorted(by_batch.items()):
-        inputs = replace(base, batch_size=size, **measured)
+        inputs = replace(replace(base, batch_size=size), **measured)
         result = estimate(inputs, prices)
         lines.append(
             f"  {size:>5} {inputs.forwarder_ms:>9.1f} {result.aws['Lambda forwarder']:>10.4f} "
@@ -620,9 +620,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"no bench result: default durations edge {DEFAULT_EDGE_MS} ms, forwarder {DEFAULT_FORWARDER_MS} ms")
     by_batch = forwarder_by_batch_size()
-    batch_size = args.batch_size or int(durations.pop("batch_size", 10))
-    durations.pop("batch_size", None)
+    batch_size = args.batch_size or durations.get("batch_size", 10)
     durations.update(by_batch.get(batch_size, {}))  # the figures measured at that batch size, if any
+    durations["batch_size"] = batch_size
     if args.edge_ms is not None:
         durations["edge_ms"] = args.edge_ms
     if args.forwarder_ms is not None:
@@ -637,7 +637,6 @@ def run(args: argparse.Namespace) -> int:
         door: CostInputs(
             event_bytes=round(args.event_kb * 1024),
             events_per_request=args.events_per_request,
-            batch_size=batch_size,
             front_door=door,
             cache_hit_ratio=args.cache_hit,
             idempotency_share=args.idempotency_share,

@@ -7,6 +7,7 @@ import json
 import boto3
 import pytest
 
+from chalicelib.contract.signals import SIGNAL_NAMES
 from chalicelib.forward.sinks import registry
 from chalicelib.forward.sinks.influx import InfluxSink
 from chalicelib.forward.sinks.loki import LokiSink
@@ -125,7 +126,7 @@ def test_a_bad_sinks_list_fails_loudly_with_the_fix(sinks: object, message: str)
 
 
 def test_lookout_can_be_narrowed_but_no_signal_may_go_nowhere() -> None:
-    loki_all = {"name": "loki", "type": "loki", "url": "http://l", "signals": sorted(registry.SIGNALS)}
+    loki_all = {"name": "loki", "type": "loki", "url": "http://l", "signals": sorted(SIGNAL_NAMES)}
     (loki,) = build([loki_all], "none", backend=None)  # Lookout off: no backend URL needed
     assert loki.name == "loki"
     lookout, _ = build([loki_all], "error, metric ,log", backend=BACKEND)

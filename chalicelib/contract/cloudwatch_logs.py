@@ -61,10 +61,10 @@ def parse_message(data: bytes) -> dict[str, Any]:
         raise bad_request("the CloudWatch Logs message is not valid JSON") from None
     if not isinstance(message, dict):
         raise bad_request("the CloudWatch Logs message must be a JSON object")
-    kind = message.get("messageType")
-    if kind not in (DATA_MESSAGE, CONTROL_MESSAGE):
-        raise bad_request(f"unknown CloudWatch Logs messageType {str(kind)[:40]!r}")
-    if kind == DATA_MESSAGE:
+    message_type = message.get("messageType")
+    if message_type not in (DATA_MESSAGE, CONTROL_MESSAGE):
+        raise bad_request(f"unknown CloudWatch Logs messageType {str(message_type)[:40]!r}")
+    if message_type == DATA_MESSAGE:
         events = message.get("logEvents")
         if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
             raise bad_request('a CloudWatch Logs DATA_MESSAGE needs a "logEvents" array of objects')

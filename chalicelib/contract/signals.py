@@ -112,6 +112,8 @@ _REGISTRY = (
     ),
 )
 SIGNALS: dict[str, Signal] = {signal.name: signal for signal in _REGISTRY}
+# Every signal's name: what a queue message's `signal` may be, and a sink may ask for.
+SIGNAL_NAMES = frozenset(SIGNALS)
 # The words of `/api/ingest/{signal}`.
 NAMED_SIGNALS = frozenset(name for name, signal in SIGNALS.items() if signal.sdk_route)
 # Signal → the id the edge assigns (CONTRACT §5 `assigned_ids`), for the backend side (edgectl.receiver.store).

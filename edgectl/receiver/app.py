@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from chalicelib.contract.errors import EdgeError
-from chalicelib.contract.signals import SIGNALS
+from chalicelib.contract.signals import SIGNAL_NAMES
 from chalicelib.runtime.config import ENV_NAMES
 from edgectl.receiver.store import ReceiverStore
 
@@ -34,7 +34,6 @@ CONFIG_PATH = "/api/config"
 MAX_EVENTS_PER_BATCH = 10  # one SQS batch
 # Ten events of up to 1 MiB decoded each, re-encoded by the forwarder (escapes can grow them).
 MAX_BODY_BYTES = 32 * 1024 * 1024
-KNOWN_SIGNALS = frozenset(SIGNALS)
 EVENT_ID = re.compile(r"[0-9A-Za-z_-]{1,32}")
 MAX_ID_LENGTH = 64
 TOKEN_ENV = ENV_NAMES["token"]
@@ -73,7 +72,7 @@ def validate_event(event: Any) -> str | None:
         return 'unsupported message version: "v" must be 1'
     if not isinstance(event.get("event_id"), str) or not EVENT_ID.fullmatch(event["event_id"]):
         return '"event_id" must be 1 to 32 letters, digits, "-" or "_" (a ULID)'
-    if event.get("signal") not in KNOWN_SIGNALS:
+    if event.get("signal") not in SIGNAL_NAMES:
         return f'unknown "signal": {str(event.get("signal"))[:40]!r}'
     for name, required in (("project_id", True), ("organization_id", False)):
         value = event.get(name)

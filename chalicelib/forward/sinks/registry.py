@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from chalicelib.contract.signals import NAMED_SIGNALS
+from chalicelib.contract.signals import SIGNAL_NAMES
 from chalicelib.forward.sinks.base import Sink
 from chalicelib.forward.sinks.lookout import LookoutSink
 from chalicelib.runtime import ssm
@@ -25,7 +25,6 @@ from chalicelib.runtime.config import ConfigError, Settings
 from chalicelib.runtime.container import per_container
 
 LOOKOUT = "lookout"
-SIGNALS = frozenset(NAMED_SIGNALS | {"error", "otlp", "otlp_logs", "otlp_metrics"})
 # type → module with SUPPORTED_SIGNALS (None: all), OPTIONS (allowed keys) and build(spec).
 SINK_MODULES = {
     "loki": "chalicelib.forward.sinks.loki",
@@ -140,10 +139,10 @@ def build(text: str | None, lookout_signals: str | None, backend_url: str | None
             refused = ", ".join(sorted(spec.signals - supported))
             raise spec.error(f'"signals": cannot take signal(s) {refused}; it maps {", ".join(sorted(supported))}')
         destinations.append(module.build(spec))
-    covered = set().union(*(SIGNALS if d.signals is None else d.signals for d in destinations))
-    if SIGNALS - covered:
+    covered = set().union(*(SIGNAL_NAMES if d.signals is None else d.signals for d in destinations))
+    if SIGNAL_NAMES - covered:
         raise ConfigError(
-            f"signal(s) {', '.join(sorted(SIGNALS - covered))} have no destination: add them to "
+            f"signal(s) {', '.join(sorted(SIGNAL_NAMES - covered))} have no destination: add them to "
             "LOOKOUT_EDGE_LOOKOUT_SIGNALS or to a sink of LOOKOUT_EDGE_SINKS"
         )
     return destinations
@@ -175,18 +174,18 @@ def _spec(index: int, entry: Any) -> SinkSpec:
     name = entry.get("name")
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise ConfigError(f'{where}: "name" must match {NAME_PATTERN.pattern} (it names metrics and DLQ reasons)')
-    kind = entry.get("type")
-    if not isinstance(kind, str) or kind not in SINK_MODULES:
-        raise ConfigError(f'{where} ({name}): "type" must be one of {", ".join(SINK_MODULES)}, got {kind!r}')
+    sink_type = entry.get("type")
+    if not isinstance(sink_type, str) or sink_type not in SINK_MODULES:
+        raise ConfigError(f'{where} ({name}): "type" must be one of {", ".join(SINK_MODULES)}, got {sink_type!r}')
     url = _url(entry.get("url"), f"{where} ({name})")
     signals = entry.get("signals")
     if not isinstance(signals, list) or not signals or not all(isinstance(s, str) for s in signals):
         raise ConfigError(f'{where} ({name}): "signals" must be a non-empty list of signal names')
-    unknown = sorted(set(signals) - SIGNALS)
+    unknown = sorted(set(signals) - SIGNAL_NAMES)
     if unknown:
         raise ConfigError(f'{where} ({name}): "signals": unknown signal(s) {", ".join(unknown)}')
     options = {k: v for k, v in entry.items() if k not in COMMON_KEYS}
-    return SinkSpec(name, kind, url, frozenset(signals), options)
+    return SinkSpec(name, sink_type, url, frozenset(signals), options)
 
 
 def _url(url: Any, where: str) -> str:
@@ -217,7 +216,7 @@ def _lookout_signals(value: str | None) -> frozenset[str] | None:
     if value.strip().lower() == "none":
         return frozenset()
     names = frozenset(s.strip() for s in value.split(",") if s.strip())
-    unknown = sorted(names - SIGNALS)
+    unknown = sorted(names - SIGNAL_NAMES)
     if unknown:
         raise ConfigError(f"LOOKOUT_EDGE_LOOKOUT_SIGNALS: unknown signal(s) {', '.join(unknown)}")
     return names
