@@ -61,17 +61,18 @@ class QueueMessages:
         return fields
 
     @cached_property
-    def _shared(self) -> tuple[str, str]:
-        """The body's text before the event id and from it to the payload, encoded once."""
-        text = envelope.dumps(self.fields("-"))
-        before, _, after = text.partition('"event_id":"-"')
-        return before + '"event_id":', after[:-1] + ',"payload":'
+    def _shared(self) -> str:
+        """The body's text from after the event id to the payload, encoded once per batch."""
+        fields = self.fields("")
+        del fields["v"], fields["event_id"]
+        return "," + envelope.dumps(fields)[1:-1] + ',"payload":'
 
     def body(self, event_id: str, payload_json: str, assigned_ids: Mapping[str, str] | None = None) -> str:
-        """The SQS body: `payload_json` spliced in inline, or gzip+base64 when that would not fit (else 413)."""
-        before, to_payload = self._shared
+        """The SQS body: `payload_json` spliced in inline, or gzip+base64 when that would not fit (else 413).
+
+        `event_id` is a ULID (Crockford base32): written as is, it needs no escaping."""
         tail = ',"assigned_ids":' + envelope.dumps(dict(assigned_ids)) if assigned_ids else ""
-        body = f"{before}{envelope.dumps(event_id)}{to_payload}{payload_json}{tail}}}"
+        body = f'{{"v":{envelope.VERSION},"event_id":"{event_id}"{self._shared}{payload_json}{tail}}}'
         if len(body) <= envelope.MAX_MESSAGE_BYTES:
             return body
         return envelope.encode_body(self.fields(event_id, assigned_ids), payload_json)
