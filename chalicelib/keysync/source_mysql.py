@@ -160,7 +160,7 @@ def redact_url(url: str) -> str:
 def secret_credentials(secret_arn: str, force: bool = False) -> dict[str, str]:
     """`user` and `password` from an RDS-managed secret (JSON with `username` and `password`),
     cached per container like the SSM URL; `force` re-reads it (after a rotation)."""
-    from chalicelib.runtime.secrets import SecretUnavailable, secret_json
+    from chalicelib.runtime.secrets_manager import SecretUnavailable, secret_json
 
     try:
         secret = secret_json(secret_arn, max_age=PARAM_MAX_AGE, force=force)
