@@ -23,7 +23,7 @@ DEV_STAMP := $(VENV)/.dev-installed
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: install dev dev-seed test lint package bench soak lock clean
+.PHONY: install dev dev-seed test test-fast lint package bench soak lock clean
 
 # Installs go through uv, pinned: it downloads in parallel and keeps a wheel cache (a few seconds
 # for the stack's packages where pip took a minute and more on this kind of machine), and prints
@@ -63,9 +63,15 @@ lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy  # chalicelib/, edgectl/ and app.py; contract/ and runtime/ strict (pyproject.toml [tool.mypy])
-	$(VENV)/bin/cfn-lint  # the templates .cfnlintrc lists (the packaged stack: tests/test_deploy.py)
+	$(VENV)/bin/cfn-lint  # the templates .cfnlintrc lists (the packaged stack: tests/integration/test_deploy.py)
 
-# tests/test_lambda_arm64.py runs the real artifact on an emulated arm64 python3.13 (its root is
+# The edit-test loop (docs/testing.md): tests/unit and tests/functional, everything that runs in
+# this process (moto, the app, loopback fakes); no lint, no real servers, no package. About a minute.
+test-fast: $(DEV_STAMP)
+	$(PY) -m pytest tests/unit tests/functional
+
+# Everything, what CI runs: lint, then tests/unit, tests/functional and tests/integration.
+# tests/integration/test_lambda_arm64.py runs the real artifact on an emulated arm64 python3.13 (its root is
 # built once into ~/.cache/lookout-edge/lambda-arm64, ~2 minutes; apt, Debian and PyPI needed then).
 test: lint
 	$(PY) -m edgectl package --stage prod
@@ -89,8 +95,8 @@ bench: $(DEV_STAMP)
 # through a faulty network, then 10,000 fuzzed requests. Loopback only; stops by itself (the soak
 # gives up after 45 minutes).
 soak: $(DEV_STAMP)
-	$(PY) -m tests.soak --events 50000
-	FUZZ_EXAMPLES=10000 $(PY) -m pytest tests/test_fuzz.py -q --timeout 1800
+	$(PY) -m bench.soak --events 50000
+	FUZZ_EXAMPLES=10000 $(PY) -m pytest tests/functional/test_fuzz.py -q --timeout 1800
 
 # Regenerate the three pinned sets after editing a requirements*.txt (needs PyPI): one resolution
 # valid on Python 3.11 to 3.13 (--universal), wheels only; the stack and runtime locks are cut from

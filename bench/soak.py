@@ -11,8 +11,8 @@ mid-run, opens a wrong-token window, then checks every accepted event_id against
 receiver's database and the dead-letter queue, redrives the DLQ with the real
 `dlq redrive` command, and checks again.
 
-    python -m tests.soak --events 50000      # what `make soak` runs (forwarder batches of up to 100)
-    tests/test_soak.py                       # the same at a few hundred events, in `make test`
+    python -m bench.soak --events 50000      # what `make soak` runs (forwarder batches of up to 100)
+    tests/integration/test_soak.py                       # the same at a few hundred events, in `make test`
 
 Time is compressed, not the rules: the forwarder's read timeout and retry backoff are
 short (config env vars) and the queue's visibility timeout is lowered from the template's

@@ -35,7 +35,7 @@ ENVELOPE_BYTES = 400
 DEFAULT_EDGE_MS = 15.0
 DEFAULT_FORWARDER_MS = 80.0
 # CloudWatch Logs per accepted edge request without a bench result: no line of its own at the
-# default level, its count in the container's EMF line (~190 B a minute; tests/test_log_bill.py),
+# default level, its count in the container's EMF line (~190 B a minute; tests/functional/test_log_bill.py),
 # no START/END/REPORT (system log level WARN). `make bench` measures it (log_bytes_per_event).
 EDGE_LOG_BYTES = 20
 # Per forwarder invocation without a bench result: a healthy forwarder logs nothing of its own

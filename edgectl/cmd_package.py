@@ -40,7 +40,7 @@ TRACING_REQUIREMENTS = ROOT / "requirements-tracing.txt"
 RUNTIME_LOCK = ROOT / "requirements.lock"
 # The Lambda Python runtime ships these; bundling them would shadow its copies.
 RUNTIME_PROVIDED = {"boto3", "botocore", "s3transfer"}
-# Powertools parts this code never imports (checked by tests/test_package.py against the sources).
+# Powertools parts this code never imports (checked by tests/integration/test_package.py against the sources).
 POWERTOOLS_UNUSED = [
     "event_handler",
     "utilities/auth_alpha",

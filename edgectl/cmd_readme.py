@@ -4,7 +4,7 @@ A block sits between `<!-- generated: NAME (python -m edgectl readme) -->` and `
 BLOCKS maps each NAME to the function that writes its text. Figures come from the reference bench
 results in bench/reference/ (never a local run, so every clone regenerates the same README) and
 from edgectl/prices.json. A new row of the cost table is one COST_ROWS entry; a new block is one
-BLOCKS entry and its two markers in README.md. `tests/test_readme.py` fails when the README
+BLOCKS entry and its two markers in README.md. `tests/unit/test_readme.py` fails when the README
 differs from what this writes.
 """
 

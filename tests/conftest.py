@@ -11,7 +11,6 @@ from typing import Any
 
 import boto3
 import pytest
-from fake_lookout import FakeLookout
 from moto import mock_aws
 
 from chalicelib.contract.keys_item import hash_key
@@ -19,6 +18,7 @@ from chalicelib.runtime import container
 from chalicelib.runtime.config import ENV_NAMES, settings
 from edgectl.iam_enforce import Enforcer, enforce_on_container_session
 from edgectl.resources import StackNames, create_resources
+from tests.fake_lookout import FakeLookout
 
 REGION = "us-east-1"
 

@@ -5,7 +5,7 @@ emulation, AWS's runtime interface client (awslambdaric) and a Runtime API serve
 into a cache outside the repository (~/.cache/lookout-edge/lambda-arm64): the root (debootstrap
 --foreign from the Debian mirror apt uses here, every downloaded package extracted; ~1 minute)
 with the runtime interface client's aarch64 wheels in /var/runtime and the standard library
-byte-compiled. Tests then only read it (tests/test_lambda_arm64.py): each function runs in a
+byte-compiled. Tests then only read it (tests/integration/test_lambda_arm64.py): each function runs in a
 private mount namespace where the root, the package (/var/task) and the SDK directory are
 read-only, as Lambda's file system is, with only /tmp writable.
 

@@ -23,7 +23,7 @@ MAX_MESSAGE_BYTES = 256 * 1024 - 2 * 1024
 # ULIDs (https://github.com/ulid/spec): 48 bits of Unix milliseconds, 80 random bits, Crockford
 # base32. Written here, not imported: python-ulid cost ~12 ms of a Lambda-like cold start on Python 3.11
 # (typing_extensions, an importlib.metadata lookup), and the edge answers its first request then.
-# tests/test_envelope.py checks the encoding against python-ulid.
+# tests/unit/test_envelope.py checks the encoding against python-ulid.
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 RANDOM_BITS = 80
 _ulid_lock = threading.Lock()

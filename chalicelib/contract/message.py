@@ -4,7 +4,7 @@ for every producer (the edge's doors, `ship_logs`).
 The messages of one batch share all but their event id, payload and `assigned_ids`:
 `QueueMessages` encodes the shared fields once per batch, and each payload arrives already
 serialised (`envelope.dumps`, once per event) to be spliced in. The body is byte for byte
-what `envelope.encode_message` gives for the whole message (tests/test_envelope.py).
+what `envelope.encode_message` gives for the whole message (tests/unit/test_envelope.py).
 """
 
 from __future__ import annotations

@@ -7,12 +7,12 @@ from collections import Counter
 
 import boto3
 import pytest
-from conftest import drain_queue
-from fake_lookout import REGION, queue_counts, queue_message
 
 from chalicelib.contract.envelope import encode_message
 from edgectl.cli import main
 from edgectl.resources import StackNames
+from tests.conftest import drain_queue
+from tests.fake_lookout import REGION, queue_counts, queue_message
 
 
 def dead_letter(

@@ -100,7 +100,7 @@ def test_stage_names_come_from_the_chalice_config(
 
 
 def test_the_real_config_resolves_every_stage() -> None:
-    config = json.loads((Path(__file__).resolve().parent.parent / ".chalice" / "config.json").read_text())
+    config = json.loads((Path(__file__).resolve().parents[2] / ".chalice" / "config.json").read_text())
     for stage in ("dev", "prod"):
         targets = targets_for_stage(config, stage)
         assert targets.keys_table == "lookout-edge-keys"

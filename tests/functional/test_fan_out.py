@@ -14,7 +14,11 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from fake_lookout import (
+
+from chalicelib.runtime import container
+from chalicelib.runtime.config import settings
+from edgectl.resources import StackNames
+from tests.fake_lookout import (
     REGION,
     FakeLookout,
     Seen,
@@ -25,11 +29,7 @@ from fake_lookout import (
     queue_message,
     sqs_event,
 )
-from fake_sinks import StrictLoki, StrictOtlp
-
-from chalicelib.runtime import container
-from chalicelib.runtime.config import settings
-from edgectl.resources import StackNames
+from tests.fake_sinks import StrictLoki, StrictOtlp
 
 TOKEN = "edge-token-fan-out"
 

@@ -18,8 +18,8 @@ from chalicelib.edge.doors import firehose
 from chalicelib.runtime import aws as aws_clients
 from tests.conftest import REGION, drain_queue, reset_container_state
 from tests.firehose_producer import SOURCE_ARN, Delivery, cloudwatch_logs_record, delivery
-from tests.test_front_doors import DOORS, DoorClient
-from tests.test_ingest import PartlyFailingSQS
+from tests.functional.test_front_doors import DOORS, DoorClient
+from tests.functional.test_ingest import PartlyFailingSQS
 
 KEY = "lk_live_firehose_key_1"
 

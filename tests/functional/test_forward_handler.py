@@ -7,9 +7,13 @@ import time
 
 import boto3
 import pytest
-from conftest import EDGE_TOKEN as TOKEN
-from conftest import drain_queue
-from fake_lookout import (
+
+from chalicelib.forward.handler import BatchIncomplete
+from chalicelib.runtime.config import ConfigError, settings
+from edgectl.resources import StackNames
+from tests.conftest import EDGE_TOKEN as TOKEN
+from tests.conftest import drain_queue
+from tests.fake_lookout import (
     REGION,
     FakeLookout,
     Seen,
@@ -21,10 +25,6 @@ from fake_lookout import (
     release,
     sqs_event,
 )
-
-from chalicelib.forward.handler import BatchIncomplete
-from chalicelib.runtime.config import ConfigError, settings
-from edgectl.resources import StackNames
 
 
 def results(*verdicts: tuple[str, str]) -> dict:

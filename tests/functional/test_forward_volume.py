@@ -12,17 +12,6 @@ from typing import Any
 
 import boto3
 import pytest
-from fake_lookout import (
-    REGION,
-    FakeLookout,
-    Seen,
-    accept_all,
-    forward_like_lambda,
-    queue_counts,
-    queue_message,
-    release,
-)
-from fake_sinks import StrictLoki
 
 from chalicelib.forward import handler
 from chalicelib.forward.handler import BatchIncomplete
@@ -32,6 +21,17 @@ from chalicelib.forward.sinks.http_post import HttpAnswer
 from chalicelib.runtime.config import settings
 from edgectl.lambda_shim import receive_batch, sqs_record
 from edgectl.resources import StackNames
+from tests.fake_lookout import (
+    REGION,
+    FakeLookout,
+    Seen,
+    accept_all,
+    forward_like_lambda,
+    queue_counts,
+    queue_message,
+    release,
+)
+from tests.fake_sinks import StrictLoki
 
 
 def fill(queue_url: str, count: int, payload_bytes: int = 0) -> list[dict[str, Any]]:

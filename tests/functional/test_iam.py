@@ -246,8 +246,8 @@ def test_a_429_releases_its_idempotency_claim_under_the_edges_policy(http, put_k
 def test_a_partly_delivered_fan_out_is_requeued_under_the_forwarders_policy(aws, iam, monkeypatch) -> None:
     """Lookout took the event, a sink did not: the forwarder sends a copy recording that to the main
     queue (SendMessage there). Denied, it would retry the original and Lookout would get it again."""
-    from fake_lookout import FakeLookout, enqueue, forward_like_lambda, queue_message, sqs_event
-    from fake_sinks import StrictLoki
+    from tests.fake_lookout import FakeLookout, enqueue, forward_like_lambda, queue_message, sqs_event
+    from tests.fake_sinks import StrictLoki
 
     lookout, loki = FakeLookout().start(), StrictLoki().start()
     loki.down = 503

@@ -15,7 +15,7 @@ from moto import mock_aws
 from edgectl.cli import main
 from edgectl.cmd_render_policies import FUNCTIONS, RenderError, merge_template, render_stage
 from edgectl.resources import create_resources, load_template
-from tests import test_iam
+from tests.functional import test_iam
 
 chalice_dir = test_iam.chalice_dir  # the fixture: a scratch copy of .chalice/config.json
 ACCOUNT = "123456789012"

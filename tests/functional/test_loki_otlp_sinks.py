@@ -6,14 +6,14 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from fake_lookout import queue_message
-from fake_sinks import StrictLoki, StrictOtlp
 
 from chalicelib.forward.sinks import loki, otlp
 from chalicelib.forward.sinks.base import OutcomeKind, Reason
 from chalicelib.forward.sinks.loki import LokiSink, lines, push_body
 from chalicelib.forward.sinks.otlp import OtlpSink
 from chalicelib.forward.sinks.registry import parse
+from tests.fake_lookout import queue_message
+from tests.fake_sinks import StrictLoki, StrictOtlp
 
 RECEIVED_NS = 1_795_341_600_123_000_000
 

@@ -7,12 +7,12 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from fake_lookout import REGION, FakeLookout
 
 from chalicelib.forward.sinks import lookout as lookout_sink
 from chalicelib.runtime import container
 from chalicelib.runtime.config import ConfigError, settings
 from edgectl.resources import StackNames
+from tests.fake_lookout import REGION, FakeLookout
 
 PARAM = "/lookout/edge/token"
 

@@ -21,7 +21,7 @@ JSON_WITH = {"content-type": "application/json"}
 
 @pytest.fixture(autouse=True)
 def log_every_accepted_request(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Accepted requests are not logged by default (tests/test_log_bill.py); these tests read their lines."""
+    """Accepted requests are not logged by default (tests/functional/test_log_bill.py); these tests read their lines."""
     monkeypatch.setenv("LOOKOUT_EDGE_LOG_ACCEPTED_SHARE", "1")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgectl.cmd_render_policies import FUNCTIONS, merge_template, render_stage
-from tests import test_iam
+from tests.functional import test_iam
 
 chalice_dir = test_iam.chalice_dir  # the fixture: a scratch copy of .chalice/config.json
 ACCOUNT = "123456789012"

@@ -1,9 +1,9 @@
 """Security properties not already proven elsewhere.
 
 Already covered, not repeated here: X-Forwarded-For naming an allowed IP from a refused
-source (tests/test_ingest.py), the item builder never storing the raw key
-(tests/test_keysync.py), and the receiver comparing tokens with hmac.compare_digest
-(tests/test_receiver.py::test_the_token_is_compared_in_constant_time).
+source (tests/functional/test_ingest.py), the item builder never storing the raw key
+(tests/unit/test_keysync.py), and the receiver comparing tokens with hmac.compare_digest
+(tests/integration/test_receiver.py::test_the_token_is_compared_in_constant_time).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from chalicelib.edge.doors.sdk import decode
 from chalicelib.edge.keys import key_cache
 from edgectl.lambda_shim import api_gateway_event
 from tests.conftest import REGION, drain_queue
-from tests.test_ingest import invoke
+from tests.functional.test_ingest import invoke
 
 KEY = "lk_security_raw_key_7f3a9c"
 GIB = 1024 * 1024 * 1024

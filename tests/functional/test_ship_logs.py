@@ -10,9 +10,6 @@ from typing import Any
 
 import boto3
 import pytest
-from conftest import REGION, drain_queue
-from test_cloudwatch_logs import CONTROL as CONTROL_MESSAGE
-from test_cloudwatch_logs import data_message as cloudwatch_data_message
 
 from chalicelib.contract.envelope import decode_payload
 from chalicelib.runtime import container
@@ -21,6 +18,9 @@ from chalicelib.ship_logs import handler as ship_handler
 from edgectl.iam_enforce import DEFAULT_ACCOUNT as MOTO_ACCOUNT
 from edgectl.iam_enforce import Enforcer
 from edgectl.resources import StackNames
+from tests.conftest import REGION, drain_queue
+from tests.functional.test_cloudwatch_logs import CONTROL as CONTROL_MESSAGE
+from tests.functional.test_cloudwatch_logs import data_message as cloudwatch_data_message
 
 TAIL_KEY = "lk_tail_key_for_cloudwatch_logs"
 GROUP, STREAM = "/aws/lambda/checkout", "2026/12/02/[$LATEST]0f6e3a0b5f1c4c5e9f0d4b1f3e2a1c7d"

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from fake_lookout import queue_counts
-
 from chalicelib.runtime import sqs_batch
 from edgectl.iam_enforce import Enforcer
 from edgectl.resources import StackNames
+from tests.fake_lookout import queue_counts
 
 
 def fill(queue_url: str, count: int) -> list[dict]:

@@ -198,7 +198,7 @@ def test_unmatched_paths_answer_the_contracts_json_404(template: dict[str, Any])
 
 def test_the_rest_api_hands_every_body_over_untouched(template: dict[str, Any]) -> None:
     """Every media type binary: a gzip body arrives base64 and whole whatever its Content-Type
-    (JSON answers stay text: chalicelib.edge.gateways.GatewayApp, tests/test_front_doors.py)."""
+    (JSON answers stay text: chalicelib.edge.gateways.GatewayApp, tests/functional/test_front_doors.py)."""
     swagger = template["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
     assert swagger["x-amazon-apigateway-binary-media-types"] == ["*/*"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.edge.doors.firehose import FIREHOSE_SIGNALS
-from tests.test_deploy import ROOT, cfn_lint
+from tests.integration.test_deploy import ROOT, cfn_lint
 
 TEMPLATE = ROOT / "infra" / "examples" / "firehose-to-edge.json"
 

@@ -7,13 +7,13 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from fake_lookout import FakeLookout, enqueue, forward_like_lambda, queue_counts, queue_message, sqs_event
-from real_servers import InfluxDB1, VictoriaMetrics
 
 from chalicelib.forward.sinks.influx import line_protocol, lines
 from chalicelib.runtime import container
 from chalicelib.runtime.config import settings
 from edgectl.resources import StackNames
+from tests.fake_lookout import FakeLookout, enqueue, forward_like_lambda, queue_counts, queue_message, sqs_event
+from tests.real_servers import InfluxDB1, VictoriaMetrics
 
 RECEIVED_NS = 1_795_341_600_123_000_000  # 2026-11-22T10:00:00.123Z, the fixtures' received_at
 
@@ -194,10 +194,9 @@ def test_whole_stack_metric_reaches_victoriametrics(tmp_path) -> None:
     import io
     import time
 
-    from real_servers import require_binary, victoria_export
-    from test_devstack import send
-
     from edgectl.devstack import DevStack, StackOptions, free_port
+    from tests.integration.test_devstack import send
+    from tests.real_servers import require_binary, victoria_export
 
     require_binary("victoria-metrics", "victoria-metrics")
     options = StackOptions(

@@ -23,12 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import lambda_arm64
 import pytest
-from conftest import REGION, drain_queue, key_item
-from fake_lookout import FakeLookout, enqueue, queue_message, sqs_event
-from test_otlp_routes import PROTOBUF, spans_request
-from test_ship_logs import data_message, subscription_event
 
 from chalicelib.contract.keys_item import hash_key
 from edgectl.cmd_render_policies import ROOT
@@ -36,6 +31,11 @@ from edgectl.devstack import free_port
 from edgectl.lambda_shim import function_url_event
 from edgectl.lookout_fixture_db import LOCAL_SERVER_URL, LookoutDatabase, create_database, drop_database
 from edgectl.resources import StackNames, create_resources
+from tests import lambda_arm64
+from tests.conftest import REGION, drain_queue, key_item
+from tests.fake_lookout import FakeLookout, enqueue, queue_message, sqs_event
+from tests.functional.test_otlp_routes import PROTOBUF, spans_request
+from tests.functional.test_ship_logs import data_message, subscription_event
 
 ARTIFACT = ROOT / "dist" / "prod" / "deployment.zip"
 CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())

@@ -27,9 +27,9 @@ from edgectl.cmd_status import Status, format_regions
 from edgectl.iam_enforce import DEFAULT_ACCOUNT, Enforcer
 from edgectl.resources import StackNames, create_resources
 from tests.conftest import reset_container_state
-from tests.test_deploy import cfn_lint
-from tests.test_iam import ACCOUNT, grants, policy
-from tests.test_iam import REGION as IAM_REGION
+from tests.functional.test_iam import ACCOUNT, grants, policy
+from tests.functional.test_iam import REGION as IAM_REGION
+from tests.integration.test_deploy import cfn_lint
 
 HOME, FAR = "us-east-1", "eu-west-1"
 
@@ -217,10 +217,9 @@ def test_the_sync_writes_the_home_table_and_does_nothing_in_another_region(regio
 
 
 def test_each_region_accepts_into_its_own_queue_and_both_forwarders_deliver(regions: Regions) -> None:
-    from fake_lookout import FakeLookout, sqs_event
-
     from app import forward_events
     from tests.conftest import chalice_client, key_item
+    from tests.fake_lookout import FakeLookout, sqs_event
 
     regions.dynamodb(HOME).put_item(TableName=regions.stacks[HOME].keys_table, Item=key_item("raw-key", "101", "11"))
     regions.replicate()

@@ -1,4 +1,5 @@
-"""Outages the other suites do not already cover (see tests/test_ingest.py and tests/test_keysync_job.py).
+"""Outages the other suites do not already cover (see tests/functional/test_ingest.py and
+tests/integration/test_keysync_job.py).
 
 - SQS unreachable: 503 with Retry-After, never a 202, nothing queued; back up, the same
   request with its Idempotency-Key is accepted once.

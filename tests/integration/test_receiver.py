@@ -22,12 +22,12 @@ from edgectl.receiver import ReceiverHandle, start_receiver
 from edgectl.receiver import app as receiver_module
 from edgectl.receiver.app import CONFIG_SIGNALS, SAMPLED_SIGNALS, merge_settings, validate_event
 from edgectl.receiver.store import MySQLStore, ReceiverStore, SQLiteStore
-from tests import test_receiver_store
-from tests.test_receiver_store import job_finish, job_start, message, mysql_admin
+from tests.integration import test_receiver_store
+from tests.integration.test_receiver_store import job_finish, job_start, message, mysql_admin
 
 TOKEN = "edge-token-" + "x" * 20
 API_KEY = "lk_project_key_1"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 pool = urllib3.PoolManager(retries=False, timeout=10)
 

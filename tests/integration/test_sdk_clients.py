@@ -18,7 +18,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from lookout_sdk import CLIENT_SAMPLED, ENV_FORCED, Answer, LookoutClient
+
+from tests.lookout_sdk import CLIENT_SAMPLED, ENV_FORCED, Answer, LookoutClient
 
 ULID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 PROJECT_IDS = {"main": "101", "other": "102"}

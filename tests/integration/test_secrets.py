@@ -168,7 +168,7 @@ def test_key_sync_never_logs_the_database_password(aws, monkeypatch, logs, iam, 
 
 def test_whole_stack_log_holds_no_key_and_no_token(e2e) -> None:
     """The local stack's combined log (edge, forwarder, sync, receiver, AWS) after accepted and refused requests."""
-    from tests.test_devstack import send
+    from tests.integration.test_devstack import send
 
     key = e2e.keys["main"]
     stored = []

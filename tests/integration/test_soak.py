@@ -1,4 +1,4 @@
-"""The fault soak at a few hundred events (tests/soak.py; `make soak` runs it at 20,000)."""
+"""The fault soak at a few hundred events (bench/soak.py; `make soak` runs it at 20,000)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import io
 
 import pytest
 
+from bench.soak import Soak, SoakPlan
 from edgectl.devstack import mariadb_available
-from tests.soak import Soak, SoakPlan
 
 pytestmark = pytest.mark.skipif(not mariadb_available(), reason="the receiver stores in MariaDB at 127.0.0.1:3306")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from chalicelib.runtime.config import ENV_NAMES, Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "configuration.md"
 ROW = re.compile(r"^\| `([A-Z][A-Z0-9_]+)` \|.*\| ([^|]+) \|$")
 # os.environ.get("LOOKOUT_EDGE_X", "default") outside the settings module (app.py's deploy-time names).

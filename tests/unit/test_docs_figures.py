@@ -5,11 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from chalicelib.edge.enqueue import CONCURRENT_BATCHES
-
 from chalicelib.contract.signals import SIGNALS
+from chalicelib.runtime.sqs_batch import CONCURRENT_BATCHES
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def test_firehose_doc_states_the_concurrent_queue_writes_the_edge_makes() -> None:

@@ -6,7 +6,6 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from fake_lookout import queue_message
 
 from chalicelib.contract.envelope import encode_message
 from chalicelib.forward.records import parse_records
@@ -25,6 +24,7 @@ from chalicelib.forward.sinks.base import OutcomeKind, Reason, delivered, duplic
 from chalicelib.forward.sinks.http_post import HttpAnswer
 from chalicelib.forward.sinks.lookout import classify, request_body
 from chalicelib.runtime.http_pool import parse_retry_after
+from tests.fake_lookout import queue_message
 
 
 def records_for(*messages: dict | str, receive_count: int = 1) -> list:

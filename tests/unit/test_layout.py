@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHALICELIB = ROOT / "chalicelib"
 LAMBDA_PACKAGES = ("edge", "forward", "keysync", "ship_logs")
 SHARED_PACKAGES = ("runtime", "contract")
@@ -104,3 +104,30 @@ def test_only_runtime_builds_clients_and_pools_or_reads_ssm():
         if name in path.read_text()
     )
     assert outside == []
+
+
+TESTS = ROOT / "tests"
+TEST_GROUPS = ("unit", "functional", "integration")
+
+
+def test_every_test_file_sits_in_its_group_and_is_named_once():
+    """docs/testing.md: tests/unit, tests/functional (both in `make test-fast`) and tests/integration."""
+    files = sorted(TESTS.rglob("test_*.py"))
+    misplaced = sorted(str(path.relative_to(ROOT)) for path in files if path.parent.name not in TEST_GROUPS)
+    assert misplaced == [], f"put these in tests/unit, tests/functional or tests/integration: {misplaced}"
+    names = [path.name for path in files]
+    assert sorted({name for name in names if names.count(name) > 1}) == []
+    for group in TEST_GROUPS:
+        assert (TESTS / group / "__init__.py").is_file(), group
+
+
+def test_shared_helpers_are_imported_one_way():
+    """`from tests.conftest import ...`, never `from conftest import ...` (a second copy of the module)."""
+    helpers = {path.stem for path in TESTS.glob("*.py")} - {"__init__"}
+    bare = sorted(
+        f"{path.relative_to(ROOT)}: {module}"
+        for path in [*TESTS.rglob("*.py"), *(ROOT / "bench").rglob("*.py")]
+        for module in imported_modules(path.read_text(), "tests")
+        if module.split(".")[0] in helpers or module.split(".")[0].startswith("test_")
+    )
+    assert bare == []

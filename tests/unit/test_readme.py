@@ -15,7 +15,7 @@ from edgectl import cmd_cost, cmd_readme
 from edgectl.cli import build_parser, main
 from edgectl.devstack import DevStack, StackOptions
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 TEXT = README.read_text()
 LINK = re.compile(r"\]\(([^)\s]+)\)")

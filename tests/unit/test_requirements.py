@@ -21,7 +21,7 @@ from edgectl.cmd_package import (
     requirement_names,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STACK_LOCK = ROOT / "requirements-stack.lock"
 DEV_LOCK = ROOT / "requirements-dev.lock"
 # Each source and the lock `make lock` writes from it.
