@@ -22,7 +22,7 @@ from typing import Any
 from bench.stack import ROOT, say, start_stack
 
 # Key sync last: it rewrites the keys table.
-SECTIONS = ("first_202", "edge", "cold", "otlp", "forwarder", "load", "firehose", "keysync")
+SECTIONS = ("first_202", "edge", "cold", "otlp", "forwarder", "load", "firehose", "memory", "keysync")
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -201,6 +201,14 @@ def table(results: dict[str, Any]) -> str:
                 "ok" if section["seconds_median"] < section["target_seconds"] else "MISSED",
             )
             row("  edge CPU per record", f"{section['edge_cpu_us_per_record']:.0f} µs")
+        elif name == "memory":
+            for case in section["cases"]:
+                row(
+                    f"7 peak memory, {case['door']}: {case['case']}"[:44],
+                    f"{case['peak_mib']:.1f} MiB ({case['status']})",
+                    f"<{section['limit_mib']} MiB",
+                    verdict(case["peak_mib"], section["limit_mib"]),
+                )
         elif name == "keysync":
             for label, key in (("first", "first"), ("no change", "unchanged"), ("1 % changed", "one_percent_changed")):
                 if key not in section:

@@ -18,6 +18,7 @@ import json
 import zlib
 from typing import Any
 
+from chalicelib.contract.budget import DecodeBudget, inflate
 from chalicelib.contract.errors import bad_request, too_large
 from chalicelib.contract.signals import LOG_BATCH_LIMIT
 
@@ -37,15 +38,14 @@ def is_gzip(data: bytes) -> bool:
     return data[:2] == GZIP_MAGIC
 
 
-def gunzip(data: bytes, limit: int = MAX_DECODED_BYTES) -> bytes:
-    """One gzip member, decoded with `limit` on the output; 400 when corrupt or followed by junk."""
+def gunzip(data: bytes, budget: DecodeBudget | None = None) -> bytes:
+    """One gzip member, its output charged to `budget` as it comes (default: MAX_DECODED_BYTES
+    for this message alone; the Firehose door passes its request's); 400 when corrupt or followed by junk."""
     decompressor = zlib.decompressobj(zlib.MAX_WBITS | 16)
     try:
-        out = decompressor.decompress(data, limit + 1)
+        out = inflate(decompressor, data, budget or DecodeBudget(MAX_DECODED_BYTES))
     except zlib.error:
         raise bad_request("the CloudWatch Logs data is not valid gzip") from None
-    if len(out) > limit:
-        raise too_large(f"the CloudWatch Logs message is over {limit} bytes decoded")
     if not decompressor.eof:
         raise bad_request("the CloudWatch Logs data is truncated gzip")
     if decompressor.unused_data.strip(b"\x00"):
@@ -53,10 +53,10 @@ def gunzip(data: bytes, limit: int = MAX_DECODED_BYTES) -> bytes:
     return out
 
 
-def parse_message(data: bytes) -> dict[str, Any]:
+def parse_message(data: bytes, budget: DecodeBudget | None = None) -> dict[str, Any]:
     """The subscription message in `data` (gzip JSON), checked for the fields it must have."""
     try:
-        message = json.loads(gunzip(data))
+        message = json.loads(gunzip(data, budget))
     except (ValueError, RecursionError):
         raise bad_request("the CloudWatch Logs message is not valid JSON") from None
     if not isinstance(message, dict):
@@ -98,6 +98,6 @@ def log_payloads(message: dict[str, Any]) -> list[dict[str, Any]]:
     return payloads
 
 
-def decode_log_payloads(data: bytes) -> list[dict[str, Any]]:
+def decode_log_payloads(data: bytes, budget: DecodeBudget | None = None) -> list[dict[str, Any]]:
     """gzip JSON subscription message → its `log` payloads (see `log_payloads`)."""
-    return log_payloads(parse_message(data))
+    return log_payloads(parse_message(data, budget))

@@ -11,14 +11,14 @@ import math
 import zlib
 from typing import Any
 
+from chalicelib.contract.budget import DecodeBudget, inflate
 from chalicelib.contract.errors import EdgeError, bad_request, too_large, unsupported
 from chalicelib.contract.signals import MAX_EVENTS_PER_REQUEST, check_event_count
-from chalicelib.edge.doors import Event
+from chalicelib.edge.doors import SDK_POLICY, Event
 
 MIB = 1024 * 1024
 MAX_RAW_BYTES = 5 * MIB
-MAX_DECODED_BYTES = 5 * MIB
-_CHUNK = 64 * 1024
+MAX_DECODED_BYTES = SDK_POLICY.decoded_limit  # OTLP's too
 GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -35,19 +35,24 @@ def check_received_size(raw: bytes) -> None:
         raise too_large(f"the request body is {len(raw)} bytes; the limit is {MAX_RAW_BYTES}")
 
 
-def decode_content(raw: bytes, content_encoding: str | None, limit: int = MAX_DECODED_BYTES) -> bytes:
-    """Undo gzip/deflate with a hard cap (`limit`) on the output, so a bomb costs little memory."""
+def decode_content(raw: bytes, content_encoding: str | None, budget: DecodeBudget | None = None) -> bytes:
+    """Undo gzip/deflate, charging `budget` (the request's; default a fresh 5 MiB one) for every
+    decoded byte as it comes, so a bomb costs little memory; an uncompressed body is charged whole."""
+    budget = budget or DecodeBudget(MAX_DECODED_BYTES)
     encoding = (content_encoding or "identity").strip().lower()
     if encoding in ("identity", ""):
+        budget.take(len(raw))
         return raw
     if encoding in ("gzip", "x-gzip"):
-        return _inflate(raw, zlib.MAX_WBITS | 16, "gzip", limit)
+        return _inflate(raw, zlib.MAX_WBITS | 16, "gzip", budget)
     if encoding == "deflate":
         # RFC 9110 deflate is zlib-wrapped; some clients send raw deflate.
+        spent = budget.used
         try:
-            return _inflate(raw, zlib.MAX_WBITS, "deflate", limit)
+            return _inflate(raw, zlib.MAX_WBITS, "deflate", budget)
         except _CorruptStream:
-            return _inflate(raw, -zlib.MAX_WBITS, "deflate", limit)
+            budget.used = spent  # the zlib-wrapped attempt's output is dropped
+            return _inflate(raw, -zlib.MAX_WBITS, "deflate", budget)
     raise unsupported(f"content encoding {encoding!r} is not accepted; send gzip, deflate or none")
 
 
@@ -55,7 +60,7 @@ class _CorruptStream(Exception):
     pass
 
 
-def _inflate(raw: bytes, wbits: int, name: str, limit: int) -> bytes:
+def _inflate(raw: bytes, wbits: int, name: str, budget: DecodeBudget) -> bytes:
     """Every member of the stream (RFC 1952 lets gzip concatenate members), all or nothing.
 
     Data after the last member is refused (400), except gzip's zero padding: a body is
@@ -66,20 +71,11 @@ def _inflate(raw: bytes, wbits: int, name: str, limit: int) -> bytes:
     while True:
         decompressor = zlib.decompressobj(wbits)
         try:
-            while pending:
-                out += decompressor.decompress(pending, _CHUNK)
-                if len(out) > limit:
-                    raise too_large(f"the decoded body is over the {limit}-byte limit")
-                pending = decompressor.unconsumed_tail
-                if decompressor.eof:
-                    break
-            out += decompressor.flush()
+            out += inflate(decompressor, pending, budget)
         except zlib.error as exc:
             if name == "deflate" and wbits > 0:
                 raise _CorruptStream from exc
             raise bad_request(f"the body is not valid {name} data") from exc
-        if len(out) > limit:
-            raise too_large(f"the decoded body is over the {limit}-byte limit")
         if not decompressor.eof:
             if name == "deflate" and wbits > 0:
                 raise _CorruptStream

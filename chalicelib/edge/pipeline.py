@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.contract import envelope
-from chalicelib.contract.errors import EdgeError, bad_request, unavailable
+from chalicelib.contract.errors import EdgeError, bad_request, too_large, unavailable
 from chalicelib.contract.keys_item import KeyRecord
 from chalicelib.contract.message import Origin, QueueMessages
 from chalicelib.contract.signals import Signal, check_event, check_event_count
@@ -39,6 +39,13 @@ from chalicelib.runtime.sqs_batch import Outgoing
 # PHP SDK gives up after 5 s; this leaves room for the cold start, the key lookup and one more
 # SQS call (the client's own timeouts) before the answer.
 ENQUEUE_BUDGET_SECONDS = 3.0
+# What one request may queue, as a multiple of its door's decoded cap (`AcceptPolicy.decoded_limit`):
+# its events' decoded sizes plus each message's envelope, ≤ 20 MiB (SDK, OTLP) or 32 MiB (Firehose).
+# 4, not less: OTLP's JSON is 2-3 times its protobuf. The bodies sent are at most 3 times the
+# estimate (`envelope.dumps` escapes non-ASCII: 2 UTF-8 bytes become 6); ASCII events are ~1 time.
+QUEUED_MULTIPLE = 4
+# A queue message's fixed fields (ids, signal, path, time, project, organization, IP), generously.
+MESSAGE_FRAME_BYTES = 512
 
 
 def check_events(signal: Signal, events: list[Event], policy: AcceptPolicy = SDK_POLICY) -> None:
@@ -50,12 +57,28 @@ def check_events(signal: Signal, events: list[Event], policy: AcceptPolicy = SDK
         check_event(signal, event.payload, event.size, event.where)
 
 
+def check_queued_size(request: IngestRequest, batch: Batch) -> None:
+    """413 before anything is serialised when the messages would exceed QUEUED_MULTIPLE times the
+    door's decoded cap: events that grew while decoding (a CloudWatch Logs entry gets its group
+    and stream) or a header copied into each of many messages."""
+    headers = request.headers
+    copied = {name: value for name, value in headers.items() if name.lower().startswith("x-lookout-")}
+    copied.update(batch.carried)
+    copied.update({"user-agent": headers.get("user-agent") or "", "idempotency": batch.idempotency_key or ""})
+    frame = MESSAGE_FRAME_BYTES + len(request.path) + sum(len(name) + len(value) + 6 for name, value in copied.items())
+    queued = sum(event.size for event in batch.events) + len(batch.events) * frame
+    limit = QUEUED_MULTIPLE * batch.policy.decoded_limit
+    if queued > limit:
+        raise too_large(f"the request would queue {queued} bytes in {len(batch.events)} messages; the limit is {limit}")
+
+
 def accept(request: IngestRequest, batch: Batch) -> dict[str, Any] | None:
     """Check, authenticate and durably enqueue the batch's events: the 202 body, None for a
     batch without events, or EdgeError."""
     deadline = time.monotonic() + ENQUEUE_BUDGET_SECONDS
     signal, events, policy = batch.signal, batch.events, batch.policy
     check_events(signal, events, policy)
+    check_queued_size(request, batch)
     first = events[0].payload if events else None
     record = auth.authenticate(request, signal, batch.api_key or auth.extract_api_key(request.headers, first))
     if not events:

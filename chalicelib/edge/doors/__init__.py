@@ -84,6 +84,9 @@ class AcceptPolicy:
     stable_ids: bool = False
     # Before the idempotency record's key, for keys that are not the client's own (Firehose's).
     claim_prefix: str = ""
+    # The request's decoded-size budget (chalicelib/contract/budget.py), and so what it may queue
+    # (`pipeline.check_queued_size`): 5 MiB as CONTRACT §3 says; a Firehose delivery's is its own.
+    decoded_limit: int = 5 * 1024 * 1024
 
 
 SDK_POLICY = AcceptPolicy()

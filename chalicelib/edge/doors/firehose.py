@@ -25,6 +25,7 @@ from typing import Any
 from chalice import Response
 
 from chalicelib.contract import cloudwatch_logs, envelope
+from chalicelib.contract.budget import DecodeBudget
 from chalicelib.contract.errors import EdgeError, bad_request, too_large
 from chalicelib.contract.signals import SIGNALS
 from chalicelib.edge.bodies import decode_content, ndjson_events, parse_json
@@ -38,7 +39,9 @@ MAX_RECORD_BYTES = 1_024_000
 MAX_RECORDS = 10_000
 # One delivery becomes at most this many queue messages (NDJSON records can hold many).
 MAX_EVENTS = 10_000
-# Lambda takes at most 6 MB per request; a 4 MB buffer grows by a third in base64.
+# The delivery's decoded-size budget (chalicelib/contract/budget.py): the body as decoded plus
+# every CloudWatch Logs record's decompressed message. Lambda takes at most 6 MB per request;
+# a 4 MB buffer grows by a third in base64.
 MAX_DECODED_BYTES = 8 * 1024 * 1024
 # Request headers copied into every queue message's `headers` (names lowercase).
 CARRIED_HEADERS = (
@@ -51,7 +54,12 @@ REQUEST_ID_HEADER = "x-amz-firehose-request-id"
 # Up to 10,000 events, none at all is fine (CloudWatch Logs control messages), no 202 body,
 # ids stable across Firehose's retries of a request id.
 FIREHOSE_POLICY = AcceptPolicy(
-    min_events=0, max_events=MAX_EVENTS, reply_body=False, stable_ids=True, claim_prefix="firehose:"
+    min_events=0,
+    max_events=MAX_EVENTS,
+    reply_body=False,
+    stable_ids=True,
+    claim_prefix="firehose:",
+    decoded_limit=MAX_DECODED_BYTES,
 )
 
 
@@ -72,11 +80,12 @@ class FirehoseDoor:
         signal = SIGNALS.get(self.signal_name) if self.signal_name in FIREHOSE_SIGNALS else None
         if signal is None:
             raise EdgeError(404, "not_found", f"no Firehose route at {self.request.path}")
-        body = load_request(self.request.body, headers.get("content-encoding"))
+        budget = DecodeBudget(FIREHOSE_POLICY.decoded_limit)
+        body = load_request(self.request.body, headers.get("content-encoding"), budget)
         self.request_id = request_id_of(body, headers)
         return Batch(
             signal,
-            decode_delivery(body, signal.name),
+            decode_delivery(body, signal.name, budget),
             FIREHOSE_POLICY,
             api_key=(headers.get(ACCESS_KEY_HEADER) or "").strip() or None,
             idempotency_key=header_request_id(headers) or None,
@@ -113,9 +122,9 @@ def carried_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {name: headers[name] for name in CARRIED_HEADERS if headers.get(name)}
 
 
-def load_request(raw: bytes, content_encoding: str | None) -> dict[str, Any]:
-    """The request body as a JSON object (gzip undone with a cap); 400/413/415 otherwise."""
-    data = decode_content(raw, content_encoding, MAX_DECODED_BYTES)
+def load_request(raw: bytes, content_encoding: str | None, budget: DecodeBudget | None = None) -> dict[str, Any]:
+    """The request body as a JSON object (gzip undone, charged to the delivery's `budget`); 400/413/415 otherwise."""
+    data = decode_content(raw, content_encoding, budget or DecodeBudget(FIREHOSE_POLICY.decoded_limit))
     if not data.strip():
         raise bad_request("the request body is empty")
     request = parse_json(data)
@@ -130,8 +139,12 @@ def request_id_of(request: Mapping[str, Any], headers: Mapping[str, str]) -> str
     return given if isinstance(given, str) and given else header_request_id(headers)
 
 
-def decode_delivery(request: Mapping[str, Any], signal: str) -> list[Event]:
-    """Every record → its events, in order; `pipeline.accept` checks each one."""
+def decode_delivery(request: Mapping[str, Any], signal: str, budget: DecodeBudget | None = None) -> list[Event]:
+    """Every record → its events, in order; `pipeline.accept` checks each one.
+
+    A record's base64 data was charged to `budget` as part of the body; its CloudWatch Logs
+    message is charged as it is decompressed (413 as soon as the delivery is over)."""
+    budget = budget or DecodeBudget(FIREHOSE_POLICY.decoded_limit)
     records = request.get("records")
     if not isinstance(records, list):
         raise bad_request('"records" must be a JSON array')
@@ -140,7 +153,7 @@ def decode_delivery(request: Mapping[str, Any], signal: str) -> list[Event]:
     events: list[Event] = []
     for number, record in enumerate(records, start=1):
         try:
-            events.extend(decode_record(record, signal, f"record {number}"))
+            events.extend(decode_record(record, signal, f"record {number}", budget))
         except EdgeError as error:
             raise EdgeError(error.status, error.code, f"record {number}: {error.message}") from None
         if len(events) > MAX_EVENTS:
@@ -148,7 +161,7 @@ def decode_delivery(request: Mapping[str, Any], signal: str) -> list[Event]:
     return events
 
 
-def decode_record(record: Any, signal: str, where: str) -> list[Event]:
+def decode_record(record: Any, signal: str, where: str, budget: DecodeBudget) -> list[Event]:
     """One record's events: none for an empty record or a CloudWatch Logs control message."""
     if not isinstance(record, dict) or not isinstance(record.get("data"), str):
         raise bad_request('a record must be an object with a base64 "data" string')
@@ -161,7 +174,7 @@ def decode_record(record: Any, signal: str, where: str) -> list[Event]:
     if cloudwatch_logs.is_gzip(data):
         if signal != "log":
             raise bad_request("CloudWatch Logs data belongs on /api/firehose/log")
-        payloads = cloudwatch_logs.decode_log_payloads(data)
+        payloads = cloudwatch_logs.decode_log_payloads(data, budget)
         texts = [envelope.dumps(payload) for payload in payloads]  # sized and queued as this text
         return [
             Event(payload, len(text), where, serialised=text) for payload, text in zip(payloads, texts, strict=True)
