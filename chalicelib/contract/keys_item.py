@@ -104,10 +104,15 @@ def content_hash(item: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def fetch_key_item(table: str, key_hash: str, region: str | None = None) -> KeyRecord | None:
+def fetch_key_item(
+    table: str, key_hash: str, region: str | None = None, timeout_seconds: float | None = None
+) -> KeyRecord | None:
     """One GetItem on the keys table (eventual consistency is fine); None when the key is unknown.
-    `region` None is the container's own (another one: a multi-region edge's home region)."""
+    `region` None is the container's own (another one: a multi-region edge's home region);
+    `timeout_seconds`: one attempt with that connect and read timeout (the home lookup)."""
     from chalicelib.runtime.aws import client
 
-    item = client("dynamodb", region).get_item(TableName=table, Key=table_key(key_hash)).get("Item")
+    single = timeout_seconds is not None
+    dynamodb = client("dynamodb", region, single_attempt=single, timeout_seconds=timeout_seconds)
+    item = dynamodb.get_item(TableName=table, Key=table_key(key_hash)).get("Item")
     return KeyRecord.from_item(item) if item else None

@@ -9,6 +9,10 @@ from chalicelib.contract.keys_item import KeyRecord, fetch_key_item
 from chalicelib.runtime.container import per_container
 from chalicelib.runtime.ttl_cache import TtlCache
 
+# The home-region lookup of a locally missing key: one attempt, this connect and read timeout
+# (≤ 1.6 s against a home region that accepts and never answers), within the PHP SDK's 5 s.
+HOME_LOOKUP_TIMEOUT_SECONDS = 0.8
+
 
 class KeyStoreUnavailable(Exception):
     """The key store failed and no cached answer can stand in for it."""
@@ -65,7 +69,7 @@ def fetch_key(table: str, key_hash: str, home_region: str | None = None) -> KeyR
     if record is not None or not home_region or home_region == client("dynamodb").meta.region_name:
         return record
     try:
-        record = fetch_key_item(table, key_hash, home_region)
+        record = fetch_key_item(table, key_hash, home_region, HOME_LOOKUP_TIMEOUT_SECONDS)
     except (BotoCoreError, ClientError) as exc:
         count("key_home_lookup_failed")
         logger().warning(

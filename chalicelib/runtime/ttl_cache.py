@@ -15,6 +15,8 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+FLIGHT_LOCKS = 64
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -88,25 +90,44 @@ class TtlCache(Generic[K, V]):
         self._clock = clock
         self._entries: Lru[K, _Entry[V]] = Lru(max_size)
         self._lock = threading.Lock()
+        # Misses of one key fetch one at a time; a fixed set of locks (a key's is hash(key) % n)
+        # keeps memory flat whatever keys are tried, at the cost of rare waits between two keys.
+        self._flights = [threading.Lock() for _ in range(FLIGHT_LOCKS)]
 
     def get(self, key: K, fetch: Callable[[], V]) -> Cached[V]:
         """The fresh entry, else `fetch()` (stored), else — if fetch raised — the stale entry.
 
+        One fetch per key at a time (single-flight): concurrent misses for a key wait for the
+        first one's answer rather than each asking the store. The answer is stamped when the
+        fetch ends, so a slow fetch does not eat the entry's freshness.
         Raises what `fetch` raised when there is no entry young enough to stand in.
         """
-        now = self._clock()
+        entry = self._fresh(key)
+        if isinstance(entry, Cached):
+            return entry
+        with self._flight(key):
+            again = self._fresh(key)
+            if isinstance(again, Cached):
+                return again
+            try:
+                value = fetch()
+            except Exception as exc:
+                if again is not None and self._clock() - again.stored_at < self._stale_seconds:
+                    return Cached(again.value, stale=True, error=exc)
+                raise
+            self.put(key, value)
+            return Cached(value)
+
+    def _fresh(self, key: K) -> Cached[V] | _Entry[V] | None:
+        """The fresh value as `Cached`, else the old entry (or None) for stale service."""
         with self._lock:
             entry = self._entries.get(key)
-        if entry is not None and now - entry.stored_at < self._fresh_for(entry.value):
+        if entry is not None and self._clock() - entry.stored_at < self._fresh_for(entry.value):
             return Cached(entry.value)
-        try:
-            value = fetch()
-        except Exception as exc:
-            if entry is not None and now - entry.stored_at < self._stale_seconds:
-                return Cached(entry.value, stale=True, error=exc)
-            raise
-        self.put(key, value, now)
-        return Cached(value)
+        return entry
+
+    def _flight(self, key: K) -> threading.Lock:
+        return self._flights[hash(key) % FLIGHT_LOCKS]
 
     def holds(self, key: K) -> bool:
         """Whether an entry (fresh or not) is held for `key`; does not count as a use."""

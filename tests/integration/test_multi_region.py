@@ -297,9 +297,10 @@ def test_a_double_miss_is_cached_briefly_then_the_home_table_is_asked_again(
     asked: list[str | None] = []
     real = keys.fetch_key_item
 
-    def spy(table: str, key_hash: str, region: str | None = None) -> Any:
+    def spy(table: str, key_hash: str, region: str | None = None, timeout_seconds: float | None = None) -> Any:
         asked.append(region)
-        return real(table, key_hash, region)
+        assert (timeout_seconds is not None) == (region is not None)  # the home lookup is one short try
+        return real(table, key_hash, region, timeout_seconds)
 
     monkeypatch.setattr(keys, "fetch_key_item", spy)
     clock = Clock()
