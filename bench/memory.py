@@ -1,6 +1,6 @@
 """7. Peak memory per door (issue #24 point 2): each door's worst accepted and worst refused request.
 
-The requests are tests/worst_inputs.py's (tests/test_memory_bounds.py asserts each peak is
+The requests are tests/worst_inputs.py's (tests/functional/test_memory_bounds.py asserts each peak is
 under 256 MB). The peak is tracemalloc's over the request through the real `app` (Chalice's
 test client), against a moto server of its own, so moto's memory is not counted; protobuf's C
 heap (upb) is not traced.

@@ -1,6 +1,6 @@
 """Each door's worst accepted and worst refused request, for the memory bound (issue #24 point 2).
 
-tests/test_memory_bounds.py asserts the peak of each; `make bench` (bench/memory.py) prints it.
+tests/functional/test_memory_bounds.py asserts the peak of each; `make bench` (bench/memory.py) prints it.
 "Worst" is for memory: as much decoded data as the door's budget takes, in the shape that
 costs most once parsed (many small values), or a refusal that can only be found by decoding.
 """
