@@ -139,7 +139,9 @@ def test_the_readme_figures_are_the_code_and_the_stack() -> None:
     assert "Unknown keys are cached 10 s, known ones 60 s" in TEXT and "cached 60 s" in TEXT
     assert (Settings.key_negative_ttl, Settings.key_cache_ttl) == (10, 60)
     assert "every 5 minutes" in TEXT and '@app.schedule("rate(5 minutes)")' in app
-    assert "batches of 10" in TEXT and "batch_size=10," in app
+    assert "batches of up to 100" in TEXT and '"LOOKOUT_EDGE_FORWARDER_BATCH_SIZE", "100"' in app
+    overrides = json.loads((ROOT / "infra" / "chalice-overrides.json").read_text())
+    assert overrides["Parameters"]["ForwarderBatchSize"]["Default"] == 100
     assert "after 10 receives" in TEXT and template["Parameters"]["MaxReceiveCount"]["Default"] == 10
     retention = template["Resources"]["EventsQueue"]["Properties"]["MessageRetentionPeriod"]
     assert "events wait 14 days" in TEXT and retention == 14 * 24 * 3600
