@@ -111,7 +111,10 @@ class GatewayApp(Chalice):
             return to_v2_response(self._serve(rest_event, context))
         request_context = event.get("requestContext") if isinstance(event, dict) else None
         if isinstance(request_context, dict) and "httpMethod" in request_context:
-            return self._serve(event, context)
+            try:
+                return self._serve(checked_rest_event(event), context)
+            except MalformedEvent as error:
+                return bad_event(str(error))
         return bad_event("not an API Gateway or function URL event")
 
     def _serve(self, event: Event, context: Any) -> LambdaResponse:
@@ -120,9 +123,11 @@ class GatewayApp(Chalice):
         request_context = event["requestContext"]
         method = request_context["httpMethod"]
         resource = request_context.get("resourcePath")
+        if self._route_table is None:  # built once every route (blueprints too) is registered
+            self._route_table = RouteTable(self.routes)
+        if resource in self.routes and not _captures_given(resource, event.get("pathParameters")):
+            resource = None  # a templated route needs its captures: without them, route by the path
         if resource not in self.routes:
-            if self._route_table is None:  # built once every route (blueprints too) is registered
-                self._route_table = RouteTable(self.routes)
             path = event.get("path") or ""
             found = self._route_table.match(path)
             if found is None:
@@ -134,6 +139,54 @@ class GatewayApp(Chalice):
             # API Gateway REST answers a method it has no integration for like an unknown path.
             return not_found(event.get("path") or resource)
         return _as_text(super().__call__(_accepting_anything(event), context))
+
+
+def checked_rest_event(event: Event) -> Event:
+    """A payload 1.0 event with the types Chalice reads, else MalformedEvent (a JSON 400).
+
+    API Gateway never sends these shapes; a hand-made or corrupted event must still get the
+    contract's answer rather than a 500 from deep inside Chalice. The body's base64 is
+    checked by the door (`routes.current_request`), so Firehose answers in its own shape.
+    """
+    context = event["requestContext"]
+    if not isinstance(context.get("httpMethod"), str):
+        raise MalformedEvent("requestContext.httpMethod is not a string")
+    if not isinstance(context.get("resourcePath"), str | None):
+        raise MalformedEvent("requestContext.resourcePath is not a string")
+    identity = context.get("identity")
+    if not isinstance(identity, dict | None) or not isinstance((identity or {}).get("sourceIp"), str | None):
+        raise MalformedEvent("requestContext.identity.sourceIp is not a string")
+    if not isinstance(event.get("path"), str | None):
+        raise MalformedEvent("path is not a string")
+    if not isinstance(event.get("body"), str | bytes | None):  # bytes: Chalice's local server and test client
+        raise MalformedEvent("body is not a string")
+    for name in ("headers", "queryStringParameters", "pathParameters", "stageVariables"):
+        value = event.get(name)
+        if not isinstance(value, dict | None) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in (value or {}).items()
+        ):
+            raise MalformedEvent(f"{name} is not a map of strings")
+    for name in ("multiValueHeaders", "multiValueQueryStringParameters"):
+        value = event.get(name)
+        if not isinstance(value, dict | None) or not all(
+            isinstance(k, str) and isinstance(v, list) and all(isinstance(one, str) for one in v)
+            for k, v in (value or {}).items()
+        ):
+            raise MalformedEvent(f"{name} is not a map of string lists")
+    known = ("multiValueQueryStringParameters", "pathParameters", "stageVariables", "body")
+    return {
+        **event,
+        **{name: event.get(name) for name in known},
+        "headers": event.get("headers") or {},
+        "isBase64Encoded": event.get("isBase64Encoded") is True,
+        "requestContext": {**context, "identity": identity or {}},
+    }
+
+
+def _captures_given(template: str, parameters: Any) -> bool:
+    """Whether the event carries every path parameter the route template captures."""
+    names = [part[1:-1] for part in template.split("/") if part.startswith("{")]
+    return not names or (isinstance(parameters, dict) and all(name in parameters for name in names))
 
 
 def _accepting_anything(event: Event) -> Event:
@@ -169,11 +222,22 @@ def rest_event_from_v2(event: Event) -> Event:
         raise MalformedEvent("headers are not a map of strings")
     headers = {name.lower(): value for name, value in headers.items()}
     cookies = event.get("cookies")
+    if not isinstance(cookies, list | None) or not all(isinstance(c, str) for c in cookies or ()):
+        raise MalformedEvent("cookies are not a list of strings")
     if cookies and "cookie" not in headers:
-        headers["cookie"] = "; ".join(str(c) for c in cookies)
+        headers["cookie"] = "; ".join(cookies)
     path = _without_stage(raw_path, context.get("stage"))  # still percent-encoded: captures are decoded
-    query = parse_qs(event.get("rawQueryString") or "", keep_blank_values=True)
+    raw_query = event.get("rawQueryString")
+    if not isinstance(raw_query, str | None):
+        raise MalformedEvent("rawQueryString is not a string")
+    query = parse_qs(raw_query or "", keep_blank_values=True)
     source_ip = http.get("sourceIp")
+    if not isinstance(source_ip, str | None) or not isinstance(http.get("userAgent"), str | None):
+        raise MalformedEvent("requestContext.http.sourceIp and userAgent are strings")
+    body = _body(event)
+    stage_variables = event.get("stageVariables")
+    if not isinstance(stage_variables, dict | None):
+        raise MalformedEvent("stageVariables is not a map")
     return {
         "resource": None,
         "path": path,
@@ -183,7 +247,7 @@ def rest_event_from_v2(event: Event) -> Event:
         "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
         "multiValueQueryStringParameters": query or None,
         "pathParameters": None,
-        "stageVariables": event.get("stageVariables"),
+        "stageVariables": stage_variables,
         "requestContext": {
             "resourcePath": None,
             "httpMethod": http["method"].upper(),
@@ -194,8 +258,8 @@ def rest_event_from_v2(event: Event) -> Event:
             "apiId": context.get("apiId"),
             "identity": {"sourceIp": source_ip, "userAgent": http.get("userAgent")},
         },
-        "body": _body(event),
-        "isBase64Encoded": False,
+        "body": body,
+        "isBase64Encoded": isinstance(body, str),
     }
 
 
@@ -210,19 +274,23 @@ def _without_stage(raw_path: str, stage: Any) -> str:
     return raw_path
 
 
-def _body(event: Event) -> bytes | None:
-    """The body as bytes, base64 decoded once here (strictly: a broken encoding is a 400)."""
+def _body(event: Event) -> bytes | str | None:
+    """The body as bytes, base64 decoded once here; a broken encoding stays base64 text for the
+    door to refuse in its own terms (`routes.event_body`)."""
     body = event.get("body")
     if body is None:
         return None
     if not isinstance(body, str):
         raise MalformedEvent("body is not a string")
     if not event.get("isBase64Encoded"):
-        return body.encode("utf-8")
+        try:
+            return body.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MalformedEvent("body is not valid UTF-8 text") from None
     try:
         return base64.b64decode(body, validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise MalformedEvent("isBase64Encoded body is not base64") from error
+    except (binascii.Error, ValueError):
+        return body
 
 
 def to_v2_response(response: LambdaResponse) -> LambdaResponse:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from chalice import Response
 
-from chalicelib.contract.errors import EdgeError
+from chalicelib.contract.errors import EdgeError, bad_request
 from chalicelib.edge import cors, pipeline
 from chalicelib.runtime.observability import count, logger, traced
 
@@ -29,6 +29,8 @@ def serve(door: Door) -> Response:
     try:
         with traced(door.segment):
             try:
+                if request.unreadable:
+                    raise bad_request(request.unreadable)
                 return door.answer(pipeline.accept(request, door.decode()))
             except EdgeError as error:
                 count(f"rejected_{error.status}")

@@ -297,3 +297,193 @@ def test_origin_with_control_characters_is_not_echoed_and_not_a_500(aws, put_key
     assert response["statusCode"] == (202 if method == "POST" else 204), response
     assert "Access-Control-Allow-Origin" not in response["headers"]
     drain_queue(aws.queue_url)
+
+
+# --- Malformed Lambda events: the three payload formats, every door ---------------------------
+
+EVENT_PATHS = {
+    "/api/ingest": ("/api/ingest", "application/json", b'{"message": "fuzz"}'),
+    "/api/ingest/{signal}": ("/api/ingest/event", "application/x-ndjson", b'{"name": "a"}\n{"name": "b"}'),
+    "/v1/traces": ("/v1/traces", "application/json", b'{"resourceSpans": []}'),
+    "/api/firehose/{signal}": (
+        "/api/firehose/log",
+        "application/json",
+        b'{"requestId": "r-1", "timestamp": 1, "records": [{"data": "eyJtZXNzYWdlIjogIngifQ=="}]}',
+    ),
+}
+EVENT_FORMATS = ["rest-1.0", "http-api-2.0", "function-url-2.0"]
+# Keys an event of each format may carry, at each level the edge reads.
+EVENT_FIELDS = {
+    "rest-1.0": [
+        ("resource",),
+        ("path",),
+        ("httpMethod",),
+        ("headers",),
+        ("multiValueHeaders",),
+        ("queryStringParameters",),
+        ("multiValueQueryStringParameters",),
+        ("pathParameters",),
+        ("stageVariables",),
+        ("body",),
+        ("isBase64Encoded",),
+        ("requestContext",),
+        ("requestContext", "resourcePath"),
+        ("requestContext", "httpMethod"),
+        ("requestContext", "identity"),
+        ("requestContext", "identity", "sourceIp"),
+        ("headers", "x-api-key"),
+        ("headers", "content-type"),
+    ],
+    "2.0": [
+        ("version",),
+        ("rawPath",),
+        ("rawQueryString",),
+        ("cookies",),
+        ("headers",),
+        ("queryStringParameters",),
+        ("stageVariables",),
+        ("body",),
+        ("isBase64Encoded",),
+        ("requestContext",),
+        ("requestContext", "stage"),
+        ("requestContext", "http"),
+        ("requestContext", "http", "method"),
+        ("requestContext", "http", "path"),
+        ("requestContext", "http", "sourceIp"),
+        ("requestContext", "http", "userAgent"),
+        ("headers", "x-api-key"),
+        ("headers", "content-type"),
+    ],
+}
+DELETED = object()
+field_values = st.one_of(
+    json_values,
+    st.sampled_from(["", "!!not base64!!", "POST", "/api/ingest", "$default", "\ud800", "eyJhIjoxfQ=="]),
+    st.just(DELETED),
+)
+
+
+def _valid_event(shape: str, template: str) -> dict[str, Any]:
+    from edgectl.lambda_shim import function_url_event, http_api_event
+
+    path, content_type, body = EVENT_PATHS[template]
+    headers = {"Content-Type": content_type, "X-Api-Key": KEY}
+    if template.startswith("/api/firehose"):
+        headers = {"Content-Type": content_type, "X-Amz-Firehose-Access-Key": KEY, "X-Amz-Firehose-Request-Id": "r-1"}
+    if shape == "rest-1.0":
+        return api_gateway_event(path, body, headers, base64_body=True, resource=template)
+    build = http_api_event if shape == "http-api-2.0" else function_url_event
+    return build(path, body, headers)
+
+
+def _set(event: dict[str, Any], where: tuple[str, ...], value: Any) -> None:
+    for name in where[:-1]:
+        child = event.get(name)
+        if not isinstance(child, dict):
+            return
+        event = child
+    if value is DELETED:
+        event.pop(where[-1], None)
+    else:
+        event[where[-1]] = value
+
+
+@st.composite
+def malformed_events(draw: st.DrawFn) -> tuple[str, str, dict[str, Any]]:
+    shape = draw(st.sampled_from(EVENT_FORMATS))
+    template = draw(st.sampled_from(sorted(EVENT_PATHS)))
+    event = _valid_event(shape, template)
+    fields = EVENT_FIELDS["rest-1.0" if shape == "rest-1.0" else "2.0"]
+    for where in draw(st.lists(st.sampled_from(fields), min_size=1, max_size=4)):
+        _set(event, where, draw(field_values))
+    return shape, template, event
+
+
+def check_event_answer(template: str, response: dict[str, Any]) -> None:
+    """A 2xx, or a 4xx whose body is the door's JSON error: never a 5xx."""
+    status = response["statusCode"]
+    assert isinstance(status, int) and status < 500, response
+    text = response.get("body") or ""
+    if response.get("isBase64Encoded"):
+        text = base64.b64decode(text).decode()
+    assert "Traceback" not in text
+    if status < 300:
+        return
+    answer = json.loads(text)
+    if template.startswith("/api/firehose") and set(answer) != {"error", "message"}:
+        assert set(answer) == {"requestId", "timestamp", "errorMessage"}, answer
+    elif template.startswith("/v1/") and "code" in answer:
+        assert set(answer) == {"code", "message"}, answer
+    else:
+        assert set(answer) == {"error", "message"}, answer
+
+
+@FUZZ_SETTINGS
+@given(case=malformed_events())
+def test_any_malformed_lambda_event_gets_a_4xx_json_answer_never_a_5xx(
+    aws, put_key, case, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    from app import app
+
+    put_key(KEY)
+    capsys.readouterr()
+    caplog.clear()
+    _, template, event = case
+    check_event_answer(template, app(event, None))  # an exception out of the handler fails the test
+    drain_queue(aws.queue_url)
+    logged = capsys.readouterr()
+    assert "Traceback" not in logged.out + logged.err + caplog.text
+    caplog.clear()
+
+
+@pytest.mark.parametrize("template", sorted(EVENT_PATHS))
+def test_rest_event_with_undecodable_base64_body_is_the_doors_400(aws, put_key, template: str) -> None:
+    """Was a 500 on every route (Chalice's generic one on the Firehose route, with a traceback)."""
+    from app import app
+
+    put_key(KEY)
+    event = _valid_event("rest-1.0", template)
+    event["body"] = "!!not base64!!"
+    response = app(event, None)
+    assert response["statusCode"] == 400, response
+    check_event_answer(template, response)
+    if template.startswith("/api/firehose"):
+        assert json.loads(response["body"])["requestId"] == "r-1"
+    assert drain_queue(aws.queue_url) == []
+
+
+@pytest.mark.parametrize("shape", EVENT_FORMATS)
+def test_undecodable_base64_body_is_the_same_400_behind_every_gateway(aws, put_key, shape: str) -> None:
+    from app import app
+
+    put_key(KEY)
+    event = _valid_event(shape, "/api/firehose/{signal}")
+    event["body"], event["isBase64Encoded"] = "!!not base64!!", True
+    response = app(event, None)
+    assert response["statusCode"] == 400, response
+    assert set(json.loads(response["body"])) == {"requestId", "timestamp", "errorMessage"}
+
+
+def test_rest_event_without_path_parameters_on_a_templated_route_is_routed_by_its_path(aws, put_key) -> None:
+    """Was a 500 (Chalice reads the captures from pathParameters)."""
+    from app import app
+
+    put_key(KEY)
+    event = _valid_event("rest-1.0", "/api/ingest/{signal}")
+    event["pathParameters"] = None
+    response = app(event, None)
+    assert response["statusCode"] == 202, response
+    assert len(drain_queue(aws.queue_url)) == 2
+
+
+@pytest.mark.parametrize("query", [5, ["a=1"], {"a": "1"}, True])
+def test_v2_event_with_a_non_string_raw_query_string_is_a_400(aws, put_key, query: Any) -> None:
+    """Was an exception out of the handler (the invocation failed)."""
+    from app import app
+
+    put_key(KEY)
+    event = _valid_event("http-api-2.0", "/api/ingest")
+    event["rawQueryString"] = query
+    response = app(event, None)
+    assert response["statusCode"] == 400, response
+    assert set(json.loads(response["body"])) == {"error", "message"}

@@ -45,6 +45,8 @@ class IngestRequest:
     body: bytes
     client_ip: str | None
     method: str = "POST"
+    # Why the gateway event's body could not be read (bad base64): `serve` answers 400.
+    unreadable: str | None = None
 
 
 @dataclass(frozen=True)
