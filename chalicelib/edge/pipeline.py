@@ -21,6 +21,7 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from chalicelib.contract import envelope
@@ -46,6 +47,9 @@ ENQUEUE_BUDGET_SECONDS = 3.0
 QUEUED_MULTIPLE = 4
 # A queue message's fixed fields (ids, signal, path, time, project, organization, IP), generously.
 MESSAGE_FRAME_BYTES = 512
+# An identical request (same key, route, decoded events, Idempotency-Key or none) within the
+# same window of this many seconds is one request retried: it gets the same event ids.
+RETRY_WINDOW_SECONDS = 300
 
 
 def check_events(signal: Signal, events: list[Event], policy: AcceptPolicy = SDK_POLICY) -> None:
@@ -106,18 +110,24 @@ class _Acceptance:
 
     def plan(self) -> dict[str, Any]:
         """What the idempotency record starts with: the 202 body, or for stable ids the first
-        attempt's time and the event count."""
+        attempt's time and the event count. Ids derive from the request's content
+        (`retry_ids`): a client's retry of the same request gets the same ones."""
         batch = self.batch
+        if batch.policy.stable_ids and batch.idempotency_key:
+            return {"first_seen_ms": int(time.time() * 1000), "events": len(batch.events)}
+        ids = retry_ids(self.record.key_hash, batch.idempotency_key, self.fingerprint, len(batch.events) + 1)
         if batch.policy.reply_body:
-            body = plan_reply(batch.signal, batch.events, batch.many)
+            body = plan_reply(batch.signal, batch.events, batch.many, ids)
             correlate(body.get("event_id") or body["event_ids"][0])
             config_version = remote_config.cached_version(self.record.key_hash)
             if config_version is not None:
                 body["config_version"] = config_version
             return body
-        if batch.policy.stable_ids and batch.idempotency_key:
-            return {"first_seen_ms": int(time.time() * 1000), "events": len(batch.events)}
-        return {"event_ids": [envelope.new_ulid() for _ in batch.events]}
+        return {"event_ids": ids[: len(batch.events)]}
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return request_fingerprint(self.request, self.batch.signal, self.batch.events)
 
     def messages(self, stored: dict[str, Any]) -> dict[int, Outgoing]:
         """The queue messages, under the ids `stored` (planned, or the claim's) gives."""
@@ -170,10 +180,9 @@ class _Acceptance:
 
     def _claim(self, key: str, planned: dict[str, Any]) -> idempotency.Claim:
         """The key's claim for this request (409, 422 or 503 when it cannot be had)."""
-        fingerprint = request_fingerprint(self.request, self.batch.signal, self.batch.events)
         try:
             table, project = self.conf.idempotency_table, self.record.project_id
-            return idempotency.claim_or_wait(table, project, key, planned, fingerprint)
+            return idempotency.claim_or_wait(table, project, key, planned, self.fingerprint)
         except idempotency.FingerprintMismatch:
             raise EdgeError(
                 422, "idempotency_mismatch", "this Idempotency-Key was used for a different request (route or body)"
@@ -216,15 +225,30 @@ def _enforce_rate_limit(table: str, record: KeyRecord, events: int, deadline: fl
         )
 
 
-def plan_reply(signal: Signal, events: list[Event], many: bool) -> dict[str, Any]:
-    """The 202 body with fresh ids: one ULID per event, and the job/cron id a single event needs."""
-    event_ids = [envelope.new_ulid() for _ in events]
+def plan_reply(signal: Signal, events: list[Event], many: bool, ids: list[str]) -> dict[str, Any]:
+    """The 202 body: `ids` holds one id per event, then one for the job/cron id a single
+    event needs when it brings none."""
     if many:
-        return {"event_ids": event_ids, "status": "accepted"}
-    body: dict[str, Any] = {"event_id": event_ids[0], "status": "accepted"}
+        return {"event_ids": ids[: len(events)], "status": "accepted"}
+    body: dict[str, Any] = {"event_id": ids[0], "status": "accepted"}
     if signal.id_field is not None:
-        body[signal.id_field] = signal.given_id(events[0].payload) or envelope.new_ulid()
+        body[signal.id_field] = signal.given_id(events[0].payload) or ids[len(events)]
     return body
+
+
+def retry_ids(key_hash: str, idempotency_key: str | None, fingerprint: str, count: int) -> list[str]:
+    """`count` event ids that a retry of the same request gets again: from the key, the
+    client's Idempotency-Key (two keys are two requests), the request's fingerprint (route
+    and decoded events) and the RETRY_WINDOW_SECONDS window it arrives in.
+
+    No AWS call: the hot path pays one SHA-256 over the events' JSON. Lookout stores an
+    event id once (CONTRACT §6 `duplicate`), so a retry after a partial enqueue resends
+    every message under the same ids and the copies are dropped there. See docs/retries.md.
+    """
+    window_ms = RETRY_WINDOW_SECONDS * 1000
+    start = int(time.time() * 1000) // window_ms * window_ms
+    seed = f"{key_hash}\n{idempotency_key or ''}\n{fingerprint}\n{start}"
+    return envelope.stable_ulids(seed, start, count)
 
 
 def build_messages(
@@ -311,6 +335,6 @@ def _queue_down(report: sqs_batch.SendReport[int], idempotent: bool) -> EdgeErro
     retry = (
         "retry with the same Idempotency-Key: only the rest is sent, under the same event ids"
         if idempotent
-        else "a retry may store some events twice; send an Idempotency-Key to avoid that"
+        else f"a retry of the same request within {RETRY_WINDOW_SECONDS // 60} minutes gets the same event ids"
     )
     return unavailable(f"the event queue did not confirm every event; some may have been accepted: {retry}")

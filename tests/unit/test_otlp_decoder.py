@@ -479,3 +479,43 @@ def test_arbitrary_json_in_otlp_shape_decodes_or_is_refused_with_400(document):
         otlp.decode(otlp.TRACES, json.dumps(document).encode(), "application/json", None)
     except EdgeError as error:
         assert error.status == 400
+
+
+# --- amplification: a split request's resource is not copied without bound (issue #25) ------
+
+
+def _big_resource_request(resource_bytes: int, spans: int, span_bytes: int) -> bytes:
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    attribute = resource_spans.resource.attributes.add()
+    attribute.key, attribute.value.string_value = "blob", "r" * resource_bytes
+    scope = resource_spans.scope_spans.add()
+    for i in range(spans):
+        span = scope.spans.add()
+        span.trace_id, span.span_id, span.name = b"\x01" * 16, (i + 1).to_bytes(8, "big"), "s" * span_bytes
+    return request.SerializeToString()
+
+
+@pytest.mark.parametrize("resource_bytes", [1, 60_000, 130_000])
+def test_what_a_split_request_queues_stays_within_the_stated_multiple_of_what_it_decoded(resource_bytes):
+    raw = _big_resource_request(resource_bytes, 1000, 3000)
+    decoded = otlp.decode(otlp.TRACES, raw, PROTOBUF, None)
+    assert len(decoded.events) > 1 and decoded.rejected == 0
+    whole = sum(len(json.dumps(e.payload, separators=(",", ":"))) for e in decoded.events)
+    alone = len(raw) + 1000 * 30  # the decoded JSON: hex ids and field names add about 30 bytes a span
+    assert whole <= otlp.QUEUED_PER_DECODED * alone, (whole, alone)
+
+
+@pytest.mark.parametrize("resource_bytes", [140_000, 1_100_000])
+def test_a_resource_too_big_to_repeat_in_every_part_is_a_413_naming_it(resource_bytes):
+    """Was 178 events and 178 MiB of JSON from a 2.1 MiB body (or every span refused as oversized)."""
+    raw = _big_resource_request(resource_bytes, 300, 3000)
+    with pytest.raises(EdgeError) as refused:
+        otlp.decode(otlp.TRACES, raw, PROTOBUF, None)
+    assert refused.value.status == 413
+    assert "resourceSpans[0]" in refused.value.message and "resource" in refused.value.message
+
+
+def test_a_big_resource_in_a_request_that_needs_no_split_is_accepted():
+    decoded = otlp.decode(otlp.TRACES, _big_resource_request(500_000, 3, 10), PROTOBUF, None)
+    assert len(decoded.events) == 1 and decoded.rejected == 0

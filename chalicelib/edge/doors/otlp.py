@@ -34,7 +34,7 @@ from typing import Any
 from chalice import Response
 
 from chalicelib.contract import envelope
-from chalicelib.contract.errors import EdgeError, bad_request, unsupported
+from chalicelib.contract.errors import EdgeError, bad_request, too_large, unsupported
 from chalicelib.contract.otlp import BY_PATH, LOGS, METRICS, TRACES, OtlpExport
 from chalicelib.contract.signals import MAX_EVENT_BYTES, SIGNALS
 from chalicelib.edge import cors
@@ -367,11 +367,34 @@ def _to_events(export: OtlpExport, document: dict[str, Any], limit: int) -> tupl
     if len(text) <= limit:
         return [Event(document, len(text), serialised=text)], 0
     packer = _Packer(export, limit)
-    for resource in resources:
-        for scope in resource.get(export.scopes) or []:
+    for r, resource in enumerate(resources):
+        for s, scope in enumerate(resource.get(export.scopes) or []):
+            _check_envelope(export, resource, scope, f"{export.resources}[{r}]", s, limit)
             for item in scope.get(export.items) or []:
                 packer.add(resource, scope, item)
     return packer.finish()
+
+
+def _check_envelope(
+    export: OtlpExport, resource: dict[str, Any], scope: dict[str, Any], where: str, s: int, limit: int
+) -> None:
+    """A split request repeats a resource and scope in every part of their items: refuse (413)
+    one over MAX_ENVELOPE_SHARE of the event limit, so what is queued stays within
+    QUEUED_PER_DECODED of what was decoded (docs/otlp.md, "Large requests")."""
+    size = _json_size(_without(resource, export.scopes)) + _json_size(_without(scope, export.items))
+    if size * MAX_ENVELOPE_SHARE > limit:
+        raise too_large(
+            f"{where} (its resource and {export.scopes}[{s}] scope, {size} bytes of JSON) would be repeated in "
+            f"every part of a request over {limit} bytes; a split request's resource and scope may hold at most "
+            f"{limit // MAX_ENVELOPE_SHARE} bytes: send fewer {export.noun} per request or a smaller resource"
+        )
+
+
+# A resource and scope repeated in a split request's parts hold at most 1/8 of the event limit,
+# so each part adds at most that much to the decoded JSON: the queued JSON stays under
+# QUEUED_PER_DECODED times the decoded JSON (tests/test_otlp_decoder.py measures the worst cases).
+MAX_ENVELOPE_SHARE = 8
+QUEUED_PER_DECODED = 1.25
 
 
 class _Packer:
