@@ -130,8 +130,8 @@ def otlp_points(envelope: Envelope) -> Iterator[Point]:
     for resource, metric in otlp_resources(payload, METRICS.resources, METRICS.scopes, METRICS.items):
         name = label_value(metric.get("name")) or DEFAULT_MEASUREMENT
         tags = {**base, **({"service_name": resource["service.name"]} if "service.name" in resource else {})}
-        for kind in ("gauge", "sum", "histogram", "exponentialHistogram", "summary"):
-            for index, point in enumerate((metric.get(kind) or {}).get("dataPoints") or []):
+        for data_type in ("gauge", "sum", "histogram", "exponentialHistogram", "summary"):
+            for index, point in enumerate((metric.get(data_type) or {}).get("dataPoints") or []):
                 if not isinstance(point, dict):
                     continue
                 timestamp = unix_nano(point.get("timeUnixNano")) or received + index
