@@ -52,7 +52,7 @@ def sdk_refused() -> WorstCase:
 
 def otlp_accepted() -> WorstCase:
     """Protobuf spans just under 5 MiB decoded: as many small spans as fit (JSON grows ~3 times)."""
-    from tests.test_otlp_routes import spans_request
+    from tests.functional.test_otlp_routes import spans_request
 
     per_span = len(spans_request(50_001).SerializeToString()) - len(spans_request(50_000).SerializeToString())
     count = (MAX_DECODED_BYTES - 4096) // per_span

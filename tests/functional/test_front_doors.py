@@ -334,7 +334,7 @@ def test_http_api_named_stage_prefix_is_not_part_of_the_route(put_key, aws):
     ],
 )
 def test_a_malformed_event_is_json_400_never_a_traceback(event):
-    """(A body that is not base64 is the door's own 400: tests/test_fuzz.py.)"""
+    """(A body that is not base64 is the door's own 400: tests/functional/test_fuzz.py.)"""
     import app as app_module
 
     raw = app_module.app(event, LambdaContext("api_handler"))

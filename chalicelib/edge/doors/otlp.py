@@ -392,7 +392,7 @@ def _check_envelope(
 
 # A resource and scope repeated in a split request's parts hold at most 1/8 of the event limit,
 # so each part adds at most that much to the decoded JSON: the queued JSON stays under
-# QUEUED_PER_DECODED times the decoded JSON (tests/test_otlp_decoder.py measures the worst cases).
+# QUEUED_PER_DECODED times the decoded JSON (tests/unit/test_otlp_decoder.py measures the worst cases).
 MAX_ENVELOPE_SHARE = 8
 QUEUED_PER_DECODED = 1.25
 
