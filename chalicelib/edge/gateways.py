@@ -163,7 +163,7 @@ def checked_rest_event(event: Event) -> Event:
     for name in ("headers", "queryStringParameters", "pathParameters", "stageVariables"):
         value = event.get(name)
         if not isinstance(value, dict | None) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in (value or {}).items()
+            isinstance(k, str) and _is_text(v) for k, v in (value or {}).items()
         ):
             raise MalformedEvent(f"{name} is not a map of strings")
     for name in ("multiValueHeaders", "multiValueQueryStringParameters"):
@@ -181,6 +181,17 @@ def checked_rest_event(event: Event) -> Event:
         "isBase64Encoded": event.get("isBase64Encoded") is True,
         "requestContext": {**context, "identity": identity or {}},
     }
+
+
+def _is_text(value: Any) -> bool:
+    """A string HTTP could have carried: no lone surrogates (a JSON event can hold `\\ud800`)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _captures_given(template: str, parameters: Any) -> bool:
@@ -218,7 +229,7 @@ def rest_event_from_v2(event: Event) -> Event:
     if not isinstance(raw_path, str) or not raw_path.startswith("/"):
         raise MalformedEvent("payload 2.0 without an absolute rawPath")
     headers = event.get("headers") or {}
-    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+    if not isinstance(headers, dict) or not all(_is_text(v) for v in headers.values()):
         raise MalformedEvent("headers are not a map of strings")
     headers = {name.lower(): value for name, value in headers.items()}
     cookies = event.get("cookies")

@@ -487,3 +487,15 @@ def test_v2_event_with_a_non_string_raw_query_string_is_a_400(aws, put_key, quer
     response = app(event, None)
     assert response["statusCode"] == 400, response
     assert set(json.loads(response["body"])) == {"error", "message"}
+
+
+@pytest.mark.parametrize("shape", EVENT_FORMATS)
+def test_a_header_with_a_lone_surrogate_is_a_400_not_a_500(aws, put_key, shape: str) -> None:
+    """Found by the event fuzz: `X-Api-Key: "\\ud800"` in the event JSON failed hashing the key."""
+    from app import app
+
+    put_key(KEY)
+    event = _valid_event(shape, "/api/ingest")
+    event["headers"] = {**event["headers"], "x-api-key": "\ud800"}
+    response = app(event, None)
+    assert response["statusCode"] == 400, response
