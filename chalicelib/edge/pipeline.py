@@ -115,7 +115,8 @@ class _Acceptance:
         batch = self.batch
         if batch.policy.stable_ids and batch.idempotency_key:
             return {"first_seen_ms": int(time.time() * 1000), "events": len(batch.events)}
-        ids = retry_ids(self.record.key_hash, batch.idempotency_key, self.fingerprint, len(batch.events) + 1)
+        same_request = f"{self.fingerprint}\n{carried_headers_identity(self.request.headers)}"
+        ids = retry_ids(self.record.key_hash, batch.idempotency_key, same_request, len(batch.events) + 1)
         if batch.policy.reply_body:
             body = plan_reply(batch.signal, batch.events, batch.many, ids)
             correlate(body.get("event_id") or body["event_ids"][0])
@@ -249,6 +250,13 @@ def retry_ids(key_hash: str, idempotency_key: str | None, fingerprint: str, coun
     start = int(time.time() * 1000) // window_ms * window_ms
     seed = f"{key_hash}\n{idempotency_key or ''}\n{fingerprint}\n{start}"
     return envelope.stable_ulids(seed, start, count)
+
+
+def carried_headers_identity(headers: Mapping[str, str]) -> str:
+    """What the queue message carries of a request's headers (User-Agent, `X-Lookout-*`): a request
+    that differs in them is another request, not a retry, so it must not share the first one's ids."""
+    sdk = sorted(f"{name.lower()}:{value}" for name, value in headers.items() if name.lower().startswith("x-lookout-"))
+    return "\n".join([headers.get("user-agent") or "", *sdk])
 
 
 def build_messages(

@@ -142,6 +142,9 @@ def test_different_requests_and_different_keys_are_never_merged(http, aws, put_k
     assert len({one, other, keyed, log}) == 4
     again = http.post("/api/ingest", body=json.dumps({"message": "a"}), headers=headers).json_body["event_id"]
     assert again == one
+    for carried in ({"user-agent": "curl/8.5.0"}, {"x-lookout-env-forced": "1"}):
+        sent = http.post("/api/ingest", body=json.dumps({"message": "a"}), headers={**headers, **carried})
+        assert sent.json_body["event_id"] != one, carried  # the message would carry other headers
     drain_queue(aws.queue_url)
 
 
