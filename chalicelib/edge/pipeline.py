@@ -3,6 +3,10 @@
     door.decode() → accept(request, batch):
         per-event checks → key → idempotency → rate limit → queue messages → enqueue
 
+Everything here runs within the request's deadline (`deadline.of_request()`, set by `serve`;
+runtime/deadline.py): the key lookup, the idempotency claim, the rate counter and the enqueue,
+which resends what SQS did not confirm until that deadline.
+
 `accept` returns the 202 body (`event_id` or `event_ids`, `run_id`/`check_in_id`,
 `config_version`) for the door to answer with, None when the batch held no events
 (authenticated all the same), or raises `EdgeError`. Where doors differ it follows the
@@ -31,15 +35,12 @@ from chalicelib.contract.message import Origin, QueueMessages
 from chalicelib.contract.signals import Signal, check_event, check_event_count
 from chalicelib.edge import auth, idempotency, ratelimit, remote_config
 from chalicelib.edge.doors import SDK_POLICY, AcceptPolicy, Batch, Event, IngestRequest
-from chalicelib.runtime import sqs_batch
+from chalicelib.runtime import deadline, sqs_batch
 from chalicelib.runtime.config import Settings, settings
+from chalicelib.runtime.deadline import Deadline
 from chalicelib.runtime.observability import correlate, count_per_interval, logger
 from chalicelib.runtime.sqs_batch import Outgoing
 
-# From the start of `accept`, how long the edge keeps resending what SQS did not confirm. The
-# PHP SDK gives up after 5 s; this leaves room for the cold start, the key lookup and one more
-# SQS call (the client's own timeouts) before the answer.
-ENQUEUE_BUDGET_SECONDS = 3.0
 # What one request may queue, as a multiple of its door's decoded cap (`AcceptPolicy.decoded_limit`):
 # its events' decoded sizes plus each message's envelope, ≤ 20 MiB (SDK, OTLP) or 32 MiB (Firehose).
 # 4, not less: OTLP's JSON is 2-3 times its protobuf. The bodies sent are at most 3 times the
@@ -79,7 +80,6 @@ def check_queued_size(request: IngestRequest, batch: Batch) -> None:
 def accept(request: IngestRequest, batch: Batch) -> dict[str, Any] | None:
     """Check, authenticate and durably enqueue the batch's events: the 202 body, None for a
     batch without events, or EdgeError."""
-    deadline = time.monotonic() + ENQUEUE_BUDGET_SECONDS
     signal, events, policy = batch.signal, batch.events, batch.policy
     check_events(signal, events, policy)
     check_queued_size(request, batch)
@@ -87,7 +87,7 @@ def accept(request: IngestRequest, batch: Batch) -> dict[str, Any] | None:
     record = auth.authenticate(request, signal, batch.api_key or auth.extract_api_key(request.headers, first))
     if not events:
         return None
-    acceptance = _Acceptance(settings(), request, batch, record, deadline)
+    acceptance = _Acceptance(settings(), request, batch, record, deadline.of_request())
     body = acceptance.enqueue_once(acceptance.plan())
     count_per_interval("accepted", len(events))
     if _sampled(acceptance.conf.log_accepted_share):
@@ -106,7 +106,7 @@ class _Acceptance:
     request: IngestRequest
     batch: Batch
     record: KeyRecord
-    deadline: float
+    deadline: Deadline
 
     def plan(self) -> dict[str, Any]:
         """What the idempotency record starts with: the 202 body, or for stable ids the first
@@ -159,14 +159,14 @@ class _Acceptance:
             planned = claim.body
         if record.rate_limit_per_minute is not None:
             try:
-                _enforce_rate_limit(conf.idempotency_table, record, len(events), self.deadline)
+                _enforce_rate_limit(conf.idempotency_table, record, len(events), self.deadline.at)
             except EdgeError:
                 if claim is not None:
                     _quietly("forget the refused claim", idempotency.forget, conf.idempotency_table, claim)
                 raise
         messages = self.messages(planned)
         try:
-            _enqueue(conf.queue_url, messages, self.deadline, frozenset(claim.sent) if claim else frozenset())
+            _enqueue(conf.queue_url, messages, self.deadline.at, frozenset(claim.sent) if claim else frozenset())
         except QueueIncomplete as failure:
             if claim is not None:
                 sent = failure.report.sent

@@ -1,6 +1,7 @@
 """`serve(door)`: how every ingest protocol is answered, written once.
 
-Preflight for OPTIONS; then, in the door's trace segment, `door.decode()` →
+Preflight for OPTIONS; then, within the request's time budget (runtime/deadline.py: every
+AWS call below is bounded by `deadline.current()`) and in the door's trace segment, `door.decode()` →
 `pipeline.accept` → `door.answer(...)`. A refusal (`EdgeError`) is counted and logged
 here and answered by `door.refuse`; anything else is logged with its traceback and
 answered as the contract's 500 in the door's terms, never a traceback.
@@ -15,6 +16,7 @@ from chalice import Response
 
 from chalicelib.contract.errors import EdgeError, bad_request
 from chalicelib.edge import cors, pipeline
+from chalicelib.runtime import deadline
 from chalicelib.runtime.observability import count, logger, traced
 
 if TYPE_CHECKING:
@@ -27,7 +29,7 @@ def serve(door: Door) -> Response:
     if request.method == "OPTIONS":
         return preflight(request.headers)
     try:
-        with traced(door.segment):
+        with deadline.request_budget(), traced(door.segment):
             try:
                 if request.unreadable:
                     raise bad_request(request.unreadable)

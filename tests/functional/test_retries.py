@@ -78,7 +78,7 @@ def start_well_inside_a_retry_window() -> None:
 def flaky_sqs(aws: Any, put_key: Callable[..., dict], monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable]:
     """`flaky_sqs(lose_answers=False)`: the SQS above, disarmed as soon as the edge has answered 503."""
     put_key(KEY)
-    monkeypatch.setattr(pipeline, "ENQUEUE_BUDGET_SECONDS", 0.3)
+    monkeypatch.setattr("chalicelib.runtime.deadline.REQUEST_BUDGET_SECONDS", 0.8)
     queue_down = pipeline._queue_down
 
     def install(lose_answers: bool = False) -> ThrottlingSQS:
