@@ -222,14 +222,42 @@ def test_truncated_protobuf_is_400_with_a_status(put_key, aws):
     assert "ExportTraceServiceRequest" in status_of(raw).message
 
 
-def test_json_with_base64_ids_is_400_with_a_json_status(put_key, aws):
+def test_json_items_that_are_not_otlp_json_are_counted_in_a_json_partial_success(put_key, aws):
+    """Issue #25: each was stored, silently dropped or refused the whole request before."""
+    put_key(KEY)
+
+    def span(name: str, **fields) -> dict:
+        return {"traceId": TRACE_ID.hex(), "spanId": "0000000000000001", "name": name, **fields}
+
+    b64 = base64.b64encode(TRACE_ID).decode()
+    spans = [
+        span("base64 id", traceId=b64),
+        {"trace_id": b64, "span_id": "AAAAAAAAAAE=", "name": "protobuf names"},
+        span("null id", traceId=None),
+        span("bad bytes", attributes=[{"key": "b", "value": {"bytesValue": "!!notb64"}}]),
+        span("bogus kind", kind="BOGUS"),
+        span("kept", kind=2),
+    ]
+    body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}).encode()
+    status, headers, raw = post("/v1/traces", body, {"Content-Type": "application/json", "X-Api-Key": KEY})
+    assert (status, headers["Content-Type"]) == (200, "application/json")
+    partial = json.loads(raw)["partialSuccess"]
+    assert partial["rejectedSpans"] == "5"
+    for said in ("traceId: not a hex string", "trace_id: a protobuf field name", "bytesValue: not base64", "kind:"):
+        assert said in partial["errorMessage"]
+    (message,) = drain_queue(aws.queue_url)
+    assert [s["name"] for s in message["payload"]["resourceSpans"][0]["scopeSpans"][0]["spans"]] == ["kept"]
+
+
+def test_json_with_protobuf_field_names_for_its_list_is_400_with_a_json_status(put_key, aws):
     put_key(KEY)
     span = {"traceId": base64.b64encode(TRACE_ID).decode(), "spanId": "0000000000000001", "name": "n"}
-    body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}).encode()
+    body = json.dumps({"resource_spans": [{"scope_spans": [{"spans": [span]}]}]}).encode()
     status, headers, raw = post("/v1/traces", body, {"Content-Type": "application/json", "X-Api-Key": KEY})
     assert (status, headers["Content-Type"]) == (400, "application/json")
     answer = json.loads(raw)
-    assert answer["code"] == 3 and "not hex" in answer["message"]
+    assert answer["code"] == 3 and "resource_spans: a protobuf field name" in answer["message"]
+    assert drain_queue(aws.queue_url) == []
 
 
 def test_over_size_is_413(put_key, aws):

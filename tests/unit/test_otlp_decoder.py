@@ -5,9 +5,10 @@ import gzip
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from google.protobuf.json_format import MessageToDict
+from google.protobuf.json_format import MessageToDict, ParseDict
 from google.rpc import status_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -265,12 +266,122 @@ def test_json_ids_are_case_insensitive_hex_and_enum_names_and_unknown_fields_are
     assert "futureField" not in event["resourceSpans"][0]
 
 
-def test_json_with_base64_ids_is_400_naming_the_field():
-    document = oracle(traces_request())
-    document["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"] = base64.b64encode(TRACE_ID).decode()
-    error = refused(otlp.TRACES, json.dumps(document).encode(), "application/json")
-    assert error.status == 400
-    assert "resourceSpans[0].scopeSpans[0].spans[0].traceId is not hex" in error.message
+def json_spans(*spans: dict, resources: str = "resourceSpans", scopes: str = "scopeSpans") -> bytes:
+    return json.dumps({resources: [{scopes: [{"spans": list(spans)}]}]}).encode()
+
+
+def good_span(**fields) -> dict:
+    return {"traceId": TRACE_ID.hex(), "spanId": SPAN_ID.hex(), "name": "kept", **fields}
+
+
+def decode_json(kind, body: bytes) -> otlp.Decoded:
+    return otlp.decode(kind, body, "application/json", None)
+
+
+def test_a_base64_id_rejects_its_span_naming_the_field_and_the_rest_is_kept():
+    """Each id is an item's: a base64 one is one rejected span (was a 400 for the whole request)."""
+    bad = good_span(name="bad", traceId=base64.b64encode(TRACE_ID).decode())
+    decoded = decode_json(otlp.TRACES, json_spans(bad, good_span()))
+    assert (kept(decoded), decoded.rejected) == (1, 1)
+    assert "resourceSpans[0].scopeSpans[0].spans[0].traceId: not a hex string" in decoded.reason
+    assert [span["name"] for span in spans_of(payloads(decoded)[0])] == ["kept"]
+
+
+def test_ids_under_protobuf_field_names_are_not_read_as_ids():
+    """Was: `trace_id`/`span_id` in base64 were parsed by protobuf's parser and stored as ids."""
+    ids = {"trace_id": base64.b64encode(TRACE_ID).decode(), "span_id": base64.b64encode(SPAN_ID).decode()}
+    decoded = decode_json(otlp.TRACES, json_spans({**ids, "name": "snake"}, good_span()))
+    assert (kept(decoded), decoded.rejected) == (1, 1)
+    assert "spans[0].trace_id: a protobuf field name; OTLP/JSON keys are lowerCamelCase (traceId)" in decoded.reason
+    assert [span["name"] for span in spans_of(payloads(decoded)[0])] == ["kept"]
+
+
+def test_protobuf_field_names_for_the_lists_do_not_skip_the_id_checks():
+    """Was: under `resource_spans`/`scope_spans` ids went to protobuf's parser unchecked (base64 taken)."""
+    base64_ids = good_span(traceId=base64.b64encode(TRACE_ID).decode(), spanId=base64.b64encode(SPAN_ID).decode())
+    error = refused(otlp.TRACES, json_spans(base64_ids, resources="resource_spans"), "application/json")
+    assert (error.status, error.code) == (400, "invalid_body")
+    assert "resource_spans: a protobuf field name; OTLP/JSON keys are lowerCamelCase (resourceSpans)" in error.message
+    decoded = decode_json(otlp.TRACES, json_spans(base64_ids, good_span(), scopes="scope_spans"))
+    assert (decoded.events, decoded.rejected) == ([], 2)
+    assert decoded.reason.startswith("resourceSpans[0].scope_spans: a protobuf field name")
+
+
+def test_a_protobuf_field_name_anywhere_in_an_item_rejects_the_item_it_is_in():
+    snake = good_span(name="snake", attributes=[{"key": "k", "value": {"string_value": "v"}}])
+    decoded = decode_json(otlp.TRACES, json_spans(snake, good_span()))
+    assert (kept(decoded), decoded.rejected) == (1, 1)
+    assert "spans[0].attributes[0].value.string_value: a protobuf field name" in decoded.reason
+    resource = {"resource": {"dropped_attributes_count": 1}, "scopeSpans": [{"spans": [good_span(), good_span()]}]}
+    decoded = decode_json(otlp.TRACES, json.dumps({"resourceSpans": [resource]}).encode())
+    assert (decoded.events, decoded.rejected) == ([], 2)  # its resource cannot be stored: nor can its spans
+
+
+@pytest.mark.parametrize("bad", ["!!notb64", "AP9yYXc=x", "A", 5, ["AA=="], True])
+def test_a_bytes_value_that_is_not_base64_is_an_invalid_item_not_stored_altered(bad):
+    """Was: `bytesValue: "!!notb64"` was stored altered (protobuf's parser skips what is not base64)."""
+    attribute = {"key": "payload", "value": {"bytesValue": bad}}
+    decoded = decode_json(otlp.TRACES, json_spans(good_span(name="bad", attributes=[attribute]), good_span()))
+    assert (kept(decoded), decoded.rejected) == (1, 1)
+    assert "spans[0].attributes[0].value.bytesValue" in decoded.reason
+    assert [span["name"] for span in spans_of(payloads(decoded)[0])] == ["kept"]
+
+
+@pytest.mark.parametrize(
+    ("written", "raw"),
+    [("AP9yYXc=", b"\x00\xffraw"), ("AP9yYXc", b"\x00\xffraw"), ("AP-y", b"\x00\xff\xb2"), ("AP_y", b"\x00\xff\xf2")],
+)
+def test_bytes_values_in_any_base64_the_json_mapping_accepts_are_stored_as_standard_base64(written, raw):
+    """proto3's JSON mapping accepts standard or URL-safe base64, with or without padding."""
+    attribute = {"key": "payload", "value": {"bytesValue": written}}
+    decoded = decode_json(otlp.TRACES, json_spans(good_span(attributes=[attribute])))
+    assert decoded.rejected == 0
+    stored = spans_of(payloads(decoded)[0])[0]["attributes"][0]["value"]["bytesValue"]
+    assert stored == base64.b64encode(raw).decode()
+
+
+@pytest.mark.parametrize("kind", ["BOGUS", "span_kind_server", 2**40, True, 1.5, "2"])
+def test_a_span_kind_that_is_no_span_kind_is_counted_in_partial_success(kind):
+    """Was: an unknown enum name was dropped silently (the span kept, its kind lost)."""
+    decoded = decode_json(otlp.TRACES, json_spans(good_span(name="bad", kind=kind), good_span(kind=2)))
+    assert (kept(decoded), decoded.rejected) == (1, 1)
+    assert decoded.reason == (
+        "resourceSpans[0].scopeSpans[0].spans[0].kind: not one of the SpanKind values (OTLP/JSON enums are integers)"
+    )
+    assert spans_of(payloads(decoded)[0]) == [{**good_span(), "kind": 2}]
+
+
+def test_an_unknown_severity_number_rejects_its_log_record_and_an_unknown_temporality_its_data_points():
+    records = [{"severityNumber": "BOGUS", "body": {"stringValue": "bad"}}, {"severityNumber": 17}]
+    logs = decode_json(otlp.LOGS, json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]}).encode())
+    assert (kept(logs), logs.rejected) == (1, 1)
+    assert "logRecords[0].severityNumber: not one of the SeverityNumber values" in logs.reason
+    bogus = {"name": "orders", "sum": {"aggregationTemporality": "BOGUS", "dataPoints": [{"asInt": 1}, {"asInt": 2}]}}
+    good = {"name": "ok", "gauge": {"dataPoints": [{"asInt": 3}]}}
+    document = {"resourceMetrics": [{"scopeMetrics": [{"metrics": [bogus, good]}]}]}
+    metrics = decode_json(otlp.METRICS, json.dumps(document).encode())
+    assert (kept(metrics), metrics.rejected) == (1, 2)
+    assert "sum.aggregationTemporality: not one of the AggregationTemporality values" in metrics.reason
+
+
+def test_a_null_trace_id_is_one_rejected_span_not_a_refused_request():
+    """Was: `traceId: null` refused the whole request (400)."""
+    decoded = decode_json(otlp.TRACES, json_spans(good_span(name="null", traceId=None), good_span()))
+    assert (kept(decoded), decoded.rejected, decoded.reason) == (1, 1, "a span needs a 16-byte, non-zero trace id")
+    record = {"traceId": None, "body": {"stringValue": "no trace"}}  # a log record needs no trace id
+    logs = decode_json(otlp.LOGS, json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [record]}]}]}).encode())
+    assert (kept(logs), logs.rejected) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    "span",
+    [{"name": 5}, {"traceId": 5}, {"startTimeUnixNano": "soon"}, {"attributes": "x"}, {"status": {"code": "x"}}, 7],
+)
+def test_a_span_of_the_wrong_types_is_one_rejected_span(span):
+    bad = {**good_span(), **span} if isinstance(span, dict) else span
+    decoded = decode_json(otlp.TRACES, json_spans(bad, good_span()))
+    assert (kept(decoded), decoded.rejected) == (1, 1)
+    assert decoded.reason.startswith("resourceSpans[0].scopeSpans[0].spans[0]")
 
 
 def test_json_log_and_exemplar_ids_are_hex_too():
@@ -279,24 +390,75 @@ def test_json_log_and_exemplar_ids_are_hex_too():
     metrics = oracle(metrics_request())
     exemplar = metrics["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["sum"]["dataPoints"][0]["exemplars"][0]
     exemplar["spanId"] = base64.b64encode(SPAN_ID).decode()
-    assert refused(otlp.METRICS, json.dumps(metrics).encode(), "application/json").status == 400
+    decoded = otlp.decode(otlp.METRICS, json.dumps(metrics).encode(), "application/json", None)
+    assert (kept(decoded), decoded.rejected) == (2, 1)  # the metric of the exemplar, with its one data point
+    assert "exemplars[0].spanId: not a hex string" in decoded.reason
 
 
 @pytest.mark.parametrize(
     "body",
     [
         b'{"resourceSpans": "nope"}',
-        b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": 5}]}]}]}',
-        b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": 5}]}]}]}',
-        b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "soon"}]}]}]}',
+        b'{"resourceSpans": [5]}',
+        b'{"resourceSpans": [{"scopeSpans": {"spans": []}}]}',
+        b'{"resourceSpans": [{"scopeSpans": [{"spans": {"name": "n"}}]}]}',
         b"[1, 2]",
         b"{not json",
         b"",
     ],
 )
-def test_json_of_the_wrong_shape_or_types_is_400(body):
+def test_json_whose_lists_are_not_lists_is_400(body):
     error = refused(otlp.TRACES, body, "application/json")
     assert error.status == 400 and error.code == "invalid_body"
+
+
+def test_many_rejected_items_give_a_short_reason():
+    spans = [good_span(traceId=f"x{n}") for n in range(1000)] + [good_span(kind=f"K{n}") for n in range(1000)]
+    decoded = decode_json(otlp.TRACES, json_spans(*spans))
+    assert decoded.rejected == 2000
+    assert decoded.reason.count("; ") == 1 and len(decoded.reason) < 400
+
+
+JS_RECORDED = json.loads((Path(__file__).parents[1] / "otlp_js" / "requests.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("path", "body"), [(path, body) for path, bodies in JS_RECORDED["requests"].items() for body in bodies]
+)
+def test_what_the_opentelemetry_js_exporters_send_is_taken_whole(path, body):
+    """Bodies recorded from `@opentelemetry/exporter-*-otlp-http` (tests/otlp_js/record.js): hex ids,
+    numbers for 64-bit integers, integer enums, empty lists and zeros; none of it may be rejected."""
+    export = otlp.BY_PATH[path]
+    decoded = decode_json(export, json.dumps(body).encode())
+    assert (decoded.rejected, decoded.reason) == (0, None)
+    ids_in = _ids(body)
+    assert ids_in or export is otlp.METRICS, "the recorded spans and log records carry ids"
+    with_base64_ids = json.loads(json.dumps(body))
+    _rewrite_ids_as_base64(with_base64_ids)
+    message = ParseDict(with_base64_ids, getattr(export.proto(), export.request)())
+    assert payloads(decoded) == [oracle(message)]
+    assert _ids(payloads(decoded)[0]) == {value.lower() for value in ids_in}
+
+
+def _ids(value) -> set[str]:
+    if isinstance(value, dict):
+        found = {v for k, v in value.items() if k in ("traceId", "spanId", "parentSpanId") and v}
+        return found.union(*(_ids(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_ids(v) for v in value))
+    return set()
+
+
+def _rewrite_ids_as_base64(value) -> None:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key in ("traceId", "spanId", "parentSpanId"):
+                value[key] = base64.b64encode(bytes.fromhex(inner)).decode()
+            else:
+                _rewrite_ids_as_base64(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            _rewrite_ids_as_base64(inner)
 
 
 # --- refusals ----------------------------------------------------------------------------------
@@ -417,6 +579,17 @@ def test_partial_success_answers_carry_the_rejected_count_and_reason():
     assert (partial.rejected_data_points, partial.error_message) == (4, "a metric needs a name")
     as_json = json.loads(otlp.JSON_ENCODING.success(otlp.LOGS, rejected=2, reason="bad ids"))
     assert as_json == {"partialSuccess": {"rejectedLogRecords": "2", "errorMessage": "bad ids"}}
+
+
+def test_a_reason_with_nothing_counted_is_still_said_as_the_spec_allows_for_warnings():
+    """A metric without a name and without data points is 0 rejected data points, not silence."""
+    nameless = {"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"description": "no name, no points"}]}]}]}
+    decoded = otlp.decode(otlp.METRICS, json.dumps(nameless).encode(), "application/json", None)
+    assert (decoded.rejected, decoded.reason) == (0, "a metric needs a name")
+    answer = json.loads(otlp.JSON_ENCODING.success(otlp.METRICS, decoded.rejected, decoded.reason))
+    assert answer == {"partialSuccess": {"rejectedDataPoints": "0", "errorMessage": "a metric needs a name"}}
+    raw = otlp.PROTOBUF_ENCODING.success(otlp.METRICS, decoded.rejected, decoded.reason)
+    assert ExportMetricsServiceResponse.FromString(raw).partial_success.error_message == "a metric needs a name"
 
 
 @pytest.mark.parametrize(("status", "code"), [(400, 3), (401, 16), (403, 7), (413, 3), (429, 8), (503, 14), (500, 13)])

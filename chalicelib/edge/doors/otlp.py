@@ -3,14 +3,16 @@
 The OTLP specification (opentelemetry-proto, docs/specification.md) is the authority:
 
 - A body is an `Export{Trace,Logs,Metrics}ServiceRequest`, binary (`application/x-protobuf`)
-  or JSON (`application/json`), optionally gzip. Lookout receives OTLP JSON: lowerCamelCase
-  names, enums as integers, 64-bit integers as strings and — unlike protobuf's own JSON
-  mapping, which writes bytes as base64 — `traceId`/`spanId`/`parentSpanId` as hex.
-  JSON ids that are not hex (base64, say) make the request undecodable (400); unknown JSON
-  fields are ignored.
-- Items that decode but cannot be stored (a span without a valid trace or span id, a log
-  record with a malformed one, a metric without a name) are dropped and counted, and the
-  200 answer carries `partial_success` with their number.
+  or JSON (`application/json`), optionally gzip. OTLP/JSON is protobuf's JSON mapping with the
+  spec's deviations: lowerCamelCase names only (protobuf's field names are not OTLP/JSON),
+  integer enums, and `traceId`/`spanId`/`parentSpanId` in hex, not base64. Unknown JSON
+  fields are ignored. docs/otlp.md says exactly what is taken and why.
+- JSON is checked item by item (span, log record, metric): an item that is not OTLP/JSON (an
+  id not in hex, a protobuf field name, a `bytesValue` not in base64, an enum that is none of
+  its values, a wrong type) is rejected and counted, like an item that decodes but cannot be
+  stored (a span without a valid trace or span id, a log record with a malformed one, a
+  metric without a name); the 200 answer carries `partial_success` with their number.
+  Only a body whose lists cannot be told apart is undecodable (400).
 - One request is one event (as on `/api/ingest/trace/otlp`) while its JSON stays within the
   one-event limit; a larger request is cut, between resources, scopes and items, into
   several events, each itself a valid export request. An item alone over the limit is
@@ -27,6 +29,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +46,6 @@ from chalicelib.edge.doors import AcceptPolicy, Batch, Event, IngestRequest, ide
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-_ID_BYTES = {"traceId": 16, "spanId": 8, "parentSpanId": 8}
 _METRIC_DATA = ("gauge", "sum", "histogram", "exponentialHistogram", "summary")
 # google.rpc.Code for each HTTP status the edge answers (the spec lets clients ignore it).
 _GRPC_CODES = {400: 3, 401: 16, 402: 7, 403: 7, 404: 5, 409: 10, 413: 3, 415: 3, 422: 3, 429: 8, 503: 14}
@@ -130,13 +132,12 @@ def decode_as(
     """Check sizes, undo gzip, parse and validate: the request as OTLP JSON events (or an EdgeError)."""
     check_received_size(raw)
     data = decode_content(raw, content_encoding)
-    message = encoding.parse(export, data)
-    rejected, reason = _drop_invalid(export, message)
+    message, rejections = encoding.parse(export, data)
+    _drop_invalid(export, message, rejections)
     events, oversized = _to_events(export, _to_otlp_json(message), max_event_bytes)
     if oversized:
-        rejected += oversized
-        reason = reason or f"some {export.noun} are over the {max_event_bytes}-byte event limit on their own"
-    return Decoded(events, rejected, reason)
+        rejections.add(oversized, f"some {export.noun} are over the {max_event_bytes}-byte event limit on their own")
+    return Decoded(events, rejections.count, rejections.reason)
 
 
 def _unsupported(name: str) -> EdgeError:
@@ -157,89 +158,242 @@ def _parse_protobuf_request(export: OtlpExport, data: bytes) -> Any:
     return message
 
 
-def _parse_json_request(export: OtlpExport, data: bytes) -> Any:
-    from google.protobuf.json_format import ParseDict, ParseError
-
+def _parse_json_request(export: OtlpExport, data: bytes) -> tuple[Any, Rejections]:
+    """An OTLP/JSON request, item by item: an item that is not OTLP/JSON is rejected and counted,
+    the rest parsed; only a request whose lists cannot be told apart is undecodable (400)."""
     document = parse_json(data)
     if not isinstance(document, dict):
         raise bad_request(f"an OTLP/JSON body is an {export.request} object")
-    _rewrite_ids(export, document, _hex_to_base64)
     message = getattr(export.proto(), export.request)()
+    problem = _json_problem(document, message.DESCRIPTOR, skip=export.resources)
+    if problem is not None:
+        raise bad_request(f"the body is not a valid OTLP/JSON {export.request}: {problem[1]}: {problem[0]}")
+    rejections = Rejections()
+    resources = getattr(message, _snake(export.resources))
+    for r, resource in _json_entries(document, export.resources, ""):
+        where = f"{export.resources}[{r}]"
+        problem = _parse_json_into(resource, resources.add(), where, skip=export.scopes)
+        if problem is not None:
+            del resources[-1]
+            rejections.add(_json_items_of_resource(export, resource), *problem)
+            continue
+        scopes = getattr(resources[-1], _snake(export.scopes))
+        for s, scope in _json_entries(resource, export.scopes, where):
+            at = f"{where}.{export.scopes}[{s}]"
+            problem = _parse_json_into(scope, scopes.add(), at, skip=export.items)
+            if problem is not None:
+                del scopes[-1]
+                rejections.add(_json_items_of_scope(export, scope), *problem)
+                continue
+            items = getattr(scopes[-1], _snake(export.items))
+            for i, item in enumerate(_json_list(scope, export.items, at)):
+                problem = _parse_json_into(item, items.add(), f"{at}.{export.items}[{i}]")
+                if problem is not None:
+                    del items[-1]
+                    rejections.add(_json_item_count(export, item), *problem)
+    return message, rejections
+
+
+def _parse_json_into(value: Any, message: Any, where: str, skip: str = "") -> tuple[str, str] | None:
+    """Parse one object of the request (an item, or a resource or scope without its list) into
+    `message`; (what, where) is wrong with it, or None."""
+    from google.protobuf.json_format import ParseDict, ParseError
+
+    if not isinstance(value, dict):
+        return "not a JSON object", where
     try:
-        ParseDict(document, message, ignore_unknown_fields=True)
-    except (ParseError, ValueError, TypeError, RecursionError) as exc:
-        raise bad_request(f"the body is not a valid OTLP/JSON {export.request}: {_short(exc)}") from None
-    return message
+        problem = _json_problem(value, message.DESCRIPTOR, skip)
+        if problem is not None:
+            return problem[0], f"{where}.{problem[1]}"
+        ParseDict({k: v for k, v in value.items() if k != skip} if skip else value, message, ignore_unknown_fields=True)
+    except (ParseError, ValueError, TypeError) as exc:
+        return _short(exc), where
+    except RecursionError:
+        return "nested too deeply", where
+    return None
 
 
-def _hex_to_base64(value: Any, where: str) -> str:
-    """An OTLP/JSON id (hex) as protobuf's JSON parser wants bytes (base64)."""
+def _json_problem(value: dict[str, Any], descriptor: Any, skip: str = "") -> tuple[str, str] | None:
+    """What makes `value` not this message in OTLP/JSON, as (what, where within `value`), or None.
+
+    Only the spec's lowerCamelCase names are read (a protobuf field name is not OTLP/JSON;
+    protobuf's own parser would take it); other unknown names are ignored, as the spec says.
+    On the way, ids are rewritten from hex and other bytes to canonical base64, so that
+    protobuf's JSON parser (which reads bytes as lenient base64) takes exactly what was checked.
+    Scalars other than bytes and enums are left to that parser, which checks them.
+    """
+    checked, known, original = _json_fields(descriptor)
+    for key, inner in value.items():
+        check = checked.get(key)
+        if check is None:
+            if key not in known and key in original and key != skip:
+                return f"a protobuf field name; OTLP/JSON keys are lowerCamelCase ({original[key]})", key
+            continue
+        if inner is None or key == skip:
+            continue
+        problem = _field_problem(value, key, *check)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _field_problem(holder: dict[str, Any], key: str, kind: str, field: Any) -> tuple[str, str] | None:
+    values = holder[key]
+    repeated = field.is_repeated and isinstance(values, list)
+    for index, value in enumerate(values if repeated else [values]):
+        problem: tuple[str, str] | None = None
+        if kind == _MESSAGE:
+            found = _json_problem(value, field.message_type) if isinstance(value, dict) else None
+            problem = (found[0], f".{found[1]}") if found else None
+        elif kind == _ENUM:
+            problem = _enum_problem(value, field)
+        else:
+            canonical = _hex_as_base64(value) if kind == _HEX else _canonical_base64(value)
+            if canonical is None:
+                problem = _BYTES_ARE[kind], ""
+            elif repeated:
+                values[index] = canonical
+            else:
+                holder[key] = canonical
+        if problem is not None:
+            return problem[0], (f"{key}[{index}]" if repeated else key) + problem[1]
+    return None
+
+
+_MESSAGE, _ENUM, _HEX, _BYTES = "message", "enum", "hex", "bytes"
+_BYTES_ARE = {_HEX: "not a hex string (OTLP/JSON trace and span ids are hex, not base64)", _BYTES: "not base64"}
+
+
+def _enum_problem(value: Any, field: Any) -> tuple[str, str] | None:
+    """OTLP/JSON enums are integers; the names of known values are tolerated (protobuf's JSON
+    mapping allows them, the Collector reads them); anything else is not silently dropped."""
+    if isinstance(value, str) and value in field.enum_type.values_by_name:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and _INT32_MIN <= value <= _INT32_MAX:
+        return None
+    return f"not one of the {field.enum_type.name} values (OTLP/JSON enums are integers)", ""
+
+
+def _hex_as_base64(value: Any) -> str | None:
+    """An OTLP/JSON id (hex, any case) as protobuf's JSON parser wants bytes (base64), or None."""
     if not isinstance(value, str):
-        raise bad_request(f"{where} must be a hex string")
+        return None
     try:
-        raw = binascii.unhexlify(value)
+        return base64.b64encode(binascii.unhexlify(value)).decode("ascii")
     except (binascii.Error, ValueError):
-        raise bad_request(f"{where} is not hex: OTLP/JSON trace and span ids are hex strings, not base64") from None
+        return None
+
+
+def _canonical_base64(value: Any) -> str | None:
+    """A JSON `bytes` value (standard or URL-safe base64, padded or not, as proto3's JSON mapping
+    accepts) as standard base64; None when it is not base64 at all."""
+    if not isinstance(value, str) or not _BASE64.fullmatch(value):
+        return None
+    text = value.rstrip("=").translate(_URL_SAFE)
+    if len(text) % 4 == 1:
+        return None
+    try:
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except binascii.Error:
+        return None
     return base64.b64encode(raw).decode("ascii")
 
 
-# --- ids in JSON requests: hex in OTLP JSON, base64 for protobuf's JSON parser ---------------
+_BASE64 = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
+_URL_SAFE = str.maketrans("-_", "+/")
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+# Per message type: the fields the JSON check looks into (by OTLP/JSON name, with what they are),
+# every OTLP/JSON name, and the protobuf field names that differ from theirs.
+_JSON_FIELDS: dict[str, tuple[dict[str, tuple[str, Any]], frozenset[str], dict[str, str]]] = {}
 
 
-def _id_holders(export: OtlpExport, document: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str]]:
-    """Every object of a JSON export request that carries trace/span ids, with where it is."""
-    holders = _ID_HOLDERS[export.signal]
-    for r, resource in _objects(document, export.resources):
-        for s, scope in _objects(resource, export.scopes):
-            for i, item in _objects(scope, export.items):
-                yield from holders(item, f"{export.resources}[{r}].{export.scopes}[{s}].{export.items}[{i}]")
+def _json_fields(descriptor: Any) -> tuple[dict[str, tuple[str, Any]], frozenset[str], dict[str, str]]:
+    known = _JSON_FIELDS.get(descriptor.full_name)
+    if known is None:
+        from google.protobuf.descriptor import FieldDescriptor as F
+
+        checked = {}
+        for field in descriptor.fields:
+            if field.type == F.TYPE_MESSAGE:
+                checked[field.json_name] = (_MESSAGE, field)
+            elif field.type == F.TYPE_ENUM:
+                checked[field.json_name] = (_ENUM, field)
+            elif field.type == F.TYPE_BYTES:
+                checked[field.json_name] = (_HEX if field.name in _HEX_FIELDS else _BYTES, field)
+        names = frozenset(field.json_name for field in descriptor.fields)
+        original = {field.name: field.json_name for field in descriptor.fields if field.name != field.json_name}
+        known = _JSON_FIELDS[descriptor.full_name] = (checked, names, original)
+    return known
 
 
-def _span_ids(span: dict[str, Any], where: str) -> Iterator[tuple[dict[str, Any], str]]:
-    yield span, where
-    for n, link in _objects(span, "links"):
-        yield link, f"{where}.links[{n}]"
+def _path(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
 
 
-def _log_record_ids(record: dict[str, Any], where: str) -> Iterator[tuple[dict[str, Any], str]]:
-    yield record, where
+def _json_list(parent: dict[str, Any], name: str, where: str) -> list[Any]:
+    """One of the request's three lists; not a list is the one shape that makes it undecodable."""
+    values = parent.get(name)
+    if values is None:
+        return []
+    if not isinstance(values, list):
+        raise bad_request(f"the body is not valid OTLP/JSON: {_path(where, name)} is not a list")
+    return values
 
 
-def _metric_ids(metric: dict[str, Any], where: str) -> Iterator[tuple[dict[str, Any], str]]:
-    for data_field in _METRIC_DATA:
-        data = metric.get(data_field)
-        if isinstance(data, dict):
-            for p, point in _objects(data, "dataPoints"):
-                for e, exemplar in _objects(point, "exemplars"):
-                    yield exemplar, f"{where}.{data_field}.dataPoints[{p}].exemplars[{e}]"
+def _json_entries(parent: dict[str, Any], name: str, where: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The resources or scopes of a request: objects, or the request is undecodable (400)."""
+    for index, value in enumerate(_json_list(parent, name, where)):
+        if not isinstance(value, dict):
+            raise bad_request(f"the body is not valid OTLP/JSON: {_path(where, name)}[{index}] is not an object")
+        yield index, value
 
 
-_ID_HOLDERS = {TRACES.signal: _span_ids, LOGS.signal: _log_record_ids, METRICS.signal: _metric_ids}
+def _json_items_of_resource(export: OtlpExport, resource: dict[str, Any]) -> int:
+    """The items a rejected resource held, under either name of its lists (as `partial_success` counts)."""
+    return sum(
+        _json_items_of_scope(export, scope) for scope in _either(resource, export.scopes) if isinstance(scope, dict)
+    )
 
 
-def _objects(parent: dict[str, Any], field_name: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """The objects of `parent[field_name]`; wrong types are left for the protobuf parser to name."""
-    values = parent.get(field_name)
-    if isinstance(values, list):
-        for index, value in enumerate(values):
-            if isinstance(value, dict):
-                yield index, value
+def _json_items_of_scope(export: OtlpExport, scope: dict[str, Any]) -> int:
+    return sum(_json_item_count(export, item) for item in _either(scope, export.items))
 
 
-def _rewrite_ids(export: OtlpExport, document: dict[str, Any], convert: Callable[[Any, str], str]) -> None:
-    for holder, where in _id_holders(export, document):
-        for name in _ID_BYTES:
-            if name in holder:
-                holder[name] = convert(holder[name], f"{where}.{name}")
+def _json_item_count(export: OtlpExport, item: Any) -> int:
+    return _data_points_json(item) if export.counts_data_points else 1
+
+
+def _either(document: dict[str, Any], name: str) -> list[Any]:
+    """`document[name]`, or under its protobuf field name: for counting what is rejected only."""
+    values = document.get(name, document.get(_snake(name)))
+    return values if isinstance(values, list) else []
+
+
+class Rejections:
+    """Items rejected so far, counted as `partial_success` counts them, and the first few reasons."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.reasons: dict[str, str] = {}  # what → where it was first seen
+
+    def add(self, count: int, what: str, where: str = "") -> None:
+        self.count += count
+        if what not in self.reasons and len(self.reasons) < _MAX_REASONS:
+            self.reasons[what] = where
+
+    @property
+    def reason(self) -> str | None:
+        return "; ".join(f"{where}: {what}" if where else what for what, where in self.reasons.items()) or None
+
+
+_MAX_REASONS = 5
 
 
 # --- validation ------------------------------------------------------------------------------
 
 
-def _drop_invalid(export: OtlpExport, message: Any) -> tuple[int, str | None]:
-    """Remove the items Lookout cannot store; (rejected, reason) counted in `export.noun`."""
-    rejected = 0
-    reasons: list[str] = []
+def _drop_invalid(export: OtlpExport, message: Any, rejections: Rejections) -> None:
+    """Remove the items Lookout cannot store, counting them in `export.noun`."""
     problem_of = _PROBLEMS[export.signal]
     for resource in getattr(message, _snake(export.resources)):
         for scope in getattr(resource, _snake(export.scopes)):
@@ -250,12 +404,9 @@ def _drop_invalid(export: OtlpExport, message: Any) -> tuple[int, str | None]:
                 if problem is None:
                     continue
                 doomed.append(index)
-                rejected += _data_points(item) if export.counts_data_points else 1
-                if problem not in reasons:
-                    reasons.append(problem)
+                rejections.add(_data_points(item) if export.counts_data_points else 1, problem)
             for index in reversed(doomed):
                 del items[index]
-    return rejected, "; ".join(reasons) or None
 
 
 def _span_problem(span: Any) -> str | None:
@@ -466,11 +617,15 @@ def _without(document: dict[str, Any], field_name: str) -> dict[str, Any]:
     return {k: v for k, v in document.items() if k != field_name}
 
 
-def _data_points_json(metric: dict[str, Any]) -> int:
+def _data_points_json(metric: Any) -> int:
+    """A JSON metric's data points (under either name: a rejected metric is counted as it came)."""
+    if not isinstance(metric, dict):
+        return 0
     for data_field in _METRIC_DATA:
-        data = metric.get(data_field)
+        data = metric.get(data_field, metric.get(_snake(data_field)))
         if isinstance(data, dict):
-            return len(data.get("dataPoints") or [])
+            points = data.get("dataPoints", data.get("data_points"))
+            return len(points) if isinstance(points, list) else 0
     return 0
 
 
@@ -486,12 +641,13 @@ class Encoding:
 
     content_type: str
 
-    def parse(self, export: OtlpExport, data: bytes) -> Any:
-        """The export request message, or 400."""
+    def parse(self, export: OtlpExport, data: bytes) -> tuple[Any, Rejections]:
+        """The export request message and the items left out of it, or 400."""
         raise NotImplementedError
 
     def success(self, export: OtlpExport, rejected: int = 0, reason: str | None = None) -> bytes:
-        """`Export*ServiceResponse`, with `partial_success` only when items were rejected."""
+        """`Export*ServiceResponse`, with `partial_success` only when items were rejected (or, with
+        none rejected, to carry a warning, as the spec allows)."""
         raise NotImplementedError
 
     def status(self, error: EdgeError) -> bytes:
@@ -506,12 +662,12 @@ class Encoding:
 class ProtobufEncoding(Encoding):
     content_type = PROTOBUF
 
-    def parse(self, export: OtlpExport, data: bytes) -> Any:
-        return _parse_protobuf_request(export, data)
+    def parse(self, export: OtlpExport, data: bytes) -> tuple[Any, Rejections]:
+        return _parse_protobuf_request(export, data), Rejections()
 
     def success(self, export: OtlpExport, rejected: int = 0, reason: str | None = None) -> bytes:
         response = getattr(export.proto(), export.response)()
-        if rejected:
+        if rejected or reason:
             setattr(response.partial_success, export.rejected_field, rejected)
             response.partial_success.error_message = reason or f"{rejected} {export.noun} were rejected"
         return response.SerializeToString()
@@ -526,11 +682,11 @@ class ProtobufEncoding(Encoding):
 class JsonEncoding(Encoding):
     content_type = JSON
 
-    def parse(self, export: OtlpExport, data: bytes) -> Any:
+    def parse(self, export: OtlpExport, data: bytes) -> tuple[Any, Rejections]:
         return _parse_json_request(export, data)
 
     def success(self, export: OtlpExport, rejected: int = 0, reason: str | None = None) -> bytes:
-        if not rejected:
+        if not (rejected or reason):
             return b"{}"
         camel = _camel(export.rejected_field)
         partial = {camel: str(rejected), "errorMessage": reason or f"{rejected} {export.noun} were rejected"}
