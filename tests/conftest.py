@@ -165,37 +165,127 @@ def drain_queue(queue_url: str, wait: int = 0) -> list[dict[str, Any]]:
         assert not sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed")
 
 
+# What a StalledServer does with one request: (seconds before the answer or None for never,
+# HTTP status, JSON body).
+Respond = Callable[[bytes], tuple[float | None, int, bytes]]
+
+
+def never_answer(_request: bytes) -> tuple[float | None, int, bytes]:
+    return None, 0, b""
+
+
+class StalledServer:
+    """An HTTP server on 127.0.0.1 that accepts connections and answers each request as `respond`
+    says: late, or never (the default). `received` holds every request (raw), as it arrived.
+
+    For the deadline tests: AWS or Lookout that accepts and never answers, or answers slowly, or
+    answers some calls (by the request's bytes: `X-Amz-Target`, the region it was signed for) and
+    stalls others. A test sets `respond` to change what it does next."""
+
+    def __init__(self, respond: Respond = never_answer) -> None:
+        import socket
+        import threading
+
+        self.respond = respond
+        self.received: list[bytes] = []
+        self._closed = threading.Event()
+        self._held: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            self._held.append(connection)
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: Any) -> None:
+        buffer = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                head, _, rest = buffer.partition(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line.split(b":", 1)[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                while len(rest) < length:
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        return
+                    rest += chunk
+                request, buffer = head + b"\r\n\r\n" + rest[:length], rest[length:]
+                self.received.append(request)
+                delay, status, body = self.respond(request)
+                if delay is None or self._closed.wait(delay):
+                    self._closed.wait()
+                    return
+                connection.sendall(
+                    b"HTTP/1.1 %d Answer\r\nContent-Type: application/x-amz-json-1.0\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (status, len(body), body)
+                )
+        except OSError:
+            return
+
+    def calls(self, operation: str) -> int:
+        """How many requests named `operation` (an X-Amz-Target's or a query's action) arrived."""
+        return sum(operation.encode() in request for request in self.received)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._listener.close()
+        for connection in self._held:
+            connection.close()
+
+
 @pytest.fixture
 def silent_aws(aws: StackNames, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
     """AWS_ENDPOINT_URL at a server that accepts connections and never answers; what it received.
 
     For the deadline tests: a stalled AWS call must end with its client's timeouts."""
-    import socket
-    import threading
-
-    received: list[bytes] = []
-    held: list[socket.socket] = []
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def accept_and_never_answer() -> None:
-        while True:
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                return
-            held.append(connection)
-            received.append(connection.recv(65536))
-
-    threading.Thread(target=accept_and_never_answer, daemon=True).start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    server = StalledServer()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", server.url)
     container.reset()
     try:
-        yield received
+        yield server.received
     finally:
-        listener.close()
-        for connection in held:
-            connection.close()
+        server.close()
         container.reset()
+
+
+@pytest.fixture
+def stall_service(aws: StackNames, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., StalledServer]]:
+    """`stall_service("dynamodb", respond=never_answer)`: from now on the container's clients of that
+    service (AWS_ENDPOINT_URL_<SERVICE>) talk to a StalledServer; its caches (keys, config) stay warm.
+    The test's own boto3 clients made after this go there too: write what the test needs first."""
+    from chalicelib.runtime import aws as aws_clients
+
+    servers: list[StalledServer] = []
+
+    def stall(service: str, respond: Respond = never_answer) -> StalledServer:
+        server = StalledServer(respond)
+        servers.append(server)
+        monkeypatch.setenv(f"AWS_ENDPOINT_URL_{service.upper()}", server.url)
+        aws_clients._client.cache_clear()  # a new container would build its clients afresh, nothing else
+        return server
+
+    yield stall
+    for server in servers:
+        server.close()
 
 
 # A stage that .chalice/config.json does not define: Chalice's test client applies a stage's

@@ -109,7 +109,8 @@ def fetch_key_item(
 ) -> KeyRecord | None:
     """One GetItem on the keys table (eventual consistency is fine); None when the key is unknown.
     `region` None is the container's own (another one: a multi-region edge's home region);
-    `timeout_seconds`: one attempt with that connect and read timeout (the home lookup)."""
+    `timeout_seconds`: one attempt with that connect and read timeout (the edge's lookups, from
+    the request's deadline); None: the client's defaults and botocore's retries (log shipping)."""
     from chalicelib.runtime.aws import client
 
     single = timeout_seconds is not None

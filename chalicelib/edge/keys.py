@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from chalicelib.contract.keys_item import KeyRecord, fetch_key_item
 from chalicelib.runtime.container import per_container
 from chalicelib.runtime.ttl_cache import TtlCache
 
+if TYPE_CHECKING:
+    from chalicelib.runtime.deadline import Deadline
+
+# Connect and read timeout (each) of one GetItem on the local keys table, less when the request's
+# deadline is nearer (runtime/deadline.py). An in-region GetItem takes milliseconds; a stalled table
+# costs a request at most 1 s before its stale answer or its 503.
+LOCAL_LOOKUP_TIMEOUT_SECONDS = 0.5
 # The home-region lookup of a locally missing key: one attempt, this connect and read timeout
-# (≤ 1.6 s against a home region that accepts and never answers), within the PHP SDK's 5 s.
+# (≤ 1.6 s against a home region that accepts and never answers), less when the deadline is nearer.
 HOME_LOOKUP_TIMEOUT_SECONDS = 0.8
 
 
@@ -59,18 +67,24 @@ def fetch_key(table: str, key_hash: str, home_region: str | None = None) -> KeyR
     """The local table first; in a multi-region edge, a miss is asked once more in the home
     region, whose table the sync writes: a key created seconds ago may not have replicated here
     yet (docs/multi-region.md). A failed home lookup counts as a miss: the local replica is this
-    region's truth, and a home outage must not turn every unknown key into a 503."""
+    region's truth, and a home outage must not turn every unknown key into a 503.
+
+    Every call is one attempt within the request's deadline (`deadline.current()`); OutOfTime
+    (no time left for a call) is a failure like any other: the local one is a 503 or a stale answer.
+    """
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from chalicelib.runtime import deadline
     from chalicelib.runtime.aws import client
     from chalicelib.runtime.observability import count, logger
 
-    record = fetch_key_item(table, key_hash)
+    limit = deadline.current()
+    record = _fetch_local(table, key_hash, limit)
     if record is not None or not home_region or home_region == client("dynamodb").meta.region_name:
         return record
     try:
-        record = fetch_key_item(table, key_hash, home_region, HOME_LOOKUP_TIMEOUT_SECONDS)
-    except (BotoCoreError, ClientError) as exc:
+        record = fetch_key_item(table, key_hash, home_region, limit.call_timeout(HOME_LOOKUP_TIMEOUT_SECONDS))
+    except (BotoCoreError, ClientError, deadline.OutOfTime) as exc:
         count("key_home_lookup_failed")
         logger().warning(
             "home region key lookup failed; answering from the local replica",
@@ -80,6 +94,21 @@ def fetch_key(table: str, key_hash: str, home_region: str | None = None) -> KeyR
     if record is not None:
         count("key_found_in_home_region")  # not replicated here yet: a steady count means lag
     return record
+
+
+def _fetch_local(table: str, key_hash: str, limit: Deadline) -> KeyRecord | None:
+    """One GetItem on the local table; once more after a quick failure (an error answer, a refused
+    connection) while the deadline allows, never after a timeout: a stalled table would stall again."""
+    from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
+
+    try:
+        return fetch_key_item(table, key_hash, None, limit.call_timeout(LOCAL_LOOKUP_TIMEOUT_SECONDS))
+    except (ConnectTimeoutError, ReadTimeoutError):
+        raise
+    except (BotoCoreError, ClientError):
+        if not limit.allows(LOCAL_LOOKUP_TIMEOUT_SECONDS):
+            raise
+    return fetch_key_item(table, key_hash, None, limit.call_timeout(LOCAL_LOOKUP_TIMEOUT_SECONDS))
 
 
 @per_container

@@ -41,6 +41,13 @@ from chalicelib.runtime.deadline import Deadline
 from chalicelib.runtime.observability import correlate, count_per_interval, logger
 from chalicelib.runtime.sqs_batch import Outgoing
 
+# What the steps before the enqueue leave it at least: the wait for a concurrent request's claim
+# ends, and the rate counter's settle is skipped, rather than leave the enqueue less than this.
+ENQUEUE_RESERVE_SECONDS = 1.0
+# How long a request waits for another one with its Idempotency-Key to finish (then 409).
+CLAIM_WAIT_SECONDS = 2.0
+# What the enqueue leaves the claim's bookkeeping after it (one UpdateItem: connect and read).
+BOOKKEEPING_RESERVE_SECONDS = 2 * idempotency.BOOKKEEPING_TIMEOUT_SECONDS + deadline.MARGIN_SECONDS
 # What one request may queue, as a multiple of its door's decoded cap (`AcceptPolicy.decoded_limit`):
 # its events' decoded sizes plus each message's envelope, ≤ 20 MiB (SDK, OTLP) or 32 MiB (Firehose).
 # 4, not less: OTLP's JSON is 2-3 times its protobuf. The bodies sent are at most 3 times the
@@ -159,31 +166,37 @@ class _Acceptance:
             planned = claim.body
         if record.rate_limit_per_minute is not None:
             try:
-                _enforce_rate_limit(conf.idempotency_table, record, len(events), self.deadline.at)
+                limit = self.deadline.sooner(ENQUEUE_RESERVE_SECONDS)
+                _enforce_rate_limit(conf.idempotency_table, record, len(events), limit)
             except EdgeError:
                 if claim is not None:
-                    _quietly("forget the refused claim", idempotency.forget, conf.idempotency_table, claim)
+                    table = conf.idempotency_table
+                    _quietly("forget the refused claim", idempotency.forget, table, claim, self.deadline)
                 raise
         messages = self.messages(planned)
+        # With a claim to mark done or partial afterwards, the enqueue stops early enough for that call.
+        enqueue_by = self.deadline.sooner(BOOKKEEPING_RESERVE_SECONDS) if claim is not None else self.deadline
         try:
-            _enqueue(conf.queue_url, messages, self.deadline.at, frozenset(claim.sent) if claim else frozenset())
+            _enqueue(conf.queue_url, messages, enqueue_by.at, frozenset(claim.sent) if claim else frozenset())
         except QueueIncomplete as failure:
             if claim is not None:
-                sent = failure.report.sent
-                _quietly("record the partial enqueue", idempotency.release, conf.idempotency_table, claim, sent)
+                sent, table = failure.report.sent, conf.idempotency_table
+                _quietly("record the partial enqueue", idempotency.release, table, claim, sent, self.deadline)
             raise _queue_down(failure.report, claim is not None) from None
         if claim is not None:
             # The events are in SQS: the answer is 202 whatever happens here. An unfinished claim is
             # taken over by a replay after ABANDONED_AFTER seconds and resent under the same event
             # ids, which the backend stores once.
-            _quietly("mark the idempotency claim done", idempotency.finish, conf.idempotency_table, claim)
+            table = conf.idempotency_table
+            _quietly("mark the idempotency claim done", idempotency.finish, table, claim, self.deadline)
         return planned
 
     def _claim(self, key: str, planned: dict[str, Any]) -> idempotency.Claim:
         """The key's claim for this request (409, 422 or 503 when it cannot be had)."""
         try:
             table, project = self.conf.idempotency_table, self.record.project_id
-            return idempotency.claim_or_wait(table, project, key, planned, self.fingerprint)
+            wait = min(CLAIM_WAIT_SECONDS, self.deadline.left() - ENQUEUE_RESERVE_SECONDS)
+            return idempotency.claim_or_wait(table, project, key, planned, self.fingerprint, wait, self.deadline)
         except idempotency.FingerprintMismatch:
             raise EdgeError(
                 422, "idempotency_mismatch", "this Idempotency-Key was used for a different request (route or body)"
@@ -209,7 +222,7 @@ def _sampled(share: float) -> bool:
     return share >= 1 or random.random() < share
 
 
-def _enforce_rate_limit(table: str, record: KeyRecord, events: int, deadline: float) -> None:
+def _enforce_rate_limit(table: str, record: KeyRecord, events: int, deadline: Deadline) -> None:
     now = time.time()
     try:
         limit = record.rate_limit_per_minute or 0

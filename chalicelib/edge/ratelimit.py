@@ -28,15 +28,16 @@ import threading
 import time
 from dataclasses import dataclass
 
-from chalicelib.runtime.aws import client
+from chalicelib.runtime.aws import bounded_client
 from chalicelib.runtime.container import per_container
+from chalicelib.runtime.deadline import UNBOUNDED, Deadline
 
 # A container's unsettled events before it settles (at most; fewer near the limit).
 SETTLE_EVENTS = 20
 # A container with unsettled events settles on its next request once this much time has passed.
 SETTLE_SECONDS = 5.0
-# Connect and read timeout of the counter's client, one attempt: a settle takes at most twice
-# this, and is skipped when the request's deadline is nearer than that.
+# Connect and read timeout (each) of the counter's UpdateItem, one attempt, less when the request's
+# deadline is nearer; the settle is skipped when not even the shortest call fits before it.
 CALL_TIMEOUT_SECONDS = 0.25
 
 
@@ -45,12 +46,12 @@ def seconds_to_next_minute(now: float) -> int:
 
 
 def over_limit(
-    table: str, project_id: str, limit: int, events: int, now: float | None = None, deadline: float | None = None
+    table: str, project_id: str, limit: int, events: int, now: float | None = None, deadline: Deadline = UNBOUNDED
 ) -> bool:
     """Count `events` against this minute's budget; True when the project has spent it.
 
-    `deadline` (time.monotonic()) bounds the counter's UpdateItem. Raises when the counter
-    could not be reached (the caller lets the request through).
+    `deadline` (the request's, less what the enqueue needs) bounds the counter's UpdateItem.
+    Raises when the counter could not be reached (the caller lets the request through).
     """
     return container_limiter(table).over_limit(project_id, limit, events, time.time() if now is None else now, deadline)
 
@@ -108,7 +109,7 @@ class MinuteLimiter:
         self._tallies: dict[str, _Tally] = {}
         self._lock = threading.Lock()  # the local edge serves requests on threads
 
-    def over_limit(self, project_id: str, limit: int, events: int, now: float, deadline: float | None = None) -> bool:
+    def over_limit(self, project_id: str, limit: int, events: int, now: float, deadline: Deadline = UNBOUNDED) -> bool:
         """Whether a request of `events` events at `now` (epoch seconds) is over the limit."""
         minute = int(now) // 60
         with self._lock:
@@ -119,11 +120,11 @@ class MinuteLimiter:
                 return True
             tally.unsettled += events
             due = tally.unsettled >= tally.settle_at or now - tally.last_settle >= self.settle_seconds
-            if not due or now < tally.retry_after or not _time_left(deadline):
+            if not due or now < tally.retry_after or not deadline.allows(CALL_TIMEOUT_SECONDS):
                 return False
             batch, tally.unsettled, tally.last_settle = tally.unsettled, 0, now
         try:
-            total = self._add(project_id, minute, batch)
+            total = self._add(project_id, minute, batch, deadline)
         except Exception:
             with self._lock:
                 if tally.minute == minute:
@@ -135,9 +136,9 @@ class MinuteLimiter:
                 tally.learn(total, batch, limit, self.settle_events)
         return total > limit
 
-    def _add(self, project_id: str, minute: int, events: int) -> int:
+    def _add(self, project_id: str, minute: int, events: int, deadline: Deadline) -> int:
         """Add `events` to the project's counter for `minute`; the total it now holds."""
-        counter = client("dynamodb", single_attempt=True, timeout_seconds=CALL_TIMEOUT_SECONDS)
+        counter = bounded_client("dynamodb", deadline, CALL_TIMEOUT_SECONDS)
         response = counter.update_item(
             TableName=self.table,
             Key={"pk": {"S": f"rate#{project_id}#{minute}"}},
@@ -146,8 +147,3 @@ class MinuteLimiter:
             ReturnValues="UPDATED_NEW",
         )
         return int(response["Attributes"]["hits"]["N"])
-
-
-def _time_left(deadline: float | None) -> bool:
-    """Whether a settle, at its longest (connect plus read timeout), ends before `deadline`."""
-    return deadline is None or time.monotonic() + 2 * CALL_TIMEOUT_SECONDS < deadline

@@ -34,6 +34,9 @@ STALE_SECONDS = 24 * 3600.0
 OVERRIDES_PER_KEY = 16
 MAX_ENTRIES = 5_000
 CONFIG_PATH = "/api/config"
+# Connect and read timeout (each) of the one GET to Lookout, less when the request's deadline is
+# nearer (runtime/deadline.py); a stalled Lookout costs the request at most twice this.
+UPSTREAM_TIMEOUT_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -173,10 +176,11 @@ def _unavailable() -> bytes:
 
 
 def fetch_from_lookout(raw_key: str, overrides: str | None) -> BackendConfig:
-    """GET {backend}/api/config with the SDK's key and overrides, on the shared keep-alive pool."""
+    """GET {backend}/api/config with the SDK's key and overrides, on the shared keep-alive pool,
+    one attempt within the request's deadline (no answer at all when no call fits in it)."""
     import urllib3
 
-    from chalicelib.runtime import http_pool
+    from chalicelib.runtime import deadline, http_pool
     from chalicelib.runtime.config import settings
 
     base = settings().backend_url
@@ -186,7 +190,11 @@ def fetch_from_lookout(raw_key: str, overrides: str | None) -> BackendConfig:
     if overrides is not None:
         headers["X-Lookout-Env-Overrides"] = overrides
     try:
-        response = http_pool.pool(1.0, 2.0).request(
+        timeout = deadline.current().call_timeout(UPSTREAM_TIMEOUT_SECONDS)
+    except deadline.OutOfTime:
+        return BackendConfig(None)
+    try:
+        response = http_pool.pool(timeout, timeout).request(
             "GET", base + CONFIG_PATH, headers=headers, redirect=False, retries=False
         )
     except (urllib3.exceptions.HTTPError, OSError):

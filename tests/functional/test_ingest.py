@@ -426,7 +426,7 @@ def test_partial_enqueue_is_503_and_retry_sends_only_the_rest(http, put_key, aws
     real = aws_clients.client("sqs")
     flaky = PartlyFailingSQS(real, failing_bodies={3})
     monkeypatch.setattr("chalicelib.runtime.sqs_batch.client", lambda name, **_: flaky)
-    monkeypatch.setattr("chalicelib.runtime.deadline.REQUEST_BUDGET_SECONDS", 0.8)
+    monkeypatch.setattr("chalicelib.runtime.deadline.REQUEST_BUDGET_SECONDS", 1.5)
     lines = b"\n".join(json.dumps({"n": i}).encode() for i in range(5))
     headers = {"content-type": "application/x-ndjson", "x-api-key": KEY, "idempotency-key": "batch-1"}
     first = http.post("/api/ingest/event", body=lines, headers=headers)

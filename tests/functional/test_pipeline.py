@@ -123,7 +123,7 @@ def test_an_enqueue_that_stays_ambiguous_is_503_that_does_not_claim_nothing_was_
     http, put_key, aws, monkeypatch
 ):
     put_key(KEY)
-    monkeypatch.setattr("chalicelib.runtime.deadline.REQUEST_BUDGET_SECONDS", 0.8)
+    monkeypatch.setattr("chalicelib.runtime.deadline.REQUEST_BUDGET_SECONDS", 1.5)
     monkeypatch.setattr("chalicelib.runtime.sqs_batch.client", lambda _name, **_: LostAnswerSQS(lose=1000))
     lines = ndjson({"n": 0}, {"n": 1})
     refused = post(http, "/api/ingest/event", lines, NDJSON, idempotency_key="ambiguous")

@@ -12,6 +12,7 @@ import pytest
 from chalicelib.edge import ratelimit
 from chalicelib.edge.ratelimit import CALL_TIMEOUT_SECONDS, SETTLE_EVENTS, SETTLE_SECONDS, MinuteLimiter
 from chalicelib.runtime.aws import client
+from chalicelib.runtime.deadline import TIMEOUT_STEPS, Deadline
 from tests.conftest import REGION
 
 MINUTE_START = 1_800_000_000 // 60 * 60  # a whole minute, so simulated minutes are whole too
@@ -121,17 +122,17 @@ def test_an_unreachable_counter_lets_requests_through_and_is_retried_after_the_s
 def test_no_settle_when_the_deadline_is_nearer_than_the_call_could_take(aws):
     calls = count_dynamodb_writes()
     limiter = MinuteLimiter(aws.idempotency_table)
-    assert limiter.over_limit("42", 1, 1, MINUTE_START, deadline=time.monotonic() + CALL_TIMEOUT_SECONDS) is False
+    assert limiter.over_limit("42", 1, 1, MINUTE_START, deadline=Deadline.after(2 * min(TIMEOUT_STEPS))) is False
     assert calls["UpdateItem"] == 0
-    assert limiter.over_limit("42", 1, 1, MINUTE_START + 1, deadline=time.monotonic() + 3) is True
+    assert limiter.over_limit("42", 1, 1, MINUTE_START + 1, deadline=Deadline.after(3)) is True
 
 
 def test_a_stalled_counter_is_tried_once_and_the_request_deadline_holds(aws, silent_aws):
     client("dynamodb", single_attempt=True, timeout_seconds=CALL_TIMEOUT_SECONDS)  # a warm container's
-    deadline = time.monotonic() + 1.5
+    deadline = Deadline.after(1.5)
     with pytest.raises(Exception, match="timeout"):
         ratelimit.over_limit(aws.idempotency_table, "42", 100, 1, MINUTE_START, deadline)
-    assert time.monotonic() < deadline
+    assert deadline.left() > 0
     waited = time.monotonic() + 5
     while not silent_aws and time.monotonic() < waited:  # the server's thread may not have run yet
         time.sleep(0.01)

@@ -62,7 +62,7 @@ def test_sqs_unreachable_is_503_never_202_and_nothing_is_half_accepted(
 ) -> None:
     put_key(KEY)
     monkeypatch.setattr("chalicelib.runtime.sqs_batch.client", lambda _name, **_: unreachable_sqs())
-    monkeypatch.setattr("chalicelib.runtime.deadline.REQUEST_BUDGET_SECONDS", 0.8)  # resends until then
+    monkeypatch.setattr("chalicelib.runtime.deadline.REQUEST_BUDGET_SECONDS", 1.5)  # resends until then
     headers = {"Content-Type": content_type, "Idempotency-Key": f"outage-{events}"}
     for _ in range(2):  # the SDK retries: still 503, still nothing
         refused = post(http, path, body, **headers)
