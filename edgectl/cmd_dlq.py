@@ -5,6 +5,11 @@ back only to the destinations that refused it (docs/sinks.md).
 
 Reading SQS hides what it reads; these commands hold messages for a short time and
 make them visible again at once when they are done, so a look never delays a redrive.
+
+They run on an operator's machine, not in a function: their AWS calls wait up to a minute
+(`aws.use_operator_timeouts`), not the functions' 2 s, so a large DLQ behind a busy endpoint
+(the local stack's single moto process) still moves. A redrive that stops on an error says
+how far it got; what it held comes back within HOLD_SECONDS and the command can be run again.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import time
 from collections import Counter
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from chalicelib.forward.settle import boto_attributes, without_dlq_attributes
-from chalicelib.runtime import sqs_batch
+from chalicelib.runtime import aws, sqs_batch
 from chalicelib.runtime.config import ConfigError, settings
 
 HOLD_SECONDS = 60
@@ -90,6 +97,7 @@ def _fail(message: str) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    aws.use_operator_timeouts()
     try:
         dlq_url = _url(args.dlq_url, "dlq_url")
         queue_url = args.queue_url or settings().queue_url
@@ -114,6 +122,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_peek(args: argparse.Namespace) -> int:
+    aws.use_operator_timeouts()
     try:
         dlq_url = _url(args.dlq_url, "dlq_url")
     except ConfigError as exc:
@@ -145,6 +154,7 @@ def _envelope(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_redrive(args: argparse.Namespace) -> int:
+    aws.use_operator_timeouts()
     try:
         dlq_url, queue_url = _url(args.dlq_url, "dlq_url"), _url(args.queue_url, "queue_url")
     except ConfigError as exc:
@@ -161,22 +171,37 @@ def run_redrive(args: argparse.Namespace) -> int:
         return 0
     moved = failed = 0
     while moved + failed < target:
-        batch = sqs_batch.receive(dlq_url, target - moved - failed, visibility=HOLD_SECONDS)
-        if not batch:
-            break
-        outgoing = {
-            m["MessageId"]: sqs_batch.Outgoing(
-                m["Body"], without_dlq_attributes(boto_attributes(m.get("MessageAttributes", {})))
+        try:
+            moved_now, failed_now = _redrive_batch(dlq_url, queue_url, target - moved - failed)
+        except (BotoCoreError, ClientError) as exc:
+            print(
+                f"error: redrive stopped after {moved} of {target} moved: {sqs_batch.reason(exc)}; the rest stays "
+                f"in the DLQ (anything held comes back within {HOLD_SECONDS} s): run it again",
+                file=sys.stderr,
             )
-            for m in batch
-        }
-        # Send first, delete after: a crash in between duplicates (the backend dedups by event_id), never loses.
-        not_sent = sqs_batch.send_messages(queue_url, outgoing).failed
-        sent = {m["MessageId"]: m["ReceiptHandle"] for m in batch if m["MessageId"] not in not_sent}
-        not_deleted = sqs_batch.delete_messages(dlq_url, sent) if sent else set()
-        _release(dlq_url, [m for m in batch if m["MessageId"] in not_sent])
-        moved += len(sent) - len(not_deleted)
-        failed += len(not_sent) + len(not_deleted)
+            return 1
+        if not moved_now and not failed_now:
+            break
+        moved, failed = moved + moved_now, failed + failed_now
         print(f"redrive: {moved}/{target} moved, {failed} failed", file=sys.stderr)
     print(f"moved {moved} message(s) from {dlq_url} to {queue_url}" + (f"; {failed} failed" if failed else ""))
     return 1 if failed else 0
+
+
+def _redrive_batch(dlq_url: str, queue_url: str, wanted: int) -> tuple[int, int]:
+    """Up to ten messages from the DLQ to the main queue: (moved, failed); (0, 0) when the DLQ is empty."""
+    batch = sqs_batch.receive(dlq_url, wanted, visibility=HOLD_SECONDS)
+    if not batch:
+        return 0, 0
+    outgoing = {
+        m["MessageId"]: sqs_batch.Outgoing(
+            m["Body"], without_dlq_attributes(boto_attributes(m.get("MessageAttributes", {})))
+        )
+        for m in batch
+    }
+    # Send first, delete after: a crash in between duplicates (the backend dedups by event_id), never loses.
+    not_sent = sqs_batch.send_messages(queue_url, outgoing).failed
+    sent = {m["MessageId"]: m["ReceiptHandle"] for m in batch if m["MessageId"] not in not_sent}
+    not_deleted = sqs_batch.delete_messages(dlq_url, sent) if sent else set()
+    _release(dlq_url, [m for m in batch if m["MessageId"] in not_sent])
+    return len(sent) - len(not_deleted), len(not_sent) + len(not_deleted)

@@ -10,12 +10,39 @@ also imports s3transfer and boto3's resource layer (~40 ms of a cold start, meas
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.runtime.container import per_container
 
 if TYPE_CHECKING:
     from chalicelib.runtime.deadline import Deadline
+
+
+@dataclass
+class Timeouts:
+    """Connect and read timeouts (s) of the clients built from now on. The functions' are short:
+    their callers wait (the edge answers well within the PHP SDK's 5 s). An operator's command
+    has nobody waiting and may meet a busy endpoint (a large DLQ, the local stack's one moto
+    process): it asks for `use_operator_timeouts()`."""
+
+    connect: float = 1.0
+    read: float = 2.0
+
+
+OPERATOR_TIMEOUTS = Timeouts(connect=5.0, read=60.0)
+
+
+@per_container
+def _timeouts() -> Timeouts:
+    return Timeouts()
+
+
+def use_operator_timeouts() -> None:
+    """For `edgectl` commands run by an operator: every client (re)built with OPERATOR_TIMEOUTS."""
+    timeouts = _timeouts()
+    timeouts.connect, timeouts.read = OPERATOR_TIMEOUTS.connect, OPERATOR_TIMEOUTS.read
+    _client.cache_clear()
 
 
 @per_container
@@ -34,8 +61,8 @@ def client(
     edge's home-region key lookups and `status --regions` (docs/multi-region.md).
     `single_attempt` is for a caller that retries on its own within a deadline (the edge's
     enqueue): botocore's retry would double a stalled call's time past that deadline.
-    `timeout_seconds` replaces the connect and read timeouts (1 s and 2 s) for a call that must
-    be short (the rate counter's, bounded by the request's deadline).
+    `timeout_seconds` replaces the connect and read timeouts (1 s and 2 s, see `Timeouts`) for a
+    call that must be short (the rate counter's, bounded by the request's deadline).
     """
     return _client(service, region, single_attempt, timeout_seconds)
 
@@ -57,9 +84,10 @@ def bounded_client(service: str, deadline: Deadline, cap: float, region: str | N
 def _client(service: str, region: str | None, single_attempt: bool, timeout_seconds: float | None) -> Any:
     from botocore.config import Config
 
+    timeouts = _timeouts()
     config = Config(
-        connect_timeout=timeout_seconds or 1,
-        read_timeout=timeout_seconds or 2,
+        connect_timeout=timeout_seconds or timeouts.connect,
+        read_timeout=timeout_seconds or timeouts.read,
         # botocore's max_attempts counts retries after the first try: 2 means 3 tries in all.
         retries={"mode": "standard", "total_max_attempts": 1}
         if single_attempt

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from edgectl.devstack import ROOT, free_port, wait_for_http
 from edgectl.local_aws import restore, snapshot
 from edgectl.resources import create_resources
 from tests.conftest import REGION
+from tests.fault_proxy import FaultProxy, Faults
 
 
 def test_a_snapshot_brings_back_queued_messages_and_items_with_in_flight_ones_visible():
@@ -164,3 +166,44 @@ def test_the_local_sqs_keeps_moto_answers_without_its_quadratic_costs(tmp_path):
         assert left["Body"] not in {got[0]["Body"], got[1]["Body"]}
         attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
         assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"
+
+
+def test_dlq_redrive_moves_everything_through_a_local_aws_slower_than_the_functions_timeouts(tmp_path):
+    """The operator's `dlq redrive` against a local AWS that answers every call after 2.5 s (the
+    local stack's one moto process, busy with a soak): longer than a function's 2 s read timeout,
+    which made the redrive fail; the operator's commands wait up to a minute."""
+    with serve_aws() as (url, _):
+        sqs = boto3.client("sqs", region_name=REGION, endpoint_url=url)
+        dlq = sqs.create_queue(QueueName="slow-dlq")["QueueUrl"]
+        queue = sqs.create_queue(QueueName="slow-queue")["QueueUrl"]
+        bodies = {f'{{"event_id": "e{i}"}}' for i in range(12)}
+        for start in range(0, 12, 10):
+            entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(sorted(bodies)[start : start + 10])]
+            sqs.send_message_batch(QueueUrl=dlq, Entries=entries)
+        with FaultProxy(url, Faults(server_error=0, slow=1.0, reset=0, slow_seconds=2.5)) as slow:
+            env = {
+                **os.environ,
+                "AWS_ENDPOINT_URL": slow.url,
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": REGION,
+            }
+            done = subprocess.run(
+                [sys.executable, "-m", "edgectl", "dlq", "redrive", "--dlq-url", dlq, "--queue-url", queue],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert slow.counts["slow"] >= 7  # depth, then receive, send, delete for each of two batches
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "moved 12 message(s)" in done.stdout
+        moved = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+        moved += sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+        assert {m["Body"] for m in moved} == bodies
+        attributes = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["All"])["Attributes"]
+        assert (attributes["ApproximateNumberOfMessages"], attributes["ApproximateNumberOfMessagesNotVisible"]) == (
+            "0",
+            "0",
+        )
