@@ -186,15 +186,24 @@ def test_validate_event_accepts_a_missing_organization_and_extra_fields() -> Non
         (b'{"events": {}}', 422),
         (b'{"events": []}', 422),
         (b'{"batch": []}', 422),
-        (json.dumps({"events": [message(f"E{i}") for i in range(11)]}).encode(), 413),
+        (json.dumps({"events": [message(f"E{i}") for i in range(101)]}).encode(), 413),
     ],
-    ids=["not-json", "not-utf8", "array", "events-object", "empty", "no-events", "eleven"],
+    ids=["not-json", "not-utf8", "array", "events-object", "empty", "no-events", "over-a-hundred"],
 )
 def test_a_malformed_body_is_a_batch_error(rx: ReceiverHandle, body: bytes, status: int) -> None:
     got, answer, _ = call(rx, "POST", "/api/ingest/edge", body)
     assert got == status
     assert set(answer) == {"error", "message"}
     assert rx.store.stats()["events"] == 0
+
+
+def test_a_batch_of_a_hundred_events_is_taken_whole(rx: ReceiverHandle) -> None:
+    """CONTRACT §6: the forwarder sends up to 100 events per request (issue #31)."""
+    events = [message(f"E{i}") for i in range(100)]
+    got, answer, _ = call(rx, "POST", "/api/ingest/edge", json.dumps({"events": events}).encode())
+    assert got == 200
+    assert [r["status"] for r in answer["results"]] == ["accepted"] * 100
+    assert rx.store.stats()["events"] == 100
 
 
 def test_an_oversized_body_is_refused_before_reading_it(rx: ReceiverHandle) -> None:
