@@ -73,8 +73,11 @@ def _delivered_to(attributes: dict[str, dict[str, Any]]) -> frozenset[str]:
 
 def _refusals(attributes: dict[str, dict[str, Any]]) -> dict[str, Outcome]:
     """Refusals recorded on an earlier try; unreadable ones are ignored (the destination gets it again)."""
+    text = _string_attribute(attributes, REFUSALS)
+    if not text:  # the usual message: nobody refused it yet
+        return {}
     try:
-        recorded = json.loads(_string_attribute(attributes, REFUSALS) or "{}")
+        recorded = json.loads(text)
     except ValueError:
         return {}
     if not isinstance(recorded, dict):

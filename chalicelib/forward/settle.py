@@ -97,6 +97,8 @@ def verdict(record: Record, outcomes: Mapping[str, Outcome], meant: bool = True)
         return Verdict(Action.DEAD_LETTER, poison=Reason.MALFORMED)
     if not meant and not record.delivered_to and not record.refusals:
         return Verdict(Action.DEAD_LETTER, poison=Reason.NO_DESTINATION)
+    if not record.refusals and all(o.taken for o in outcomes.values()):  # the usual message: taken everywhere
+        return Verdict(Action.DELETE, delivered_to=record.delivered_to.union(outcomes))
     taken = {name for name, o in outcomes.items() if o.taken}
     refused = {name: o for name, o in outcomes.items() if o.kind is OutcomeKind.REJECTED}
     retries = {name: o for name, o in outcomes.items() if o.kind is OutcomeKind.RETRY}
@@ -118,6 +120,9 @@ def plan(
 ) -> list[Step]:
     steps = []
     for record, decided in zip(records, verdicts, strict=True):
+        if decided.action is Action.DELETE:  # nothing to send, never hidden
+            steps.append(Step(record, decided, 0))
+            continue
         floor = max((o.retry_after or 0.0 for o in decided.retries.values()), default=0.0)
         seconds = retry_visibility(record.receive_count, floor, policy.base_seconds, policy.max_seconds, rand)
         copy = None

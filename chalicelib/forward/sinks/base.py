@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from functools import cache
 from typing import Any, Protocol
 
 
@@ -82,10 +83,12 @@ class Outcome:
         return self.reason.value if self.reason else self.kind.value
 
 
+@cache  # one shared (frozen) outcome per status: a batch of 100 asks for the same one 100 times
 def delivered(status: int | None = None) -> Outcome:
     return Outcome(OutcomeKind.DELIVERED, status=status)
 
 
+@cache
 def duplicate(status: int | None = None) -> Outcome:
     return Outcome(OutcomeKind.DUPLICATE, status=status)
 
