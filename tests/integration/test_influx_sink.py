@@ -56,6 +56,32 @@ def test_metric_entries_become_points_with_their_own_or_distinct_times() -> None
     ]
 
 
+def test_entries_of_every_shape_map_as_docs_sinks_says() -> None:
+    """The per-shape short path of `entry_lines` (keys, names, tags, fields and times looked up
+    once per set of keys) gives what the mapping says for each shape, mixed in one event."""
+    message = metric_message(
+        [
+            {"name": " ", "kind": "latency", "ms": 12, "tags": {"route": "/a b", "blank": " ", "list": [1]}},
+            {"name": {"not": "a name"}, "metric": 7, "b": True, "a": 'say "hi"\nthen', "c": 2.5},
+            {"name": "orders", "value": float("nan"), "other": [1, 2]},  # nothing writable: no line
+            {"name": "orders", "value": 1.5, "tags": ["php", "empty", "map"], "time": "2026-11-22T10:00:01Z"},
+            {"name": "orders", "value": 2, "ts": "not a time"},
+            {"name": "big", "value": 2**70, "neg": -0.0, "inf": float("inf")},
+            {"tags": {"only": "tags"}},
+            {"metric": False, "x=y z": 1},
+        ]
+    )
+    assert list(lines(message)) == [
+        rf"latency,project_id=42,route=/a\ b,signal=metric ms=12.0 {RECEIVED_NS}",
+        rf'7,project_id=42,signal=metric a="say \"hi\" then",b=true,c=2.5 {RECEIVED_NS + 1}',
+        "orders,project_id=42,signal=metric value=1.5 1795341601000000000",
+        f"orders,project_id=42,signal=metric value=2.0 {RECEIVED_NS + 4}",
+        f"big,project_id=42,signal=metric neg=-0.0,value=1.1805916207174113e+21 {RECEIVED_NS + 5}",
+        f"lookout_metric,only=tags,project_id=42,signal=metric count=1.0 {RECEIVED_NS + 6}",
+        rf"False,project_id=42,signal=metric x\=y\ z=1.0 {RECEIVED_NS + 7}",
+    ]
+
+
 def test_otlp_metric_data_points_become_points() -> None:
     payload = {
         "resourceMetrics": [

@@ -30,6 +30,7 @@ from chalicelib.forward.sinks.base import Envelope, Outcome
 from chalicelib.forward.sinks.batching import MIB, Limits, deliver_in_requests
 from chalicelib.forward.sinks.http_post import HttpAnswer, post, whole_request_outcome
 from chalicelib.forward.sinks.mapping import (
+    TIME_KEYS,
     entries,
     label_value,
     otlp_attributes,
@@ -45,6 +46,7 @@ OPTIONS = frozenset({"version", "org", "bucket", "token", "db", "rp", "username"
 NAME_KEYS = ("name", "metric", "kind")
 RESERVED_KEYS = frozenset({*NAME_KEYS, "tags", "timestamp", "time", "datetime", "at", "ts"})
 DEFAULT_MEASUREMENT = "lookout_metric"
+INFINITIES = (float("inf"), float("-inf"))
 Point = tuple[str, dict[str, str], dict[str, Any], int]
 # 1 MiB per write, as Lookout's and Loki's: far inside InfluxDB's 25 MB `max-body-size` (v1 and v2).
 LIMITS = Limits(max_events=100, max_bytes=MIB)
@@ -58,7 +60,7 @@ class InfluxSink:
         self.headers = headers
 
     def deliver(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
-        mapped = ["".join(line + "\n" for line in lines(e)) for e in envelopes]  # once: sizes, then bodies
+        mapped = [_text(e) for e in envelopes]  # once: sizes, then bodies
 
         def send(batch: Sequence[int]) -> tuple[HttpAnswer, list[Outcome]]:
             body = "".join(mapped[i] for i in batch).encode()
@@ -100,27 +102,85 @@ def build(spec: SinkSpec) -> InfluxSink:
     return InfluxSink(spec.name, spec.signals, url, headers)
 
 
+def _text(envelope: Envelope) -> str:
+    """The event's lines, each ending in a newline."""
+    text = "\n".join(lines(envelope))
+    return text + "\n" if text else ""
+
+
 def lines(envelope: Envelope) -> Iterator[str]:
     """The event's points as line protocol lines."""
-    points = otlp_points(envelope) if envelope.get("signal") == METRICS.signal else entry_points(envelope)
-    for measurement, tags, fields, timestamp in points:
+    if envelope.get("signal") != METRICS.signal:
+        yield from entry_lines(envelope)
+        return
+    for measurement, tags, fields, timestamp in otlp_points(envelope):
         line = line_protocol(measurement, tags, fields, timestamp)
         if line:
             yield line
 
 
-def entry_points(envelope: Envelope) -> Iterator[Point]:
+def entry_lines(envelope: Envelope) -> Iterator[str]:
+    """An `{"entries": [...]}` event's lines, one per entry.
+
+    The forwarder's largest CPU cost: a batch of 100 SDK metric events of 100 entries is 10,000
+    lines. So the work that depends only on an entry's keys (which of them names it, which are
+    fields, escaped and sorted, whether it carries its own time or tags) is done once per set of
+    keys (`_shape`), the event's tag text once per event, and each line is its values
+    formatted by type (tests/integration/test_influx_sink.py: every shape, mixed in one event).
+    Measured on 100 events of 100 entries: ~2.2 µs a line where building and sorting each point's
+    maps took ~7.3 µs, on the same loaded machine (docs/performance.md).
+    """
     base = _base_tags(envelope)
+    base_text = _tag_text(base)
     received = received_ns(envelope)
     for index, entry in enumerate(entries(envelope)):
-        measurement = next((str(entry[k]) for k in NAME_KEYS if label_value(entry.get(k))), DEFAULT_MEASUREMENT)
-        tags = dict(base)
-        own_tags = entry.get("tags")
-        if isinstance(own_tags, dict):
-            tags.update({str(k): v for k, v in own_tags.items() if label_value(v)})
-        # JSON numbers all as floats: `1` then `1.5` must not be a field type conflict.
-        fields = {k: _float_if_number(v) for k, v in entry.items() if k not in RESERVED_KEYS}
-        yield measurement, tags, fields or {"count": 1.0}, record_time_ns(entry, received + index)
+        names, fields, tagged, timed = _shape(tuple(entry))
+        tag_text = base_text
+        if tagged:
+            own_tags = entry["tags"]
+            if isinstance(own_tags, dict) and own_tags:
+                tag_text = _tag_text({**base, **{str(k): v for k, v in own_tags.items() if label_value(v)}})
+        if fields:
+            parts = []
+            for key, escaped in fields:
+                value = entry[key]
+                kind = type(value)
+                if kind is float:
+                    text = repr(value) if value == value and value not in INFINITIES else None
+                elif kind is int:
+                    text = repr(float(value))  # JSON numbers all as floats: `1` then `1.5` is no type conflict
+                else:
+                    text = _field_value(_float_if_number(value))
+                if text is not None:
+                    parts.append(f"{escaped}={text}")
+            if not parts:
+                continue  # nothing writable: a point needs a field
+            field_text = ",".join(parts)
+        else:
+            field_text = "count=1.0"
+        timestamp = record_time_ns(entry, received + index) if timed else received + index
+        yield f"{_measurement(_name(entry, names))}{tag_text} {field_text} {timestamp}"
+
+
+@lru_cache(maxsize=1024)
+def _shape(keys: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...], bool, bool]:
+    """For an entry with these keys: those of NAME_KEYS it has (in that order), its fields as
+    (key, escaped key) sorted by key, whether it has `tags`, whether it has a time key."""
+    names = tuple(key for key in NAME_KEYS if key in keys)
+    fields = tuple((key, _key(key)) for key in sorted(keys) if key not in RESERVED_KEYS)
+    return names, fields, "tags" in keys, any(key in keys for key in TIME_KEYS)
+
+
+def _name(entry: dict[str, Any], names: tuple[str, ...]) -> str:
+    """The first of `names` with a value worth a label (as `label_value` judges it), as text."""
+    for key in names:
+        value = entry[key]
+        if type(value) is str:
+            if value and not value.isspace():
+                return value
+        elif value is not None and not isinstance(value, (dict, list)):
+            return str(value)
+    return DEFAULT_MEASUREMENT
 
 
 def otlp_points(envelope: Envelope) -> Iterator[Point]:
@@ -192,7 +252,7 @@ def _field_value(value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value}i" if abs(value) < 2**63 else None
     if isinstance(value, float):
-        return repr(value) if value == value and value not in (float("inf"), float("-inf")) else None
+        return repr(value) if value == value and value not in INFINITIES else None
     if isinstance(value, str):
         text = " ".join(value.splitlines())
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
