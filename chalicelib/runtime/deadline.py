@@ -7,6 +7,7 @@ How a caller uses it (docs/reliability.md, "Time budgets per request"):
     with deadline.request_budget():            # serve() and /api/config, at entry
         ...
     limit = deadline.current()                 # anywhere below: this request's Deadline
+    limit = deadline.of_request()              # the same, or a fresh budget where none was set
     timeout = limit.call_timeout(0.5)          # connect and read timeout of ONE call, or OutOfTime
     dynamodb = aws.bounded_client("dynamodb", limit, 0.5)   # one attempt, that timeout
     limit.left(), limit.at                     # seconds left; the monotonic instant itself
@@ -18,6 +19,9 @@ time left less MARGIN_SECONDS (for answering after the last call). It is rounded
 TIMEOUT_STEPS (or is `cap` itself), so the clients and HTTP pools keyed by timeout stay a handful
 per container. When not even the smallest step fits, it raises `OutOfTime`: no new call past the
 deadline. A loop that retries (SQS sends, the idempotency claim's wait) asks again before each try.
+
+The edge's enqueue gets `pipeline`'s Deadline as `send_messages(..., deadline=<Deadline>.at)` (the
+float instant; with an idempotency claim, `sooner()` by what marking the claim needs afterwards).
 
 Outside a request (the forwarder, the key sync, the CLI, a test calling a function directly)
 `current()` is UNBOUNDED: `call_timeout(cap)` is `cap`, nothing runs out.
