@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from chalicelib.runtime.config import DEFAULT_IDEMPOTENCY_TABLE, DEFAULT_KEYS_TABLE, ENV_NAMES
+from chalicelib.edge import spill
+from chalicelib.runtime.config import DEFAULT_IDEMPOTENCY_TABLE, DEFAULT_KEYS_TABLE, ENV_NAMES, load_settings
 from edgectl.resources import load_template
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,12 +54,30 @@ STACK_ENVIRONMENT = {
     ENV_NAMES["tail_api_key_param"]: {"Ref": "TailApiKeyParameterName"},
     ENV_NAMES["sinks_param"]: {"Fn::If": ["HasSinksParameter", {"Ref": "SinksParameterName"}, {"Ref": "AWS::NoValue"}]},
     ENV_NAMES["home_region"]: {"Ref": "HomeRegion"},
+    # The queue URL of the FallbackQueueArn parameter (arn:PARTITION:sqs:REGION:ACCOUNT:NAME).
+    ENV_NAMES["fallback_queue_url"]: {
+        "Fn::If": [
+            "HasFallbackQueue",
+            {
+                "Fn::Sub": [
+                    "https://sqs.${Region}.${AWS::URLSuffix}/${Account}/${Name}",
+                    {
+                        name: {"Fn::Select": [index, {"Fn::Split": [":", {"Ref": "FallbackQueueArn"}]}]}
+                        for name, index in (("Region", 3), ("Account", 4), ("Name", 5))
+                    },
+                ]
+            },
+            {"Ref": "AWS::NoValue"},
+        ]
+    },
     ENV_NAMES["db_secret_arn"]: {"Fn::If": ["HasDbSecret", {"Ref": "DbSecretArn"}, {"Ref": "AWS::NoValue"}]},
 }
 # `OnlyIf` options the stack decides with a condition (Tracing is decided when rendering).
 STACK_OPTIONS = {
     "SecretsKmsKey": "HasSecretsKmsKey",
     "HomeRegion": "HasHomeRegion",
+    "FallbackQueue": "HasFallbackQueue",
+    "SpillsToHomeRegion": "SpillsToHomeRegion",
     "SinksParameter": "HasSinksParameter",
     "QueueKmsKey": "HasQueueKmsKey",
     "TableKmsKey": "HasTableKmsKey",
@@ -75,7 +94,7 @@ KMS_KEYS = {
     "TableKmsKey": ("TableKmsKeyArn", "--table-kms-key-arn"),
 }
 # Parameters that are a statement's whole Resource (an ARN the operator gives): a Ref, not a Sub.
-WHOLE_ARN_PARAMETERS = {parameter for parameter, _ in KMS_KEYS.values()} | {"DbSecretArn"}
+WHOLE_ARN_PARAMETERS = {parameter for parameter, _ in KMS_KEYS.values()} | {"DbSecretArn", "FallbackQueueArn"}
 # What the stacks' key parameters allow (AllowedPattern): a key ARN, not an alias, since IAM names the key.
 KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$")
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9:]+)\}")
@@ -214,6 +233,20 @@ def deploy_values(environment: dict[str, str], account: str, region: str, partit
     }
 
 
+def fallback_grant(environment: dict[str, str], region: str, partition: str = "aws") -> tuple[str | None, str]:
+    """The edge's spill option for this stage and the queue ARN it grants: ("FallbackQueue", the
+    ARN of LOOKOUT_EDGE_FALLBACK_QUEUE_URL), ("SpillsToHomeRegion", the home region's queue), or
+    (None, "") when it does not spill. The queue is the one the edge itself picks (edge/spill.py)."""
+    fallback = spill.fallback_queue(load_settings(environment), region)
+    if fallback is None:
+        return None, ""
+    path = urlsplit(fallback.url).path.strip("/").split("/")
+    if len(path) != 2 or not ACCOUNT.match(path[0]):
+        raise RenderError(f"{ENV_NAMES['fallback_queue_url']} must be a queue URL ending in /ACCOUNT/NAME")
+    arn = f"arn:{partition}:sqs:{fallback.region}:{path[0]}:{path[1]}"
+    return ("FallbackQueue" if environment.get(ENV_NAMES["fallback_queue_url"]) else "SpillsToHomeRegion"), arn
+
+
 def queue_url(region: str, account: str, name: str) -> str:
     return f"https://sqs.{region}.amazonaws.com/{account}/{name}"
 
@@ -247,6 +280,10 @@ def render_stage(
         if home_region:
             enabled.add("HomeRegion")
             values["HomeRegion"] = home_region
+        spills, fallback_arn = fallback_grant(stage_info["environment"], region, partition)
+        if spills:
+            enabled.add(spills)
+            values["FallbackQueueArn"] = fallback_arn
         sinks_param = stage_info["environment"].get(ENV_NAMES["sinks_param"])
         if sinks_param:
             enabled.add("SinksParameter")

@@ -181,7 +181,7 @@ def _rendered(
     """`source` (infra/policies.json's text) is part of the key only: render_stage reads the file."""
     import tempfile
 
-    from edgectl.cmd_render_policies import FUNCTIONS, STACK_OPTIONS, render_stage
+    from edgectl.cmd_render_policies import FUNCTIONS, STACK_OPTIONS, fallback_grant, render_stage
 
     environment = dict(frozen_environment)
     config = {
@@ -212,11 +212,14 @@ def _rendered(
         "HomeRegion": home_region,
         "DbSecretArn": environment.get(ENV_NAMES["db_secret_arn"], ""),
     }
+    spills, parameters["FallbackQueueArn"] = fallback_grant(environment, region)
     # No customer managed keys here: moto's SSM, SQS and DynamoDB use none.
     conditions = {condition: False for condition in STACK_OPTIONS.values()}
     conditions[STACK_OPTIONS["HomeRegion"]] = bool(home_region)
     conditions[STACK_OPTIONS["SinksParameter"]] = bool(sinks_parameter)
     conditions[STACK_OPTIONS["DbSecret"]] = bool(parameters["DbSecretArn"])
+    if spills:
+        conditions[STACK_OPTIONS[spills]] = True
     documents: dict[str, dict[str, Any]] = {fn: {} for fn in FUNCTIONS}
     with tempfile.TemporaryDirectory(prefix="lookout-iam-") as scratch:
         chalice_dir = Path(scratch)

@@ -147,9 +147,9 @@ def start_well_inside_a_minute() -> None:
         time.sleep(left + 0.05)
 
 
-def drain_queue(queue_url: str, wait: int = 0) -> list[dict[str, Any]]:
+def drain_queue(queue_url: str, wait: int = 0, region: str = REGION) -> list[dict[str, Any]]:
     """Every message on a queue (body parsed), deleting as it reads."""
-    sqs = boto3.client("sqs", region_name=REGION)
+    sqs = boto3.client("sqs", region_name=region)
     messages = []
     while True:
         got = sqs.receive_message(

@@ -33,7 +33,7 @@ from chalicelib.contract.errors import EdgeError, bad_request, too_large, unavai
 from chalicelib.contract.keys_item import KeyRecord
 from chalicelib.contract.message import Origin, QueueMessages
 from chalicelib.contract.signals import Signal, check_event, check_event_count
-from chalicelib.edge import auth, idempotency, ratelimit, remote_config
+from chalicelib.edge import auth, idempotency, ratelimit, remote_config, spill
 from chalicelib.edge.doors import SDK_POLICY, AcceptPolicy, Batch, Event, IngestRequest
 from chalicelib.runtime import deadline, sqs_batch
 from chalicelib.runtime.config import Settings, settings
@@ -177,7 +177,7 @@ class _Acceptance:
         # With a claim to mark done or partial afterwards, the enqueue stops early enough for that call.
         enqueue_by = self.deadline.sooner(BOOKKEEPING_RESERVE_SECONDS) if claim is not None else self.deadline
         try:
-            _enqueue(conf.queue_url, messages, enqueue_by.at, frozenset(claim.sent) if claim else frozenset())
+            _enqueue(conf, messages, enqueue_by, frozenset(claim.sent) if claim else frozenset())
         except QueueIncomplete as failure:
             if claim is not None:
                 sent, table = failure.report.sent, conf.idempotency_table
@@ -306,12 +306,17 @@ def build_messages(
     return messages
 
 
-def _enqueue(queue_url: str | None, messages: dict[int, Outgoing], deadline: float, skip: frozenset[int]) -> None:
-    """Every message in SQS by `deadline`, or `QueueIncomplete` with what got in."""
-    if not queue_url:
+def _enqueue(conf: Settings, messages: dict[int, Outgoing], limit: Deadline, skip: frozenset[int]) -> None:
+    """Every message in SQS by `limit`, in the region's queue or spilled to the fallback queue
+    (chalicelib/edge/spill.py), or `QueueIncomplete` with what got in."""
+    if not conf.queue_url:
         logger().error("LOOKOUT_EDGE_QUEUE_URL is not set")
         raise unavailable("the edge has no queue configured")
-    report = sqs_batch.send_messages(queue_url, messages, deadline, skip)
+    fallback = spill.fallback_queue(conf, spill.own_region())
+    if fallback is None:
+        report = sqs_batch.send_messages(conf.queue_url, messages, limit, skip)
+    else:
+        report = spill.send_or_spill(conf.queue_url, fallback, messages, limit, skip)
     if report.failed:
         raise QueueIncomplete(report)
 

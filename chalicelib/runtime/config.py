@@ -59,6 +59,10 @@ class Settings:
     # Multi-region edge (docs/multi-region.md): the region whose keys table the sync writes; a key
     # missing from this region's replica is looked up there before the edge answers 401.
     home_region: str | None = None
+    # Where the edge spills events its region's queue refuses or does not answer (docs/reliability.md,
+    # "Spilling"): a queue in another region. Unset in a multi-region edge outside the home region:
+    # the home region's queue of the same name.
+    fallback_queue_url: str | None = None
 
     def require(self, name: str) -> str:
         """Return a required setting or raise naming its environment variable."""
@@ -97,6 +101,7 @@ ENV_NAMES = {
     "retry_max_seconds": "LOOKOUT_EDGE_RETRY_MAX_SECONDS",
     "token_cache_seconds": "LOOKOUT_EDGE_TOKEN_CACHE_SECONDS",
     "home_region": "LOOKOUT_EDGE_HOME_REGION",
+    "fallback_queue_url": "LOOKOUT_EDGE_FALLBACK_QUEUE_URL",
     "log_accepted_share": "LOOKOUT_EDGE_LOG_ACCEPTED_SHARE",
     "metrics_interval_seconds": "LOOKOUT_EDGE_METRICS_INTERVAL_SECONDS",
 }

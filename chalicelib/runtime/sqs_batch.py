@@ -8,9 +8,11 @@ forwarder's dead-letter and progress copies, `edgectl dlq redrive`). Its contrac
   no answer (`unconfirmed`: a timeout after the request left, SQS may hold them);
 - every try sends the same body (same event id: the backend stores an id once, so a send
   that may have landed can be repeated);
-- without a `deadline` it makes one round (botocore's own retries apply); with one
-  (time.monotonic()), it resends what did not get in, one attempt per call, until every
-  message is in or the deadline is near, and stops at once on a refusal for good.
+- without a `deadline` it makes one round (botocore's own retries apply); with one (the
+  request's `Deadline`, runtime/deadline.py), it resends what did not get in until every
+  message is in or no call fits in the time left, and stops at once on a refusal for good.
+  Each SendMessageBatch is then one attempt whose connect and read timeouts come from the time
+  left when it starts, so no call starts, or lasts, past the deadline.
 
 The other operations return the keys of the entries that did NOT succeed, so the caller
 leaves those messages where they are: a failed call is never mistaken for a done one.
@@ -29,6 +31,7 @@ from botocore.exceptions import ConnectionError as NotConnected
 
 from chalicelib.runtime.aws import client
 from chalicelib.runtime.container import per_container
+from chalicelib.runtime.deadline import Deadline, OutOfTime
 from chalicelib.runtime.observability import logger
 
 BATCH = 10
@@ -36,6 +39,9 @@ MAX_BATCH_BYTES = 256 * 1024
 # SendMessageBatch calls in flight at once: 1,000 events are 100 calls. One botocore client
 # is thread-safe; its pool holds 25 connections.
 CONCURRENT_BATCHES = 10
+# Connect and read timeout of one SendMessageBatch under a deadline (less when the request's time
+# is short: runtime/deadline.py). In-region calls take ~10 ms, across regions 70-250 ms.
+CALL_SECONDS = 1.0
 # Pause before resending what did not get in: doubles per round, never past the deadline.
 FIRST_BACKOFF_SECONDS = 0.05
 MAX_BACKOFF_SECONDS = 0.4
@@ -104,25 +110,27 @@ def _senders() -> ThreadPoolExecutor:
 def send_messages(
     queue_url: str,
     messages: Mapping[Key, Outgoing],
-    deadline: float | None = None,
+    deadline: Deadline | None = None,
     skip: frozenset[Key] = frozenset(),
+    max_rounds: int | None = None,
+    region: str | None = None,
 ) -> SendReport[Key]:
-    """Put every message (but the keys in `skip`, already there) in the queue; see the module docstring."""
+    """Put every message (but the keys in `skip`, already there) in the queue; see the module docstring.
+
+    `max_rounds` stops resending sooner than the deadline (the edge spills the rest elsewhere);
+    `region` is the queue's when it is not the container's own (the edge's fallback queue)."""
     report: SendReport[Key] = SendReport(sent=set(skip))
     pending = [key for key in messages if key not in skip]
     if not pending:
         return report
-    try:
-        # With a deadline this loop is the retry, bounded by it; botocore's would overrun it.
-        sqs = client("sqs", single_attempt=deadline is not None)
-    except Exception as exc:  # credentials, configuration: nothing was sent
-        report.failed, report.reason = set(pending), reason(exc)
-        return report
+    target = _Target(queue_url, region, deadline)
     # Entry ids are the messages' positions in the whole send: the same id on every try.
     ids = {key: str(position) for position, key in enumerate(messages)}
     backoff = FIRST_BACKOFF_SECONDS
+    rounds = 0
     while True:
-        outcome = _send_round(sqs, queue_url, messages, ids, pending)
+        outcome = _send_round(target, messages, ids, pending)
+        rounds += 1
         report.sent |= outcome.sent
         report.unconfirmed = (report.unconfirmed | outcome.unconfirmed) - report.sent
         pending = [key for key in messages if key in outcome.retry or key in outcome.unconfirmed]
@@ -130,11 +138,30 @@ def send_messages(
         if not pending and not outcome.permanent:
             report.failed = set()
             return report
-        if deadline is None or outcome.permanent or time.monotonic() + backoff >= deadline:
+        out_of_rounds = max_rounds is not None and rounds >= max_rounds
+        if deadline is None or outcome.permanent or out_of_rounds or not deadline.sooner(backoff).allows(CALL_SECONDS):
             report.failed = set(pending) | outcome.permanent
             return report
         time.sleep(backoff)
         backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where a send goes, and by when."""
+
+    queue_url: str
+    region: str | None
+    deadline: Deadline | None
+
+    def sqs(self) -> Any:
+        """The client for the next SendMessageBatch. Under a deadline: one attempt (the send's loop
+        is the retry; botocore's would overrun the deadline) whose connect and read timeouts fit
+        the time left now (`Deadline.call_timeout`), or OutOfTime: no call starts past it."""
+        if self.deadline is None:
+            return client("sqs", region=self.region)
+        timeout = self.deadline.call_timeout(CALL_SECONDS)
+        return client("sqs", region=self.region, single_attempt=True, timeout_seconds=timeout)
 
 
 def plan_batches(messages: Mapping[Key, Outgoing], keys: list[Key]) -> list[list[Key]]:
@@ -155,13 +182,13 @@ def plan_batches(messages: Mapping[Key, Outgoing], keys: list[Key]) -> list[list
 
 
 def _send_round(
-    sqs: Any, queue_url: str, messages: Mapping[Key, Outgoing], ids: Mapping[Key, str], pending: list[Key]
+    target: _Target, messages: Mapping[Key, Outgoing], ids: Mapping[Key, str], pending: list[Key]
 ) -> _Round[Key]:
     batches = plan_batches(messages, pending)
     if len(batches) == 1:
-        results = [_send_batch(sqs, queue_url, messages, ids, batches[0])]
+        results = [_send_batch(target, messages, ids, batches[0])]
     else:
-        results = list(_senders().map(lambda batch: _send_batch(sqs, queue_url, messages, ids, batch), batches))
+        results = list(_senders().map(lambda batch: _send_batch(target, messages, ids, batch), batches))
     total: _Round[Key] = _Round()
     for result in results:
         total.add(result)
@@ -169,12 +196,18 @@ def _send_round(
 
 
 def _send_batch(
-    sqs: Any, queue_url: str, messages: Mapping[Key, Outgoing], ids: Mapping[Key, str], batch: list[Key]
+    target: _Target, messages: Mapping[Key, Outgoing], ids: Mapping[Key, str], batch: list[Key]
 ) -> _Round[Key]:
     by_id = {ids[key]: key for key in batch}
     entries = [messages[key].entry(entry_id) for entry_id, key in by_id.items()]
     try:
-        response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+        sqs = target.sqs()
+    except OutOfTime as exc:  # no call fits in what is left of the request: not sent
+        return _Round(retry=set(batch), reason=reason(exc))
+    except Exception as exc:  # credentials, configuration: nothing was sent
+        return _Round(permanent=set(batch), reason=reason(exc))
+    try:
+        response = sqs.send_message_batch(QueueUrl=target.queue_url, Entries=entries)
     except ClientError as exc:  # SQS answered: nothing of the batch is in
         refused: _Round[Key] = _Round(reason=reason(exc))
         (refused.permanent if _sender_fault(exc) else refused.retry).update(batch)

@@ -166,7 +166,13 @@ def test_cloudformation_policies_take_every_arn_from_the_stack(chalice_dir: Path
         statements = policy(chalice_dir, "prod", function)["Statement"]
         conditional = [s for s in statements if "Fn::If" in s]
         expected = {
-            "api_handler": ["HasHomeRegion", "HasQueueKmsKey", "HasTableKmsKey"],
+            "api_handler": [
+                "HasHomeRegion",
+                "HasFallbackQueue",
+                "SpillsToHomeRegion",
+                "HasQueueKmsKey",
+                "HasTableKmsKey",
+            ],
             "forward_events": [
                 "HasSinksParameter",
                 "HasSecretsKmsKey",
@@ -333,12 +339,19 @@ def test_cloudformation_intrinsics_resolve_as_the_stack_does() -> None:
     assert resolve(document, values, {"HasHomeRegion": False}) == {"Statement": [{"Resource": ARN.format("sqs", "q")}]}
 
 
+FALLBACK = f"https://sqs.ap-southeast-2.amazonaws.com/{ACCOUNT}/spill-here"
 STAGE_ENVIRONMENTS = {
     "single region": {},
     "multi-region, sinks in SSM": {
         "LOOKOUT_EDGE_HOME_REGION": "us-east-1",
         "LOOKOUT_EDGE_SINKS_PARAM": "/lookout-edge/prod/sinks",
     },
+    "a fallback queue": {"LOOKOUT_EDGE_FALLBACK_QUEUE_URL": FALLBACK},
+    "multi-region and a fallback queue": {
+        "LOOKOUT_EDGE_HOME_REGION": "us-east-1",
+        "LOOKOUT_EDGE_FALLBACK_QUEUE_URL": FALLBACK,
+    },
+    "the home region": {"LOOKOUT_EDGE_HOME_REGION": REGION},
 }
 
 
@@ -358,7 +371,15 @@ def test_both_deploy_paths_grant_the_same(extra: dict[str, str]) -> None:
         assert paths["chalice deploy"] == paths["chalice package"], function
     home = "arn:aws:dynamodb:us-east-1:123456789012:table/lookout-edge-keys"
     edge = documents["api_handler"]["chalice deploy"]
-    assert allows(edge, "dynamodb:GetItem", home) == ("LOOKOUT_EDGE_HOME_REGION" in extra)
+    assert allows(edge, "dynamodb:GetItem", home) == (extra.get("LOOKOUT_EDGE_HOME_REGION") == "us-east-1")
+    # Spilling: SendMessage on exactly one queue beside its own, the one the edge picks.
+    spill_to = {
+        "a fallback queue": f"arn:aws:sqs:ap-southeast-2:{ACCOUNT}:spill-here",
+        "multi-region and a fallback queue": f"arn:aws:sqs:ap-southeast-2:{ACCOUNT}:spill-here",
+        "multi-region, sinks in SSM": f"arn:aws:sqs:us-east-1:{ACCOUNT}:events",  # the home region's own queue
+    }.get(next(name for name, value in STAGE_ENVIRONMENTS.items() if value == extra))
+    own = ARN.format("sqs", "events")
+    assert grants(edge)["sqs:SendMessage"] == {own} | ({spill_to} if spill_to else set())
 
 
 def test_a_permission_taken_out_of_the_policy_fails_the_call_as_in_aws(http, put_key, aws, iam, tmp_path, monkeypatch):

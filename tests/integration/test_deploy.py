@@ -303,6 +303,8 @@ def test_both_stacks_have_a_dashboard_operators_look_at_first(which: str, templa
 LAMBDA_ALARMS = {
     "EdgeErrorsAlarm": ("AWS/Lambda", "Errors", "Sum", 300, 1, 0, "notBreaching"),
     "EdgeThrottlesAlarm": ("AWS/Lambda", "Throttles", "Sum", 300, 1, 0, "notBreaching"),
+    # Any spilled event: this region's SQS failed and the fallback region took the events.
+    "EdgeSpillingAlarm": ("LookoutEdge", "spilled", "Sum", 300, 1, 0, "notBreaching"),
     "ForwarderThrottlesAlarm": ("AWS/Lambda", "Throttles", "Sum", 300, 1, 0, "notBreaching"),
     "ForwarderErrorsAlarm": ("AWS/Lambda", "Errors", "Sum", 300, 3, 0, "notBreaching"),
     # Liveness: the smallest sync_failed of 15 minutes is 0 when any run succeeded; no run at all is breaching.

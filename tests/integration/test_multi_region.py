@@ -165,10 +165,10 @@ def test_the_cost_of_more_regions_by_hand(capsys: pytest.CaptureFixture[str]) ->
     assert extra.monthly["replicated key writes"] == pytest.approx(200_000 * 0.625 / 1e6 + 0.08 * 0.02)
     # Per region: an HTTPS check on an execute-api host (0.75 + 2.00), the 5xx-alarm check and the combined one.
     assert extra.monthly["Route 53 health checks"] == pytest.approx(3 * (0.75 + 2.00 + 0.50 + 0.50))
-    # Each replica region's stack: its dashboard, the 9 alarms of infra/resources.json on 10 metrics
+    # Each replica region's stack: its dashboard, the 10 alarms of infra/resources.json on 11 metrics
     # (the key sync's two exist only where the sync writes, the home region), the edge's and the
     # forwarder's 4 hourly EMF metrics, idle SQS polling, plus its replication-lag alarm.
-    region = 3.00 + 10 * 0.10 + 4 * 0.30 + 5 * 730 * 3600 / 20 * 0.40 / 1e6 + 0.10
+    region = 3.00 + 11 * 0.10 + 4 * 0.30 + 5 * 730 * 3600 / 20 * 0.40 / 1e6 + 0.10
     assert extra.monthly["each added region's stack"] == pytest.approx(2 * region)
     # Alias queries to API Gateway are free; as billed latency queries: 0.1 per event x $0.60 per million.
     assert extra.per_million_events["Route 53 latency queries"] == 0

@@ -238,16 +238,16 @@ def test_dynamodb_calls_add_to_the_edges_billed_time():
 
 def test_fixed_monthly_costs_by_hand():
     fixed = fixed_monthly(PRICES_NOW, keys=10_000)
-    # 11 alarms (9 always, the key sync's 2 in its home region), the 5xx share alarm on 2 metrics;
+    # 12 alarms (10 always, the key sync's 2 in its home region), the 5xx share alarm on 2 metrics;
     # a sink's alarm sums its retried and refused counts: 2 metrics.
-    assert stack_alarm_metrics() == 12 and stack_alarm_metrics(sink_alarms=2) == 16
-    assert stack_alarm_metrics(home=False) == 10  # another region of a multi-region edge
+    assert stack_alarm_metrics() == 13 and stack_alarm_metrics(sink_alarms=2) == 17
+    assert stack_alarm_metrics(home=False) == 11  # another region of a multi-region edge
     runs = 730 * 3600 / 300
     scan_read_units = math.ceil(10_000 * 400 / 4096) * 0.5
     assert fixed.aws == pytest.approx(
         {
             "CloudWatch dashboard": 3.00,
-            "CloudWatch alarms (12 metrics)": 12 * 0.10,
+            "CloudWatch alarms (13 metrics)": 13 * 0.10,
             "EMF custom metrics (11)": 11 * 0.30,
             "idle SQS polling": 5 * 730 * 3600 / 20 * 0.40 / 1e6,  # 657,000 empty long polls
             "key sync every 5 min (10,000 keys)": runs * (0.20 / 1e6 + 0.5 * 1.0 * 0.0000133334)
