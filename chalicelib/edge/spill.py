@@ -2,7 +2,10 @@
 region, within the same request deadline, so an SQS outage in one region costs no event.
 
     regional queue  ──(refused, throttled, no answer within its share)──►  fallback queue
-    (REGIONAL_SHARE of the time left, ≤ 2 tries)                          (the rest of the time)
+    (REGIONAL_SHARE of the time left)                                     (the rest of the time)
+
+The regional queue gets one try per message, and a second only for what it throttled while it
+took the rest; a queue that took nothing (errors, no answer) is spilled from at once.
 
 The client gets its 202 only once every event is in one of the two queues, else the honest 503
 (`pipeline._queue_down`). Both queues get the same message bodies, so the same event ids: an event
@@ -35,8 +38,6 @@ from chalicelib.runtime.sqs_batch import Outgoing, SendReport
 # ~1.6 s with 1 s timeouts (a call across regions takes 70-250 ms; a container's first one opens
 # a TLS connection, 3 round trips more). docs/reliability.md, "Spilling to a fallback queue".
 REGIONAL_SHARE = 0.5
-# Rounds on the regional queue before spilling: one resend of what it throttled, then the fallback.
-REGIONAL_ROUNDS = 2
 # The AWS forms of a queue URL name the region in the host (sqs.REGION.amazonaws.com, or the
 # legacy REGION.queue.amazonaws.com); a local endpoint (moto) serves every region on one host.
 _AWS_HOST = re.compile(r"^(?:sqs\.(?P<new>[a-z0-9-]+)|(?P<legacy>[a-z0-9-]+)\.queue)\.amazonaws\.com(?:\.cn)?$")
@@ -94,7 +95,10 @@ def send_or_spill(
     """Every message in the regional queue or the fallback by `limit`; the report's `sent` is
     what is in either (an idempotency claim records it, so a retry sends only the rest)."""
     regional_limit = Deadline.after(REGIONAL_SHARE * max(0.0, limit.left()))
-    regional = sqs_batch.send_messages(queue_url, messages, regional_limit, skip, max_rounds=REGIONAL_ROUNDS)
+    regional = sqs_batch.send_messages(queue_url, messages, regional_limit, skip, max_rounds=1)
+    if regional.failed and regional.sent - skip:  # it works and throttled a part: that part once more
+        again = sqs_batch.send_messages(queue_url, messages, regional_limit, frozenset(regional.sent), max_rounds=1)
+        regional = _then(regional, again)
     if not regional.failed:
         return regional
     spilled = sqs_batch.send_messages(fallback.url, messages, limit, frozenset(regional.sent), region=fallback.region)
@@ -111,9 +115,14 @@ def send_or_spill(
             "fallback_reason": spilled.reason,
         },
     )
+    return _then(regional, spilled)
+
+
+def _then(first: SendReport[int], then: SendReport[int]) -> SendReport[int]:
+    """A send of what `first` left (its `sent` skipped), folded into one report."""
     return SendReport(
-        sent=spilled.sent,
-        failed=spilled.failed,
-        unconfirmed=(regional.unconfirmed | spilled.unconfirmed) - spilled.sent,
-        reason=spilled.reason or regional.reason,
+        sent=then.sent,
+        failed=then.failed,
+        unconfirmed=(first.unconfirmed | then.unconfirmed) - then.sent,
+        reason=then.reason or first.reason,
     )

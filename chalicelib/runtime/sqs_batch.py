@@ -99,7 +99,7 @@ class _Round(Generic[Key]):
         self.retry |= other.retry
         self.unconfirmed |= other.unconfirmed
         self.permanent |= other.permanent
-        self.reason = other.reason or self.reason
+        self.reason = telling(other.reason, self.reason)
 
 
 @per_container
@@ -134,7 +134,7 @@ def send_messages(
         report.sent |= outcome.sent
         report.unconfirmed = (report.unconfirmed | outcome.unconfirmed) - report.sent
         pending = [key for key in messages if key in outcome.retry or key in outcome.unconfirmed]
-        report.reason = outcome.reason or report.reason
+        report.reason = telling(outcome.reason, report.reason)
         if not pending and not outcome.permanent:
             report.failed = set()
             return report
@@ -223,6 +223,11 @@ def _send_batch(
         (outcome.permanent if entry.get("SenderFault") else outcome.retry).add(by_id[entry["Id"]])
         outcome.reason = entry.get("Code") or "batch entry failed"
     return outcome
+
+
+def telling(newer: str, older: str) -> str:
+    """The reason worth reporting: what SQS or the network did, over running out of time after it."""
+    return older if newer == OutOfTime.__name__ and older else newer or older
 
 
 def _sender_fault(exc: ClientError) -> bool:

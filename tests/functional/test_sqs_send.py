@@ -1,17 +1,17 @@
 import json
-import time
 
 from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
 from chalicelib.runtime import aws as aws_clients
 from chalicelib.runtime import sqs_batch
+from chalicelib.runtime.deadline import Deadline
 from chalicelib.runtime.sqs_batch import Outgoing, SendReport, plan_batches
 from tests.conftest import drain_queue
 
 
-def soon(seconds: float = 5.0) -> float:
-    """A send deadline (time.monotonic()) `seconds` from now."""
-    return time.monotonic() + seconds
+def soon(seconds: float = 5.0) -> Deadline:
+    """A send deadline `seconds` from now."""
+    return Deadline.after(seconds)
 
 
 ATTRIBUTES = {
@@ -24,7 +24,7 @@ def msg(i: int, size: int = 10) -> Outgoing:
     return Outgoing(json.dumps({"i": i, "pad": "x" * size}), ATTRIBUTES)
 
 
-def send_messages(queue_url: str, messages: list[Outgoing], deadline: float) -> SendReport[int]:
+def send_messages(queue_url: str, messages: list[Outgoing], deadline: Deadline) -> SendReport[int]:
     """The edge's way: keyed by position, with a deadline."""
     return sqs_batch.send_messages(queue_url, dict(enumerate(messages)), deadline)
 
@@ -77,7 +77,7 @@ def test_failed_entries_are_retried_alone(aws, monkeypatch):
 def test_persistent_failure_reports_what_got_in(aws, monkeypatch):
     flaky = FlakySQS(aws_clients.client("sqs"), {"1"}, times=10)
     monkeypatch.setattr("chalicelib.runtime.sqs_batch.client", lambda name, **_: flaky)
-    report = send_messages(aws.queue_url, [msg(i) for i in range(3)], soon(0.3))
+    report = send_messages(aws.queue_url, [msg(i) for i in range(3)], soon(0.5))
     assert (report.sent, report.failed, report.reason) == ({0, 2}, {1}, "InternalError")
     assert sorted(m["i"] for m in drain_queue(aws.queue_url)) == [0, 2]
 
@@ -152,7 +152,7 @@ def test_a_lost_answer_is_resent_with_the_same_body(aws, monkeypatch):
 def test_an_unanswered_batch_keeps_the_record_of_what_was_sent(aws, monkeypatch):
     lossy = LostAnswersSQS(aws_clients.client("sqs"), {"12"}, CLOSED, times=1000)
     monkeypatch.setattr("chalicelib.runtime.sqs_batch.client", lambda name, **_: lossy)
-    report = send_messages(aws.queue_url, [msg(i) for i in range(15)], soon(0.3))
+    report = send_messages(aws.queue_url, [msg(i) for i in range(15)], soon(0.5))
     assert report.sent == set(range(10))
     assert report.unconfirmed == report.failed == set(range(10, 15))  # SQS may hold them: the 503 must say so
     assert report.reason == "ConnectionClosedError"
@@ -186,6 +186,10 @@ def test_a_batch_sqs_refuses_for_good_is_not_resent(aws, monkeypatch):
 def test_a_stalled_send_is_tried_once_per_round_so_the_deadline_holds(aws, silent_aws):
     """The enqueue loop is the retry, bounded by the request's deadline: botocore's own retry
     would repeat a stalled call (connect + read timeout) once more past it."""
-    report = send_messages(aws.queue_url, [msg(0)], soon(0.1))
+    # 0.35 s: room for one call of 0.1 s timeouts (runtime/deadline), not for a second after it.
+    report = send_messages(aws.queue_url, [msg(0)], soon(0.35))
     assert report.unconfirmed == report.failed == {0}  # sent, no answer: SQS may hold it
+    assert len(silent_aws) == 1
+    # Past the deadline no call starts at all.
+    assert send_messages(aws.queue_url, [msg(1)], soon(0.1)).failed == {0}
     assert len(silent_aws) == 1
