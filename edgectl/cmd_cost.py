@@ -455,6 +455,63 @@ def format_multi_region(inputs: RegionsInputs, extra: MultiRegionExtra) -> str:
     return "\n".join(lines)
 
 
+# Spilling (chalicelib/edge/spill.py, docs/reliability.md): what the edge waits per request more
+# than usual. A SendMessageBatch across regions takes 70-250 ms as a client sees it (this much
+# instead of the in-region call's AWS_SQS_SEND_MS); a stalled regional try waits its read timeout,
+# 0.5 s at the default budget (runtime/deadline's step for half of ~3.3 s).
+CROSS_REGION_SEND_MS = 150.0
+STALLED_TRY_MS = 500.0
+
+
+@dataclass(frozen=True)
+class SpillInputs:
+    events_per_second: float = 100.0
+    event_bytes: int = 1024
+    events_per_request: int = 1
+    architecture: str = "arm64"
+    edge_memory_mb: int = EDGE_MEMORY_MB
+
+
+def spill_hour(inputs: SpillInputs, prices: dict[str, Any]) -> dict[str, float]:
+    """Dollars one hour of spilling costs beyond the same hour without it: the bytes sent across
+    regions, the regional try's SendMessageBatch (counted as billed: conservative), and the edge's
+    extra wait per request, while the regional SQS answers errors (fast) or stalls (its read
+    timeout). The fallback region's forwarder delivers the events instead of this region's: no extra."""
+    events = inputs.events_per_second * 3600
+    requests = events / inputs.events_per_request
+    message_bytes = inputs.event_bytes + ENVELOPE_BYTES
+    per_batch = min(inputs.events_per_request, 10)
+    chunks = math.ceil(per_batch * message_bytes / prices["sqs"]["billing_chunk_bytes"])
+    batches = requests * math.ceil(inputs.events_per_request / 10)
+    gb_second = prices["lambda"][f"per_gb_second_{inputs.architecture}"] * inputs.edge_memory_mb / 1024
+
+    def waiting(milliseconds: float) -> float:
+        return requests * milliseconds / 1000 * gb_second
+
+    return {
+        "cross-region transfer": events * message_bytes / 1e9 * prices["multi_region"]["cross_region_transfer_per_gb"],
+        "the regional try's SendMessage": batches * chunks * prices["sqs"]["standard_per_million_requests"] / MILLION,
+        "edge waiting, SQS answering errors": waiting(CROSS_REGION_SEND_MS - AWS_SQS_SEND_MS),
+        "edge waiting, SQS stalled": waiting(STALLED_TRY_MS + CROSS_REGION_SEND_MS - AWS_SQS_SEND_MS),
+    }
+
+
+def format_spill(inputs: SpillInputs, hour: dict[str, float]) -> str:
+    common = hour["cross-region transfer"] + hour["the regional try's SendMessage"]
+    lines = [
+        "",
+        f"an hour of spilling to the fallback queue at {inputs.events_per_second:g} events/s ({inputs.event_bytes} B "
+        f"events, {inputs.events_per_request} per request), beyond the same hour without (docs/reliability.md)",
+        f"  {'extra, per hour':<36} $",
+    ]
+    lines += [f"  {name:<36} {dollars:>10.4f}" for name, dollars in hour.items()]
+    lines.append(
+        f"  {'total while SQS answers errors':<36} {common + hour['edge waiting, SQS answering errors']:>10.4f}"
+    )
+    lines.append(f"  {'total while SQS stalls':<36} {common + hour['edge waiting, SQS stalled']:>10.4f}")
+    return "\n".join(lines)
+
+
 def load_prices(path: Path = PRICES) -> dict[str, Any]:
     return json.loads(path.read_text())
 
@@ -604,6 +661,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--regions", type=int, default=1, help="edge regions, home included: adds what they cost more")
     parser.add_argument("--key-changes-per-month", type=int, default=10_000, help="with --regions (default 10000)")
     parser.add_argument("--dns-queries-per-event", type=float, default=0.05, help="with --regions (default 0.05)")
+    parser.add_argument(
+        "--spill",
+        type=float,
+        metavar="EVENTS_PER_SECOND",
+        help="also what an hour of spilling to the fallback queue at this rate costs (docs/reliability.md)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -661,6 +724,9 @@ def run(args: argparse.Namespace) -> int:
     if args.regions > 1:
         regions = RegionsInputs(args.regions, args.key_changes_per_month, args.dns_queries_per_event)
         print(format_multi_region(regions, multi_region_extra(regions, prices)))
+    if args.spill is not None:
+        spill = SpillInputs(args.spill, round(args.event_kb * 1024), args.events_per_request, args.arch)
+        print(format_spill(spill, spill_hour(spill, prices)))
     return 0
 
 

@@ -46,6 +46,9 @@ class Status:
     # (None: CloudWatch could not be read).
     last_successful_sync_at: float | None = None
     sync_runs_last_day: int | None = None
+    # Events this region's edge spilled to its fallback queue in the last hour (its `spilled`
+    # metric, which EdgeSpillingAlarm reads); None: CloudWatch could not be read.
+    spilled_last_hour: int | None = None
 
 
 def targets_from_environment(env: Any) -> Targets:
@@ -109,6 +112,27 @@ def sync_history(now: datetime, region: str | None = None) -> tuple[float | None
     return (max(successes).timestamp() if successes else None), runs
 
 
+SPILL_LOOKBACK = timedelta(hours=1)
+
+
+def spilled_events(now: datetime, region: str | None = None) -> int | None:
+    """Events the edge spilled to its fallback queue in the last hour (docs/reliability.md): the
+    sum of its `spilled` metric; 0 when it has no data; None when CloudWatch cannot be read."""
+    try:
+        points = client("cloudwatch", region).get_metric_statistics(
+            Namespace="LookoutEdge",
+            MetricName="spilled",
+            Dimensions=[{"Name": "service", "Value": "lookout-edge-api"}],
+            StartTime=now - SPILL_LOOKBACK,
+            EndTime=now,
+            Period=int(SPILL_LOOKBACK.total_seconds()),
+            Statistics=["Sum"],
+        )["Datapoints"]
+    except Exception:
+        return None
+    return int(sum(point["Sum"] for point in points))
+
+
 def scan_keys(table: str, region: str | None = None) -> tuple[int, float | None]:
     """(items, newest synced_at) from a scan that reads only `synced_at`."""
     paginator = client("dynamodb", region).get_paginator("scan")
@@ -140,6 +164,7 @@ def collect(targets: Targets, scan: bool = True, now: datetime | None = None, re
         last_synced_at=last_synced,
         last_successful_sync_at=last_success,
         sync_runs_last_day=runs,
+        spilled_last_hour=spilled_events(now, region),
     )
 
 
@@ -196,6 +221,14 @@ def _successful_sync(status: Status, now: float) -> str:
     return "none recorded in the last day (the sync did not run here; local stacks have no metrics)"
 
 
+def _spilled(status: Status) -> str:
+    if status.spilled_last_hour is None:
+        return "unknown (CloudWatch cannot be read)"
+    if status.spilled_last_hour:
+        return f"{status.spilled_last_hour}  <- this region's SQS failed; the events went to the fallback queue"
+    return "0"
+
+
 def format_regions(found: dict[str, Status | str], now: float, home: str | None = None) -> str:
     """Regions side by side, one column each; an unreadable region says why below the table."""
     rows: list[tuple[str, list[str]]] = [("", [f"{r} (home)" if r == home else r for r in found])]
@@ -210,6 +243,7 @@ def format_regions(found: dict[str, Status | str], now: float, home: str | None 
     row("dead letters", lambda s: "-" if s.dlq_visible is None else str(s.dlq_visible))
     row("keys", lambda s: str(s.keys_counted) if s.keys_counted is not None else f"~{s.keys_approximate}")
     row("last sync", lambda s: _synced(s, now))
+    row("spilled (1 h)", lambda s: "unknown" if s.spilled_last_hour is None else str(s.spilled_last_hour))
     row(
         "last success",
         lambda s: "-" if s.last_successful_sync_at is None else f"{_ago(now - s.last_successful_sync_at)} ago",
@@ -222,6 +256,10 @@ def format_regions(found: dict[str, Status | str], now: float, home: str | None 
     lines += [f"{region}: cannot read: {reason}" for region, reason in found.items() if isinstance(reason, str)]
     if any(s.dlq_visible for s in readable.values()):
         lines.append("dead letters: inspect and redrive in that region: AWS_DEFAULT_REGION=... python -m edgectl dlq")
+    if any(s.spilled_last_hour for s in readable.values()):
+        lines.append(
+            "spilled: that region's SQS failed and its edge sent events to its fallback queue (202, none lost)"
+        )
     if any(s.oldest_age_seconds is None for s in readable.values()):
         lines.append("oldest unknown: no CloudWatch data for that queue yet (local stacks have none)")
     return "\n".join(lines)
@@ -256,6 +294,7 @@ def format_status(targets: Targets, status: Status, now: float) -> str:
         f"  keys         {keys}",
         f"  last sync    {synced}",
         f"  last success {_successful_sync(status, now)}",
+        f"spilled (1 h)  {_spilled(status)}",
     ]
     return "\n".join(lines)
 
@@ -297,7 +336,8 @@ def _run_regions(args: argparse.Namespace, targets: Targets) -> int:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "status",
-        help="queue depth, in-flight, dead letters, oldest event age, key count, last (successful) sync",
+        help="queue depth, in-flight, dead letters, oldest event age, key count, last (successful) sync, "
+        "events spilled to the fallback queue",
         description=f"Reads {ENV_NAMES['queue_url']}, {ENV_NAMES['dlq_url']} and {ENV_NAMES['keys_table']} "
         "(or --stage from .chalice/config.json) with the usual AWS credentials.",
     )

@@ -112,6 +112,22 @@ def test_functions_read_resource_names_from_the_stack_not_from_hard_coded_urls(t
         assert "LOOKOUT_INGEST_EDGE_TOKEN" not in variables and "LOOKOUT_DB_URL" not in variables
 
 
+def test_the_fallback_queue_url_is_the_queue_of_fallback_queue_arn(template: dict[str, Any]) -> None:
+    """The edge spills to the queue the stack's FallbackQueueArn names (docs/reliability.md): its URL
+    is built from the ARN's region, account and name; without one the variable is unset."""
+    variables = template["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]
+    condition, given, absent = variables["LOOKOUT_EDGE_FALLBACK_QUEUE_URL"]["Fn::If"]
+    assert (condition, absent) == ("HasFallbackQueue", {"Ref": "AWS::NoValue"})
+    text, parts = given["Fn::Sub"]
+    arn = "arn:aws:sqs:eu-west-1:210987654321:lookout-edge-events"
+    for name, select in parts.items():
+        index, split = select["Fn::Select"]
+        assert split == {"Fn::Split": [":", {"Ref": "FallbackQueueArn"}]}
+        text = text.replace(f"${{{name}}}", arn.split(":")[index])
+    url = text.replace("${AWS::URLSuffix}", "amazonaws.com")
+    assert url == "https://sqs.eu-west-1.amazonaws.com/210987654321/lookout-edge-events"
+
+
 def test_sizes_timeouts_and_tracing_follow_the_config(template: dict[str, Any]) -> None:
     props = {name: template["Resources"][name]["Properties"] for name in ("APIHandler", "ForwardEvents", "SyncKeys")}
     assert {n: (p["MemorySize"], p["Timeout"]) for n, p in props.items()} == {

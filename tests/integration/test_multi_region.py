@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from edgectl import multi_region
 from edgectl.cli import main
 from edgectl.cmd_cost import MultiRegionExtra, RegionsInputs, load_prices, multi_region_extra
 from edgectl.cmd_render_policies import CHALICE_DIR, render_stage
-from edgectl.cmd_status import Status, format_regions
+from edgectl.cmd_status import Status, format_regions, queue_name
 from edgectl.iam_enforce import DEFAULT_ACCOUNT, Enforcer
 from edgectl.resources import StackNames, create_resources
 from tests.conftest import reset_container_state
@@ -82,15 +83,22 @@ def test_status_shows_each_region_side_by_side(regions: Regions, capsys: pytest.
             regions.sqs(region).send_message(QueueUrl=stack.dlq_url, MessageBody="{}")
     item = {"key_hash": {"S": "a" * 64}, "project_id": {"S": "1"}, "synced_at": {"N": "2000"}}
     regions.dynamodb(HOME).put_item(TableName=regions.stacks[HOME].keys_table, Item=item)
+    # The far edge spilled 25 events to its fallback queue (its `spilled` EMF metric), over two minutes.
+    service = [{"Name": "service", "Value": "lookout-edge-api"}]
+    for value, minutes_ago in ((20, 2), (5, 1)):
+        when = datetime.now(UTC) - timedelta(minutes=minutes_ago)
+        datum = {"MetricName": "spilled", "Dimensions": service, "Value": value, "Timestamp": when}
+        boto3.client("cloudwatch", region_name=FAR).put_metric_data(Namespace="LookoutEdge", MetricData=[datum])
 
     assert main(["status", "--regions", f"{HOME},{FAR}", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)["regions"]
     assert list(report) == [HOME, FAR]
     seen = {
-        r: (s["queue_visible"], s["dlq_visible"], s["keys_counted"], s["last_synced_at"]) for r, s in report.items()
+        r: (s["queue_visible"], s["dlq_visible"], s["keys_counted"], s["last_synced_at"], s["spilled_last_hour"])
+        for r, s in report.items()
     }
     # Not yet replicated: the far replica has no key and no sync time, which is what status is for.
-    assert seen == {HOME: (3, 0, 1, 2000.0), FAR: (1, 2, 0, None)}
+    assert seen == {HOME: (3, 0, 1, 2000.0, 0), FAR: (1, 2, 0, None, 25)}
 
     assert main(["status", "--regions", f"{HOME},{FAR}"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -98,6 +106,8 @@ def test_status_shows_each_region_side_by_side(regions: Regions, capsys: pytest.
     assert lines[1].split() == ["waiting", "3", "1"]
     assert lines[4].split() == ["dead", "letters", "0", "2"]
     assert lines[6].split()[:2] == ["last", "sync"] and lines[6].split()[-1] == "never"
+    assert lines[7].split() == ["spilled", "(1", "h)", "0", "25"]
+    assert any(line.startswith("spilled: that region's SQS failed") for line in lines)
 
 
 def test_an_unreadable_region_is_reported_beside_the_readable_ones(
@@ -254,6 +264,41 @@ def test_each_region_accepts_into_its_own_queue_and_both_forwarders_deliver(regi
         lookout.stop()
     delivered = [(e["event_id"], e["payload"]["message"]) for seen in lookout.requests for e in seen.body["events"]]
     assert delivered == [(accepted[HOME], f"from {HOME}"), (accepted[FAR], f"from {FAR}")]
+
+
+def test_a_far_edge_whose_queue_fails_spills_home_and_the_home_forwarder_delivers(regions: Regions, iam) -> None:
+    """Issue #27: the far region's SQS refuses (its queue is gone); the far edge puts the event on the
+    home region's queue of the same name (no setting: the multi-region default), answers 202, and the
+    home forwarder delivers it to Lookout like its own events."""
+    from app import forward_events
+    from tests.conftest import chalice_client, key_item
+    from tests.fake_lookout import FakeLookout, sqs_event
+
+    regions.dynamodb(HOME).put_item(TableName=regions.stacks[HOME].keys_table, Item=key_item("raw-key", "101", "11"))
+    regions.replicate()
+    far = regions.enter(FAR)
+    regions.sqs(FAR).delete_queue(QueueUrl=far.queue_url)
+    with chalice_client() as client:
+        answer = client.http.post(
+            "/api/ingest",
+            headers={"X-Api-Key": "raw-key", "Content-Type": "application/json"},
+            body=json.dumps({"message": "spilled from far"}),
+        )
+    assert answer.status_code == 202, answer.body
+    home_queue = regions.stacks[HOME].queue_url
+    assert ("api_handler", "sqs:SendMessage", f"arn:aws:sqs:{HOME}:{DEFAULT_ACCOUNT}:{queue_name(home_queue)}") in (
+        iam.calls
+    )
+    lookout = FakeLookout().start()
+    try:
+        regions.enter(HOME)
+        regions.monkeypatch.setenv("LOOKOUT_INGEST_EDGE_BACKEND_URL", lookout.url)
+        regions.monkeypatch.setenv("LOOKOUT_INGEST_EDGE_TOKEN", "edge-token")
+        assert forward_events(sqs_event(home_queue, region=HOME), None) == {"batchItemFailures": []}
+    finally:
+        lookout.stop()
+    delivered = [(e["event_id"], e["payload"]["message"]) for seen in lookout.requests for e in seen.body["events"]]
+    assert delivered == [(json.loads(answer.body)["event_id"], "spilled from far")]
 
 
 def ingest(raw_key: str) -> tuple[int, dict[str, Any]]:

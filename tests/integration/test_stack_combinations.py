@@ -33,6 +33,7 @@ ALTERNATIVES: dict[str, list[dict[str, Any]]] = {
     "TableKmsKeyArn": [{"TableKmsKeyArn": KEY}],
     "SecretsKmsKeyArn": [{"SecretsKmsKeyArn": KEY}],
     "SinksParameterName": [{"SinksParameterName": "/lookout-edge/prod/sinks"}],
+    "FallbackQueueArn": [{"FallbackQueueArn": "arn:aws:sqs:eu-west-1:123456789012:lookout-edge-events"}],
     "ShipLogGroup1": [{"ShipLogGroup1": "/aws/lambda/app"}],
     "ShipLogGroup2": [{"ShipLogGroup2": "/aws/lambda/app2"}],
     "ShipLogGroup3": [{"ShipLogGroup3": "/aws/lambda/app3"}],
@@ -69,6 +70,7 @@ IMPOSSIBLE = {  # parameter: a value CloudFormation must refuse before creating 
     "SyncSubnetIds": "subnet-0a1b2c3d, subnet-0e1f2a3b",
     "SyncSecurityGroupIds": "default",
     "DbSecretArn": "rds!db-AbCdEf",
+    "FallbackQueueArn": "https://sqs.eu-west-1.amazonaws.com/123456789012/lookout-edge-events",
     "VpcRouteTableIds": "rtb-xyz",
 }
 

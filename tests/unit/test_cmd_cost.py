@@ -19,6 +19,7 @@ from edgectl.cmd_cost import (
     ROOT,
     CostInputs,
     Mix,
+    SpillInputs,
     edge_billed_ms,
     estimate,
     fixed_monthly,
@@ -28,6 +29,7 @@ from edgectl.cmd_cost import (
     measured_inputs,
     messages_per_batch,
     mix_cost,
+    spill_hour,
     sqs_billed_requests,
     stack_alarm_metrics,
 )
@@ -315,3 +317,27 @@ def test_every_price_has_its_source_and_date():
         if isinstance(section, dict):
             assert section["source"].startswith("https://"), name
             assert date.fromisoformat(section.get("as_of", prices["as_of"])), name
+
+
+def test_an_hour_of_spilling_by_hand(capsys):
+    """100 events/s of 1 KiB, one per request, for an hour: 360,000 messages of 1,424 B across regions at
+    $0.02/GB, the regional try's 360,000 SendMessageBatch requests at $0.40 per million, and the edge's
+    extra wait at 512 MB arm64: 142 ms per request while SQS errors (a cross-region call instead of an
+    in-region one), 642 ms while it stalls (its 0.5 s read timeout first)."""
+    hour = spill_hour(SpillInputs(100, 1024, 1), PRICES_NOW)
+    gb_ms = 0.5 * 0.0000133334 / 1000
+    assert hour == pytest.approx(
+        {
+            "cross-region transfer": 360_000 * 1424 / 1e9 * 0.02,
+            "the regional try's SendMessage": 360_000 * 0.40 / 1e6,
+            "edge waiting, SQS answering errors": 360_000 * 142 * gb_ms,
+            "edge waiting, SQS stalled": 360_000 * 642 * gb_ms,
+        }
+    )
+    # NDJSON batches of 20 send two SendMessageBatch calls per request, on 20 times fewer requests.
+    batched = spill_hour(SpillInputs(100, 1024, 20), PRICES_NOW)
+    assert batched["the regional try's SendMessage"] == pytest.approx(18_000 * 2 * 0.40 / 1e6)
+    assert batched["edge waiting, SQS stalled"] == pytest.approx(hour["edge waiting, SQS stalled"] / 20)
+    assert main(["cost", "--front-door", "url", "--spill", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "an hour of spilling to the fallback queue at 100 events/s" in out and "total while SQS stalls" in out
