@@ -34,7 +34,7 @@ from chalicelib.runtime.sqs_batch import Outgoing, SendReport
 
 # The regional queue's share of the time left when the enqueue starts; the fallback keeps the rest.
 # With the 3.5 s request budget and an enqueue starting ~0.2 s in: the regional queue until ~1.85 s
-# (its calls get 0.5 s connect and read timeouts: runtime/deadline.call_timeout), the fallback
+# (its calls get 0.5 s connect and read timeouts: runtime/deadline.call_timeout), the fallback at least
 # ~1.6 s with 1 s timeouts (a call across regions takes 70-250 ms; a container's first one opens
 # a TLS connection, 3 round trips more). docs/reliability.md, "Spilling to a fallback queue".
 REGIONAL_SHARE = 0.5
