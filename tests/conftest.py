@@ -7,6 +7,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from functools import cache
 from typing import Any
 
 import boto3
@@ -37,6 +38,33 @@ class Clock:
 def reset_container_state() -> None:
     """What a new Lambda container would start from."""
     container.reset()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_botocore_loader() -> Iterator[None]:
+    """Every botocore session of this process reads AWS's service models through one loader.
+
+    A Lambda container parses them once (its session lives as long as it does); a test starts a new
+    container, and the moto setup a new boto3 session, so each parsed the same JSON again: about
+    half of `make test-fast`'s CPU time. The loader caches what it parsed and holds no other state
+    (boto3 appends its data folder to the search path once per session; kept to one entry here)."""
+    import botocore.loaders
+    import botocore.session
+
+    original = botocore.session.create_loader
+    loaders: dict[str | None, botocore.loaders.Loader] = {}
+
+    def shared_loader(search_path_string: str | None = None) -> botocore.loaders.Loader:
+        loader = loaders.get(search_path_string)
+        if loader is None:
+            loader = loaders[search_path_string] = original(search_path_string)
+        paths = loader.search_paths
+        paths[:] = list(dict.fromkeys(paths))
+        return loader
+
+    botocore.session.create_loader = shared_loader
+    yield
+    botocore.session.create_loader = original
 
 
 @pytest.fixture(autouse=True)
@@ -84,6 +112,13 @@ def iam(clean_environment: None) -> Iterator[Enforcer]:
     assert not denied, "denied as AWS would deny it:\n" + "\n".join(denied)
 
 
+@cache
+def resource_session() -> boto3.Session:
+    """One boto3 session to create each test's tables and queues: a new one per test parsed its
+    configuration and built its clients again (moto serves any client, whenever it was made)."""
+    return boto3.Session(region_name=REGION)
+
+
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[StackNames]:
     """moto in-process with the tables and queues of infra/resources.json, env pointed at them."""
@@ -91,7 +126,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[StackNames]:
     # a send recounts the whole queue, a receive and a delete scan it, so 1,000 messages took minutes.
     install_linear_sqs()
     with mock_aws():
-        names = create_resources(boto3.Session(region_name=REGION))
+        names = create_resources(resource_session())
         for key, value in names.environment().items():
             monkeypatch.setenv(key, value)
         reset_container_state()
@@ -122,12 +157,12 @@ def key_item(raw_key: str, project_id: str = "42", organization_id: str = "7", *
 
 
 @pytest.fixture
-def put_key(aws: StackNames) -> Callable[..., dict]:
+def put_key(aws: StackNames, monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict]:
     """Write a key item: put_key("raw", billing_ok=False, ip_allowlist=["10.0.0.0/8"])."""
 
     def put(raw_key: str, **attributes: Any) -> dict:
         if attributes.get("rate_limit_per_minute"):
-            start_well_inside_a_minute()
+            start_the_edge_clock_in_a_new_window(monkeypatch)
         item = key_item(raw_key, **attributes)
         boto3.client("dynamodb", region_name=REGION).put_item(TableName=aws.keys_table, Item=item)
         return item
@@ -135,16 +170,37 @@ def put_key(aws: StackNames) -> Callable[..., dict]:
     return put
 
 
-# A rate-limited test's requests must fall in one minute of the counter: on a loaded machine a few
-# requests can take this long, so a test that would start closer to the minute's end waits for the next.
-MINUTE_MARGIN_SECONDS = 20
+class ShiftedTime:
+    """The `time` module with `time()` moved by `offset` seconds; everything else (monotonic, sleep) as is."""
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
 
 
-def start_well_inside_a_minute() -> None:
-    """Wait out the end of the current minute when it is near, so a test's requests share one counter window."""
-    left = 60 - time.time() % 60
-    if left < MINUTE_MARGIN_SECONDS:
-        time.sleep(left + 0.05)
+# The edge modules that cut the wall clock into windows: the rate counter's minute
+# (pipeline._enforce_rate_limit, ratelimit.over_limit) and the retry ids' 5 minutes (pipeline.retry_ids).
+WINDOWED_CLOCK_MODULES = ("chalicelib.edge.pipeline", "chalicelib.edge.ratelimit")
+
+
+def start_the_edge_clock_in_a_new_window(monkeypatch: pytest.MonkeyPatch) -> ShiftedTime:
+    """Move the edge's wall clock to 1 s into a retry window (so into a minute too), for this test.
+
+    A rate-limited test's requests must share one counter minute, and a retry its first attempt's
+    window: from here they have 59 s and 299 s, however loaded the machine, with no waiting for
+    the real clock. The clock still runs, so the limiter's settle interval still passes."""
+    from chalicelib.edge.pipeline import RETRY_WINDOW_SECONDS
+
+    now = time.time()
+    clock = ShiftedTime(offset=1.0 - now % RETRY_WINDOW_SECONDS)
+    for module in WINDOWED_CLOCK_MODULES:
+        monkeypatch.setattr(f"{module}.time", clock)
+    return clock
 
 
 def drain_queue(queue_url: str, wait: int = 0, region: str = REGION) -> list[dict[str, Any]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -28,7 +27,7 @@ from chalicelib.edge import pipeline
 from chalicelib.runtime import aws as aws_clients
 from chalicelib.runtime.deadline import REQUEST_BUDGET_SECONDS
 from edgectl.cmd_local import make_edge_server
-from tests.conftest import drain_queue
+from tests.conftest import drain_queue, start_the_edge_clock_in_a_new_window
 
 KEY = "lk_live_retry_key_0123456789"
 
@@ -62,17 +61,11 @@ def _throttled(entry: dict[str, Any]) -> dict[str, Any]:
     return {"Id": entry["Id"], "Code": "ThrottlingException", "SenderFault": False, "Message": "Rate exceeded"}
 
 
-# A first attempt and its retry must fall in one retry window (docs/retries.md: a retry across the
-# boundary gets new ids, by design); on a loaded machine a test's attempts can take this long.
-WINDOW_MARGIN_SECONDS = 45
-
-
 @pytest.fixture(autouse=True)
-def start_well_inside_a_retry_window() -> None:
-    """Wait out the end of the current retry window when it is near, so attempts share one window."""
-    left = pipeline.RETRY_WINDOW_SECONDS - time.time() % pipeline.RETRY_WINDOW_SECONDS
-    if left < WINDOW_MARGIN_SECONDS:
-        time.sleep(left + 0.05)
+def start_in_a_new_retry_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first attempt and its retry must fall in one retry window (docs/retries.md: a retry across
+    the boundary gets new ids, by design): each test starts 1 s into one, on the edge's clock."""
+    start_the_edge_clock_in_a_new_window(monkeypatch)
 
 
 @pytest.fixture
