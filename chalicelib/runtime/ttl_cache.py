@@ -94,17 +94,24 @@ class TtlCache(Generic[K, V]):
         # keeps memory flat whatever keys are tried, at the cost of rare waits between two keys.
         self._flights = [threading.Lock() for _ in range(FLIGHT_LOCKS)]
 
-    def get(self, key: K, fetch: Callable[[], V]) -> Cached[V]:
+    def get(self, key: K, fetch: Callable[[], V], store_down: Callable[[], None] | None = None) -> Cached[V]:
         """The fresh entry, else `fetch()` (stored), else — if fetch raised — the stale entry.
 
         One fetch per key at a time (single-flight): concurrent misses for a key wait for the
         first one's answer rather than each asking the store. The answer is stamped when the
         fetch ends, so a slow fetch does not eat the entry's freshness.
-        Raises what `fetch` raised when there is no entry young enough to stand in.
+        `store_down` raises when the store is known to be down (a back-off): then the stale
+        entry is served at once, without waiting for a fetch in flight.
+        Raises what `fetch` (or `store_down`) raised when there is no entry young enough to stand in.
         """
         entry = self._fresh(key)
         if isinstance(entry, Cached):
             return entry
+        if store_down is not None:
+            try:
+                store_down()
+            except Exception as exc:
+                return self._stale(entry, exc)
         with self._flight(key):
             again = self._fresh(key)
             if isinstance(again, Cached):
@@ -112,11 +119,15 @@ class TtlCache(Generic[K, V]):
             try:
                 value = fetch()
             except Exception as exc:
-                if again is not None and self._clock() - again.stored_at < self._stale_seconds:
-                    return Cached(again.value, stale=True, error=exc)
-                raise
+                return self._stale(again, exc)
             self.put(key, value)
             return Cached(value)
+
+    def _stale(self, entry: _Entry[V] | None, error: Exception) -> Cached[V]:
+        """The old entry in place of a failed fetch, or `error` raised when it is too old or absent."""
+        if entry is not None and self._clock() - entry.stored_at < self._stale_seconds:
+            return Cached(entry.value, stale=True, error=error)
+        raise error
 
     def _fresh(self, key: K) -> Cached[V] | _Entry[V] | None:
         """The fresh value as `Cached`, else the old entry (or None) for stale service."""

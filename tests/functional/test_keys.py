@@ -75,16 +75,17 @@ def test_unknown_keys_are_cached_briefly():
 
 def test_store_down_serves_stale_entry_then_fails_after_stale_ttl():
     clock, store = Clock(), Store({"h1": record()})
-    stale_warnings = []
-    cache = KeyCache(store, ttl=60, stale_ttl=3600, clock=clock, on_stale=lambda h, e: stale_warnings.append(h))
+    heard = []
+    cache = KeyCache(store, ttl=60, stale_ttl=3600, clock=clock, on_store_down=heard.append)
     cache.get("h1")
     store.down = True
     clock.now += 120
     assert cache.get("h1") == record()
-    assert stale_warnings == ["h1"]
+    assert [type(exc) for exc in heard] == [ConnectionError]
     clock.now += 3600
     with pytest.raises(KeyStoreUnavailable):
         cache.get("h1")
+    assert len(heard) == 2  # the 503 too was answered without the store
 
 
 def test_store_down_with_no_entry_is_unavailable_not_unknown():

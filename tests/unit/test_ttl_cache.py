@@ -75,3 +75,27 @@ def test_lru_pop_oldest_and_bound():
     assert list(lru) == ["b", "c", "d"] and "a" not in lru
     lru.get("b")
     assert lru.pop_oldest() == ("c", 2)
+
+
+def test_a_store_known_down_serves_the_stale_entry_without_waiting_for_a_fetch_in_flight():
+    import threading
+
+    clock, source = Clock(), Source()
+    cache = TtlCache(fresh_for=lambda v: 10, stale_seconds=100, max_size=4, clock=clock)
+    cache.get("k", source)
+    clock.now += 20
+
+    def backing_off():
+        raise ConnectionError("backing off")
+
+    answers = []
+    with cache._flight("k"):  # another caller's fetch of "k" is in flight
+        asking = threading.Thread(target=lambda: answers.append(cache.get("k", source, backing_off)))
+        asking.start()
+        asking.join(30)
+        assert not asking.is_alive()  # it did not wait for the flight lock
+    (served,) = answers
+    assert (served.value, served.stale, source.calls) == ("v1", True, 1)
+    with pytest.raises(ConnectionError, match="backing off"):
+        cache.get("never-seen", source, backing_off)
+    assert source.calls == 1
