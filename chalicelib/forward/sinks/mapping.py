@@ -103,11 +103,10 @@ def service_name(record: dict[str, Any]) -> str | None:
     return None
 
 
-def entries(envelope: Envelope) -> Iterator[dict[str, Any]]:
+def entries(envelope: Envelope) -> list[dict[str, Any]]:
     """The records of an `{"entries": [...]}` batch event (objects only)."""
     batch = (envelope.get("payload") or {}).get("entries")
-    if isinstance(batch, list):
-        yield from (entry for entry in batch if isinstance(entry, dict))
+    return [entry for entry in batch if isinstance(entry, dict)] if isinstance(batch, list) else []
 
 
 def otlp_resources(payload: Any, resources_key: str, scopes_key: str, items_key: str) -> Iterator[tuple]:
