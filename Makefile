@@ -100,6 +100,7 @@ bench: $(DEV_STAMP)
 # gives up after 45 minutes).
 soak: $(DEV_STAMP)
 	$(PY) -m bench.soak --events 50000
+	$(PY) -m bench.outages --phase-seconds 60
 	FUZZ_EXAMPLES=10000 $(PY) -m pytest tests/functional/test_fuzz.py -q --timeout 1800
 
 # Regenerate the three pinned sets after editing a requirements*.txt (needs PyPI): one resolution

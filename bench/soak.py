@@ -294,6 +294,19 @@ class Traffic:
                     self.report.accepted.update(ids)
 
 
+def stored_rows(database: str) -> list[tuple[str, int]]:
+    """(event_id, times_seen) of every row in the receiver's events table (MariaDB `database`)."""
+    import pymysql
+
+    connection = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", database=database)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT event_id, times_seen FROM events")
+            return [(row[0], int(row[1])) for row in cursor.fetchall()]
+    finally:
+        connection.close()
+
+
 # -- the run -------------------------------------------------------------------------------------
 class Soak:
     def __init__(self, plan: SoakPlan, out: Any = sys.stdout):
@@ -451,7 +464,7 @@ class Soak:
             time.sleep(0.5)
 
     def _check(self, stack: DevStack, before_redrive: bool) -> None:
-        rows = self._stored_rows()
+        rows = stored_rows(self.receiver_db)
         accepted = self.report.accepted
         stored = {event_id for event_id, _ in rows}
         counts = Counter(event_id for event_id, _ in rows)
@@ -480,18 +493,6 @@ class Soak:
             self.report.lost_at_loki = len(logs - lines.keys())
             self.report.duplicated_at_loki = sum(1 for n in lines.values() if n > LOG_ENTRIES)
             self.report.loki_outage_refusals = self.loki.refusals
-
-    def _stored_rows(self) -> list[tuple[str, int]]:
-        """(event_id, times_seen) of every row in the receiver's events table."""
-        import pymysql
-
-        connection = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", database=self.receiver_db)
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT event_id, times_seen FROM events")
-                return [(row[0], int(row[1])) for row in cursor.fetchall()]
-        finally:
-            connection.close()
 
     def _dlq_event_reasons(self, stack: DevStack) -> dict[str, str]:
         """event_id → why, for every message on the DLQ; each is held while reading, then made visible again."""

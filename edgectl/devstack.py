@@ -79,6 +79,7 @@ class Piece:
     backoff: float = FIRST_BACKOFF
     restart_at: float | None = None  # when the supervisor brings it back; None while it runs
     held: bool = False  # stopped on purpose (`stop_piece`): the supervisor leaves it down
+    env: dict[str, str] = field(default_factory=dict)  # its own variables over the stack's environment
 
 
 class DevStack:
@@ -136,13 +137,17 @@ class DevStack:
             env["LOOKOUT_DB_URL"] = self.options.lookout_db_url
         return env
 
-    def session(self) -> Any:
+    def session(self, region: str = REGION) -> Any:
         import boto3  # here, not at the top: every `python -m edgectl` piece imports this module
 
-        return boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)  # noqa: S106
+        return boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=region)  # noqa: S106
 
-    def client(self, service: str) -> Any:
-        return self.session().client(service, endpoint_url=self.aws_url)
+    def client(self, service: str, region: str = REGION) -> Any:
+        return self.session(region).client(service, endpoint_url=self.aws_url)
+
+    def create_region(self, region: str) -> StackNames:
+        """The same tables and queues in another region of the embedded AWS (a second region's stack)."""
+        return create_resources(_EndpointSession(self.session(region), self.aws_url))
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self, ready_timeout: float = 60.0) -> DevStack:
@@ -262,7 +267,7 @@ class DevStack:
     def _respawn(self, piece: Piece) -> None:
         """Start `piece`'s command again in place (same name, same slot in `pieces`)."""
         piece.pump.join(timeout=2)
-        fresh = self._launch(piece.name, piece.command)
+        fresh = self._launch(piece.name, piece.command, piece.env)
         piece.process, piece.pump, piece.started, piece.restart_at = fresh.process, fresh.pump, fresh.started, None
 
     # -- pieces -------------------------------------------------------------------------------
@@ -360,18 +365,23 @@ class DevStack:
         beside = f", beside the {len(sinks)} sink(s) of LOOKOUT_EDGE_SINKS" if sinks else ""
         return json.dumps([*sinks, own]), f"metric events also go to VictoriaMetrics{beside}"
 
-    def _spawn(self, name: str, args: list[str]) -> None:
-        piece = self._launch(name, [sys.executable, "-m", "edgectl", *args])
+    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        """Run `python -m edgectl ARGS` as a piece of the stack (supervised, its output prefixed),
+        with `env` over the stack's environment: e.g. an edge of another region (bench/outages.py)."""
+        self._spawn(name, args, env)
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        piece = self._launch(name, [sys.executable, "-m", "edgectl", *args], env or {})
         with self._pieces_lock:
             self.pieces.append(piece)
 
-    def _launch(self, name: str, command: list[str]) -> Piece:
+    def _launch(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Piece:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             command,
             preexec_fn=_die_with_parent,
             process_group=0,  # Ctrl-C reaches the stack only; it stops the pieces in order
             cwd=ROOT,
-            env=self.environment(),
+            env={**self.environment(), **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -380,7 +390,7 @@ class DevStack:
         )
         pump = threading.Thread(target=self._pump, args=(name, process), daemon=True)
         pump.start()
-        return Piece(name, command, process, pump)
+        return Piece(name, command, process, pump, env=dict(env or {}))
 
     def _pump(self, name: str, process: subprocess.Popen) -> None:
         assert process.stdout is not None

@@ -2,7 +2,9 @@
 
 `FaultProxy(upstream)` listens on 127.0.0.1 and relays each request to `upstream`,
 except that, at the rates in `Faults`, it answers a 5xx, answers too late (after the
-forwarder's read timeout), or resets the connection; and while `wrong_token` is set it
+forwarder's read timeout), resets the connection, or hangs (reads the request, never
+relays nor answers it: a stalled service; `applies` picks which requests may be faulted,
+e.g. one region's AWS calls); and while `wrong_token` is set it
 rewrites the Authorization header so the receiver answers 401. Half of the 5xx and
 resets happen AFTER the receiver stored the batch (a backend that committed and then
 lost its answer), and every slow answer does: that is what makes duplicates, which the
@@ -19,6 +21,7 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -36,15 +39,24 @@ class Faults:
     slow: float = 0.10
     reset: float = 0.05
     slow_seconds: float = 1.0  # how long a slow answer takes: set it past the forwarder's read timeout
+    hang: float = 0.0  # read the request, never relay it, never answer (a stalled service)
 
 
 class FaultProxy:
     """Start with `start()`, stop with `stop()`; `url` is what the forwarder should post to."""
 
-    def __init__(self, upstream: str, faults: Faults | None = None, seed: int = 7):
+    def __init__(
+        self,
+        upstream: str,
+        faults: Faults | None = None,
+        seed: int = 7,
+        applies: Callable[[dict[str, str], bytes], bool] | None = None,
+    ):
         self.upstream = upstream.rstrip("/")
         self.faults = faults or Faults()
+        self.applies = applies  # which requests (by headers and body) may be faulted; None: every POST
         self.enabled = True
+        self.stopped = threading.Event()  # releases the hung requests
         self.wrong_token = False
         self.counts: Counter[str] = Counter()
         self.events_per_request: list[int] = []  # events of each backend request relayed or faulted
@@ -63,6 +75,7 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
+        self.stopped.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
@@ -87,6 +100,8 @@ class FaultProxy:
             return "slow"
         if roll < faults.server_error + faults.slow + faults.reset:
             return "reset_after" if half else "reset_before"
+        if roll < faults.server_error + faults.slow + faults.reset + faults.hang:
+            return "hang"
         return "pass"
 
     def count(self, kind: str) -> None:
@@ -145,8 +160,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         proxy = self.server.proxy
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
-        fate = proxy.choose() if self.command == "POST" else "pass"
+        chosen = self.command == "POST" and (proxy.applies is None or proxy.applies(headers, body))
+        fate = proxy.choose() if chosen else "pass"
         proxy.count(fate)
+        if fate == "hang":  # until the proxy stops: the client's read timeout ends it
+            proxy.stopped.wait()
+            return self._reset()
         if self.command == "POST":
             proxy.count_events(body)
         if fate in ("5xx_before", "reset_before"):

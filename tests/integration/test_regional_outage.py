@@ -1,0 +1,45 @@
+"""Issue #27 point 3, short: bench/outages.py at a few seconds per phase (`make soak` runs 60 s each).
+
+Under steady load of single events and NDJSON batches, the edge region's SQS answers errors, then
+stalls: its edge spills to the home region's queue. Then the keys table and the idempotency table do
+the same. Every request is answered 202 (but those with an Idempotency-Key while the idempotency
+table is down: 503 by design), every accepted event is stored once by the receiver, nothing is in
+either region's dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from bench.outages import PHASES, OutagePlan, OutageSoak
+from edgectl.devstack import mariadb_available
+
+pytestmark = pytest.mark.skipif(not mariadb_available(), reason="the receiver stores in MariaDB at 127.0.0.1:3306")
+
+
+def test_an_outage_in_the_edges_region_costs_no_event() -> None:
+    out = io.StringIO()
+    report = OutageSoak(OutagePlan(phase_seconds=4.0), out=out).run()
+    table = out.getvalue() + report.table()
+    print(table)
+    assert report.timed_out is None, table
+    assert [phase.name for phase in report.phases] == [phase.name for phase in PHASES]
+    phases = {phase.name: phase for phase in report.phases}
+    for phase in report.phases:
+        assert phase.requests > 0 and phase.accepted, table
+        if phase.name.startswith("idem"):  # a keyed request needs its claim: 503 while the table is down
+            assert phase.unkeyed_refused == 0 and set(phase.keyed_refused) <= {503}, table
+        else:
+            assert not phase.refused, table  # zero refused
+    # The faults really happened: every fault phase failed calls, the SQS ones spilled (the others did not),
+    # keyed requests were refused while the idempotency table was down.
+    assert all(phase.faulted > 0 for phase in report.phases if phase.name not in ("baseline", "recovered")), table
+    assert phases["SQS errors"].spilled > 0 and phases["SQS stalled"].spilled > 0, table
+    assert all(phases[name].spilled == 0 for name in phases if not name.startswith("SQS")), table
+    assert phases["idem errors"].keyed_refused and phases["idem stalled"].keyed_refused, table
+    # Zero lost, none stored twice, nothing dead-lettered.
+    assert report.lost == 0 and report.duplicated == 0 and report.dead_lettered == 0, table
+    assert report.stored == len(report.accepted)
+    assert report.ok
