@@ -312,7 +312,7 @@ def _enqueue(conf: Settings, messages: dict[int, Outgoing], limit: Deadline, ski
     if not conf.queue_url:
         logger().error("LOOKOUT_EDGE_QUEUE_URL is not set")
         raise unavailable("the edge has no queue configured")
-    fallback = spill.fallback_queue(conf, spill.own_region())
+    fallback = spill.fallback_queue(conf, spill.own_region()) if spill.may_spill(conf) else None
     if fallback is None:
         report = sqs_batch.send_messages(conf.queue_url, messages, limit, skip)
     else:

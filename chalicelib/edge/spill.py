@@ -79,6 +79,11 @@ def fallback_queue(conf: Settings, own_region: str) -> FallbackQueue | None:
     return FallbackQueue(url, region)
 
 
+def may_spill(conf: Settings) -> bool:
+    """Whether the settings name a fallback at all: a single-region edge never asks its region."""
+    return bool(conf.fallback_queue_url or conf.home_region)
+
+
 def own_region() -> str:
     """The container's region, as its clients see it (AWS_REGION in Lambda)."""
     region: str = client("sqs").meta.region_name
