@@ -88,6 +88,7 @@ class PhaseReport:
     accepted: set[str] = field(default_factory=set)
     refused: Counter[int] = field(default_factory=Counter)  # status (0: no answer) -> requests
     keyed_refused: Counter[int] = field(default_factory=Counter)  # of those, requests with an Idempotency-Key
+    keyed_accepted: int = 0  # requests with an Idempotency-Key answered 202
     seconds: list[float] = field(default_factory=list)  # each request's answer time, as the client saw it
     spilled: int = 0
     faulted: int = 0  # calls the fault proxy failed or held
@@ -282,6 +283,7 @@ class OutageSoak:
                     phase.seconds.append(took)
                     if status == 202:
                         phase.accepted.update(event_ids(answer))
+                        phase.keyed_accepted += request.idempotent
                     else:
                         phase.refused[status] += 1
                         if request.idempotent:
