@@ -96,12 +96,12 @@ bench: $(DEV_STAMP)
 	$(PY) -m bench
 
 # Full-size reliability run (docs/reliability.md): 50,000 events (NDJSON batches, idempotent retries)
-# through a faulty network, then 10,000 fuzzed requests. Loopback only; stops by itself (the soak
+# through a faulty network, then the fuzz at 10,000 events per door. Loopback only; stops by itself (the soak
 # gives up after 45 minutes).
 soak: $(DEV_STAMP)
 	$(PY) -m bench.soak --events 50000
 	$(PY) -m bench.outages --phase-seconds 60
-	FUZZ_EXAMPLES=10000 $(PY) -m pytest tests/functional/test_fuzz.py -q --timeout 1800
+	FUZZ_EVENTS_PER_DOOR=10000 $(PY) -m pytest tests/functional/test_fuzz.py -q --timeout 3600
 
 # Regenerate the three pinned sets after editing a requirements*.txt (needs PyPI): one resolution
 # valid on Python 3.11 to 3.13 (--universal), wheels only; the stack and runtime locks are cut from

@@ -1,9 +1,11 @@
-"""Hostile input against the real `app`, as API Gateway hands it over: never a 5xx, never a traceback.
+"""Hostile input against the real `app`, through every gateway's event shape: never a 5xx, never a traceback.
 
-Every answer is either a 202 with its event ids (and exactly those events queued) or
-the contract's JSON error `{"error", "message"}`. `make test` runs a few hundred
-examples; `make soak` sets FUZZ_EXAMPLES=10000. Examples are derandomized, so a
-failure reproduces on the next run.
+Three doors are fuzzed, each through the three event shapes Lambda hands over (API Gateway
+REST 1.0, HTTP API 2.0, function URL 2.0): the SDK routes, OTLP/HTTP and Firehose. Every
+answer is the door's own: a 2xx with exactly the events it queued, or its JSON (or, for an
+OTLP protobuf request, protobuf) error. Each door gets FUZZ_EVENTS_PER_DOOR events, half
+hostile requests and half malformed Lambda events (300 in `make test`; `make soak` sets
+10,000). Examples are derandomized, so a failure reproduces on the next run.
 """
 
 from __future__ import annotations
@@ -11,30 +13,37 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import logging
 import os
+import sys
 import zlib
 from typing import Any
 
 import pytest
+from google.rpc import status_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgectl.lambda_shim import api_gateway_event
+from chalicelib.contract.otlp import BY_PATH as OTLP_EXPORTS
+from chalicelib.edge.doors.firehose import FIREHOSE_SIGNALS
+from edgectl.lambda_shim import api_gateway_event, function_url_event, http_api_event
 from tests.conftest import drain_queue
 
 KEY = "lk_fuzz_secret_key_0123456789"
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
+EVENTS_PER_DOOR = int(os.environ.get("FUZZ_EVENTS_PER_DOOR", "300"))
 MIB = 1024 * 1024
+DOORS = ("sdk", "otlp", "firehose")
+GATEWAYS = ("rest-1.0", "http-api-2.0", "function-url-2.0")
 
 FUZZ_SETTINGS = settings(
-    max_examples=EXAMPLES,
+    max_examples=max(1, EVENTS_PER_DOOR // 2),  # each door's share of each of the two fuzz tests
     deadline=None,
     derandomize=True,
     database=None,
     suppress_health_check=list(HealthCheck),
 )
 
-PATHS = [
+SDK_PATHS = [
     "/api/ingest",
     "/api/v1/ingest",
     "/api/v1/errors",
@@ -48,6 +57,8 @@ PATHS = [
     "/api/ingest/nope",
     "/api/ingest/log/extra",
 ]
+OTLP_PATHS = sorted(OTLP_EXPORTS)
+FIREHOSE_PATHS = [f"/api/firehose/{signal}" for signal in sorted(FIREHOSE_SIGNALS)] + ["/api/firehose/nope"]
 
 # Header text as API Gateway could deliver it (no lone surrogates: they are not HTTP).
 header_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=300)
@@ -56,6 +67,23 @@ json_values = st.recursive(
     json_scalars,
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
     max_leaves=25,
+)
+# OTLP/JSON keys (and protobuf's names for some), so that generated documents reach deep into the schema.
+OTLP_KEYS = [
+    *("resourceSpans", "resourceLogs", "resourceMetrics", "resource_spans", "resource", "attributes", "key"),
+    *("value", "stringValue", "intValue", "bytesValue", "arrayValue", "kvlistValue", "values", "scopeSpans"),
+    *("scopeLogs", "scopeMetrics", "scope_spans", "scope", "name", "spans", "logRecords", "metrics", "traceId"),
+    *("spanId", "parentSpanId", "trace_id", "kind", "severityNumber", "body", "startTimeUnixNano", "links"),
+    *("status", "code", "sum", "gauge", "histogram", "dataPoints", "asInt", "asDouble", "exemplars", "flags"),
+    *("aggregationTemporality", "droppedAttributesCount", "unknownField"),
+]
+otlp_scalars = json_scalars | st.sampled_from(
+    ["5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174", "W47/95gDgQPSabYzgT/GDA==", "!!notb64", "BOGUS", 2]
+)
+otlp_json_values = st.recursive(
+    otlp_scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.sampled_from(OTLP_KEYS), children, max_size=5),
+    max_leaves=40,
 )
 
 
@@ -103,22 +131,95 @@ SPECIAL_BODIES = [
     b'{"a":1}\n' + b"x" * (MIB + 1) + b"\n",
     b'{"a":1}' + b"\n" * 1000,
 ]
+OTLP_SPECIAL_BODIES = [
+    b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": null, "spanId": "eee19b7ec3c1b174"}]}]}]}',
+    b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"kind": "BOGUS"}]}]}]}',
+    b'{"resourceLogs": [{"scopeLogs": [{"logRecords": [{"severityNumber": "BOGUS"}]}]}]}',
+    b'{"resourceLogs": [{"scopeLogs": [{"logRecords": [{"body": {"bytesValue": "!!notb64"}}]}]}]}',
+    b'{"resource_spans": [{"scope_spans": [{"spans": [{"trace_id": "W47/95gDgQPSabYzgT/GDA=="}]}]}]}',
+    b'{"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"name": "m", "sum": {"dataPoints": [{}]}}]}]}]}',
+    b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"attributes": ['
+    + b'{"value": {"arrayValue": {"values": [' * 200
+    + b"]}}}" * 200
+    + b"]}]}]}]}",
+    b"\x0a\x02\x0a\x00",  # a protobuf resource with an empty scope
+    b"\x0a\x80\x80\x80\x80\x10",  # a length far past the end
+]
+
+
+def _protobuf_bodies() -> st.SearchStrategy[bytes]:
+    """Real export requests' bytes, cut or with bytes flipped, and random bytes."""
+    from tests.unit.test_otlp_decoder import logs_request, metrics_request, traces_request
+
+    whole = [traces_request(3).SerializeToString(), logs_request().SerializeToString()]
+    whole.append(metrics_request().SerializeToString())
+
+    @st.composite
+    def damaged(draw: st.DrawFn) -> bytes:
+        raw = bytearray(draw(st.sampled_from(whole)))
+        for _ in range(draw(st.integers(0, 4))):
+            raw[draw(st.integers(0, len(raw) - 1))] = draw(st.integers(0, 255))
+        return bytes(raw[: draw(st.integers(0, len(raw)))])
+
+    return st.sampled_from(whole) | damaged() | st.binary(max_size=600)
+
+
+def _firehose_record_data() -> st.SearchStrategy[Any]:
+    cloudwatch = {
+        "messageType": "DATA_MESSAGE",
+        "logGroup": "/aws/lambda/fuzz",
+        "logStream": "s",
+        "logEvents": [{"id": "1", "timestamp": 1, "message": "m"}],
+    }
+    payloads = st.one_of(
+        json_values.map(lambda v: json.dumps(v).encode()),
+        st.lists(json_values, max_size=4).map(lambda vs: b"\n".join(json.dumps(v).encode() for v in vs)),
+        st.just(gzip.compress(json.dumps(cloudwatch).encode())),
+        st.dictionaries(st.sampled_from(sorted(cloudwatch)), json_values).map(
+            lambda d: gzip.compress(json.dumps(d).encode())
+        ),
+        st.binary(max_size=300),
+        st.sampled_from(SPECIAL_BODIES),
+    )
+    return st.one_of(payloads.map(lambda raw: base64.b64encode(raw).decode()), json_values, st.just("!!not base64!!"))
 
 
 @st.composite
-def bodies(draw: st.DrawFn) -> tuple[bytes, str | None]:
-    """A body and the Content-Encoding header to send with it (which may lie)."""
-    raw = draw(
-        st.one_of(
-            st.sampled_from(SPECIAL_BODIES),
-            json_values.map(lambda v: json.dumps(v).encode()),
-            st.dictionaries(
-                st.sampled_from(["api_key", "message", "entries", "resourceSpans", "run_id"]), json_values
-            ).map(lambda d: json.dumps({**d, "api_key": KEY} if "api_key" in d else d).encode()),
-            st.lists(json_values, max_size=6).map(lambda vs: b"\n".join(json.dumps(v).encode() for v in vs)),
-            st.binary(max_size=2_000),
-        )
+def firehose_bodies(draw: st.DrawFn) -> bytes:
+    """A delivery as Firehose sends one, with any part of it wrong."""
+    records = draw(st.lists(st.one_of(st.fixed_dictionaries({"data": _firehose_record_data()}), json_values)))
+    delivery: dict[str, Any] = {
+        "requestId": draw(st.sampled_from(["r-1", "r-2", ""]) | json_values),
+        "timestamp": draw(st.integers(0, 2**41) | json_values),
+        "records": records if draw(st.integers(0, 9)) else draw(json_values),
+    }
+    for name in draw(st.lists(st.sampled_from(sorted(delivery)), max_size=1)):
+        del delivery[name]
+    return json.dumps(delivery).encode()
+
+
+def raw_bodies(door: str) -> st.SearchStrategy[bytes]:
+    common = st.one_of(
+        st.sampled_from(SPECIAL_BODIES),
+        json_values.map(lambda v: json.dumps(v).encode()),
+        st.binary(max_size=2_000),
     )
+    if door == "otlp":
+        documents = otlp_json_values.map(lambda v: json.dumps(v).encode())
+        return st.one_of(documents, _protobuf_bodies(), st.sampled_from(OTLP_SPECIAL_BODIES), common)
+    if door == "firehose":
+        return st.one_of(firehose_bodies(), firehose_bodies(), common)
+    sdk_documents = st.dictionaries(
+        st.sampled_from(["api_key", "message", "entries", "resourceSpans", "run_id"]), json_values
+    ).map(lambda d: json.dumps({**d, "api_key": KEY} if "api_key" in d else d).encode())
+    ndjson = st.lists(json_values, max_size=6).map(lambda vs: b"\n".join(json.dumps(v).encode() for v in vs))
+    return st.one_of(common, sdk_documents, ndjson)
+
+
+@st.composite
+def bodies(draw: st.DrawFn, door: str) -> tuple[bytes, str | None]:
+    """A body and the Content-Encoding header to send with it (which may lie)."""
+    raw = draw(raw_bodies(door))
     encoding = draw(st.sampled_from(["none", "gzip", "gzip-truncated", "deflate", "raw-deflate", "corrupt", "lie"]))
     if encoding == "gzip":
         return gzip.compress(raw), draw(st.sampled_from(["gzip", "x-gzip", "GZIP", " gzip "]))
@@ -137,38 +238,52 @@ def bodies(draw: st.DrawFn) -> tuple[bytes, str | None]:
     return raw, None
 
 
+CONTENT_TYPES = {
+    "sdk": [
+        "application/json",
+        "application/json; charset=utf-8",
+        "text/plain",
+        "text/plain;charset=UTF-8",
+        "application/x-ndjson",
+        "APPLICATION/JSON",
+        "application/xml",
+        "multipart/form-data; boundary=x",
+        ";;;",
+        "",
+    ],
+    "otlp": [
+        "application/x-protobuf",
+        "application/x-protobuf",
+        "application/protobuf",
+        "application/json",
+        "application/json",
+        "Application/X-Protobuf; charset=binary",
+        "application/grpc",
+        "text/plain",
+        "",
+    ],
+    "firehose": ["application/json", "application/json", "application/json; charset=utf-8", "text/plain", ""],
+}
+
+
 @st.composite
-def requests(draw: st.DrawFn) -> tuple[str, dict[str, str], bytes, str]:
-    body, encoding = draw(bodies())
-    headers: dict[str, str] = {}
-    content_type = draw(
-        st.one_of(
-            st.sampled_from(
-                [
-                    "application/json",
-                    "application/json; charset=utf-8",
-                    "text/plain",
-                    "text/plain;charset=UTF-8",
-                    "application/x-ndjson",
-                    "APPLICATION/JSON",
-                    "application/xml",
-                    "multipart/form-data; boundary=x",
-                    ";;;",
-                    "",
-                ]
-            ),
-            header_text,
-            st.none(),
-        )
-    )
-    if content_type is not None:
-        headers["Content-Type"] = content_type
-    if encoding is not None:
-        headers["Content-Encoding"] = encoding
+def key_headers(draw: st.DrawFn, door: str) -> dict[str, str]:
+    """The key as the door's clients send it, or garbage in its place, or none."""
+    if door == "firehose":
+        headers = {}
+        key = draw(st.sampled_from(["good", "good", "good", "garbage", "none"]))
+        if key != "none":
+            headers["X-Amz-Firehose-Access-Key"] = KEY if key == "good" else draw(header_text)
+        if draw(st.integers(0, 4)):
+            headers["X-Amz-Firehose-Request-Id"] = draw(st.sampled_from(["r-1", "r-2"]) | header_text)
+        return headers
+    headers = {}
     garbage = ["none", "x-api-key-garbage", "bearer-garbage", "basic-garbage", "text"]
     key = draw(st.sampled_from(["good"] * 3 + garbage))
     if key == "good":
-        headers[draw(st.sampled_from(["X-Api-Key", "X-Api-Token"]))] = KEY
+        names = ["X-Api-Key", "X-Api-Token"] if door == "sdk" else ["X-Api-Key", "Authorization"]
+        name = draw(st.sampled_from(names))
+        headers[name] = f"Bearer {KEY}" if name == "Authorization" else KEY
     elif key == "x-api-key-garbage":
         headers["X-Api-Key"] = draw(header_text)
     elif key == "bearer-garbage":
@@ -181,32 +296,74 @@ def requests(draw: st.DrawFn) -> tuple[str, dict[str, str], bytes, str]:
         )
     elif key == "text":
         headers["Authorization"] = draw(header_text)
+    return headers
+
+
+@st.composite
+def requests(draw: st.DrawFn, door: str) -> tuple[str, str, dict[str, str], bytes, str]:
+    """(gateway, path, headers, body, source IP) of one hostile request to `door`."""
+    body, encoding = draw(bodies(door))
+    headers = draw(key_headers(door))
+    content_type = draw(st.one_of(st.sampled_from(CONTENT_TYPES[door]), header_text, st.none()))
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    if encoding is not None:
+        headers["Content-Encoding"] = encoding
     if draw(st.booleans()):
         headers["Idempotency-Key"] = draw(st.one_of(header_text, st.text(min_size=2_000, max_size=5_000)))
     for name in draw(st.lists(st.sampled_from(["X-Lookout-Env-Forced", "X-Lookout-Client-Sampled", "Origin"]))):
         headers[name] = draw(header_text)
     source_ip = draw(st.sampled_from(["203.0.113.9", "::1", "not-an-ip", ""]))
-    return draw(st.sampled_from(PATHS)), headers, body, source_ip
+    path = draw(st.sampled_from({"sdk": SDK_PATHS, "otlp": OTLP_PATHS, "firehose": FIREHOSE_PATHS}[door]))
+    return draw(st.sampled_from(GATEWAYS)), path, headers, body, source_ip
 
 
-def call(path: str, headers: dict[str, str], body: bytes, source_ip: str = "203.0.113.9") -> tuple[int, str, dict]:
-    """Invoke the real app with an API Gateway REST event; (status, body text, headers)."""
-    from app import app
-
+def rest_route(path: str) -> tuple[str, dict[str, str] | None]:
+    """The resource template API Gateway matches for `path`, and its path parameters."""
     parts = path.split("/")
+    if path.startswith("/api/firehose/"):
+        return "/api/firehose/{signal}", {"signal": parts[3]}
     if path.startswith("/api/ingest/") and path != "/api/ingest/trace/otlp":
         nested = len(parts) > 4
         resource = "/api/ingest/{signal}/{rest}" if nested else "/api/ingest/{signal}"
-        parameters = {"signal": parts[3], **({"rest": parts[4]} if nested else {})}
-    else:
-        resource, parameters = path, None
-    event = api_gateway_event(path, body, headers, source_ip=source_ip, base64_body=True, resource=resource)
-    event["pathParameters"] = parameters
-    response = app(event, None)
-    text = response["body"]
-    if response.get("isBase64Encoded"):
-        text = base64.b64decode(text).decode()
+        return resource, {"signal": parts[3], **({"rest": parts[4]} if nested else {})}
+    return path, None
+
+
+def gateway_event(gateway: str, path: str, headers: dict[str, str], body: bytes, source_ip: str) -> dict[str, Any]:
+    """`body` to `path` as the gateway hands it to Lambda (always base64: the bytes stay as sent)."""
+    if gateway == "rest-1.0":
+        resource, parameters = rest_route(path)
+        event = api_gateway_event(path, body, headers, source_ip=source_ip, base64_body=True, resource=resource)
+        event["pathParameters"] = parameters
+        return event
+    build = http_api_event if gateway == "http-api-2.0" else function_url_event
+    return build(path, body, headers, source_ip=source_ip, base64_body=True)
+
+
+def call(
+    path: str, headers: dict[str, str], body: bytes, source_ip: str = "203.0.113.9", gateway: str = "rest-1.0"
+) -> tuple[int, str, dict]:
+    """Invoke the real app with a gateway's event; (status, body text, headers)."""
+    from app import app
+
+    response = app(gateway_event(gateway, path, headers, body, source_ip), None)
+    raw = response["body"] or ""
+    text = base64.b64decode(raw).decode("latin-1") if response.get("isBase64Encoded") else raw
     return response["statusCode"], text, response["headers"]
+
+
+def capture_app_logs_here(capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture) -> None:
+    """Start an example's capture afresh. The app's JSON loggers (powertools) keep the stream that
+    was stdout when the first one was made, maybe an earlier test's capture, since closed (then
+    every log line is a "Logging error" traceback): point them at this test's."""
+    capsys.readouterr()
+    caplog.clear()
+    for name, known in logging.Logger.manager.loggerDict.items():
+        if name.startswith("lookout-edge") and isinstance(known, logging.Logger):
+            for handler in known.handlers:
+                if type(handler) is logging.StreamHandler:
+                    handler.stream = sys.stdout  # not setStream: it flushes the closed one
 
 
 def check_answer(status: int, text: str) -> dict[str, Any]:
@@ -224,25 +381,61 @@ def check_answer(status: int, text: str) -> dict[str, Any]:
     return answer
 
 
+def check_otlp_answer(path: str, status: int, text: str, headers: dict[str, Any]) -> None:
+    """An Export*ServiceResponse with 200, else a google.rpc.Status; protobuf or JSON as the answer says."""
+    assert status < 500, (status, text[:500])
+    assert status == 200 or 400 <= status < 500, status
+    export = OTLP_EXPORTS[path]
+    if headers.get("Content-Type") == "application/x-protobuf":
+        raw = text.encode("latin-1")
+        if status == 200:
+            getattr(export.proto(), export.response).FromString(raw)
+        else:
+            assert status_pb2.Status.FromString(raw).message
+        return
+    assert "Traceback" not in text
+    answer = json.loads(text)
+    if status == 200:
+        assert set(answer) <= {"partialSuccess"}, answer
+    else:
+        assert set(answer) in ({"code", "message"}, {"error", "message"}), answer
+
+
+def check_firehose_answer(status: int, text: str) -> None:
+    """Firehose's own shapes: 200 {requestId, timestamp}, else the same with errorMessage."""
+    assert status < 500, (status, text[:500])
+    assert "Traceback" not in text
+    answer = json.loads(text)
+    if status == 200:
+        assert set(answer) == {"requestId", "timestamp"}, answer
+    else:
+        assert 400 <= status < 500, status
+        assert set(answer) in ({"requestId", "timestamp", "errorMessage"}, {"error", "message"}), answer
+
+
+@pytest.mark.parametrize("door", DOORS)
 @FUZZ_SETTINGS
-@given(request=requests())
-def test_any_request_gets_a_contract_answer_and_queues_exactly_what_it_accepted(
-    aws, put_key, request, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+@given(data=st.data())
+def test_any_request_gets_the_doors_answer_and_queues_exactly_what_it_accepted(
+    aws, put_key, door: str, data: st.DataObject, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
 ) -> None:
     put_key(KEY)
-    capsys.readouterr()  # what an earlier (failing) example left behind is not this one's
-    caplog.clear()
-    path, headers, body, source_ip = request
-    status, text, _ = call(path, headers, body, source_ip)
-    answer = check_answer(status, text)
+    capture_app_logs_here(capsys, caplog)  # what an earlier (failing) example left behind is not this one's
+    gateway, path, headers, body, source_ip = data.draw(requests(door))
+    status, text, answer_headers = call(path, headers, body, source_ip, gateway)
     queued = drain_queue(aws.queue_url)
-    if status == 202:
-        ids = answer.get("event_ids") or [answer["event_id"]]
-        if headers.get("Idempotency-Key", "").strip() and not queued:
-            pass  # a replay of an earlier example with the same key: nothing new is queued
-        else:
-            assert sorted(m["event_id"] for m in queued) == sorted(ids)
+    if door == "sdk":
+        answer = check_answer(status, text)
+        if status == 202:
+            ids = answer.get("event_ids") or [answer["event_id"]]
+            if not (headers.get("Idempotency-Key", "").strip() and not queued):  # else a replay: nothing new
+                assert sorted(m["event_id"] for m in queued) == sorted(ids)
+    elif door == "otlp":
+        check_otlp_answer(path, status, text, answer_headers)
+        assert {m["signal"] for m in queued} <= {OTLP_EXPORTS[path].signal}
     else:
+        check_firehose_answer(status, text)
+    if status >= 300:
         assert queued == []
     assert all(KEY not in json.dumps(m) for m in queued)
     logged = capsys.readouterr()
@@ -311,7 +504,11 @@ EVENT_PATHS = {
         b'{"requestId": "r-1", "timestamp": 1, "records": [{"data": "eyJtZXNzYWdlIjogIngifQ=="}]}',
     ),
 }
-EVENT_FORMATS = ["rest-1.0", "http-api-2.0", "function-url-2.0"]
+DOOR_TEMPLATES = {
+    "sdk": ["/api/ingest", "/api/ingest/{signal}"],
+    "otlp": ["/v1/traces"],
+    "firehose": ["/api/firehose/{signal}"],
+}
 # Keys an event of each format may carry, at each level the edge reads.
 EVENT_FIELDS = {
     "rest-1.0": [
@@ -389,9 +586,9 @@ def _set(event: dict[str, Any], where: tuple[str, ...], value: Any) -> None:
 
 
 @st.composite
-def malformed_events(draw: st.DrawFn) -> tuple[str, str, dict[str, Any]]:
-    shape = draw(st.sampled_from(EVENT_FORMATS))
-    template = draw(st.sampled_from(sorted(EVENT_PATHS)))
+def malformed_events(draw: st.DrawFn, door: str) -> tuple[str, str, dict[str, Any]]:
+    shape = draw(st.sampled_from(GATEWAYS))
+    template = draw(st.sampled_from(DOOR_TEMPLATES[door]))
     event = _valid_event(shape, template)
     fields = EVENT_FIELDS["rest-1.0" if shape == "rest-1.0" else "2.0"]
     for where in draw(st.lists(st.sampled_from(fields), min_size=1, max_size=4)):
@@ -418,17 +615,17 @@ def check_event_answer(template: str, response: dict[str, Any]) -> None:
         assert set(answer) == {"error", "message"}, answer
 
 
+@pytest.mark.parametrize("door", DOORS)
 @FUZZ_SETTINGS
-@given(case=malformed_events())
+@given(data=st.data())
 def test_any_malformed_lambda_event_gets_a_4xx_json_answer_never_a_5xx(
-    aws, put_key, case, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+    aws, put_key, door: str, data: st.DataObject, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
 ) -> None:
     from app import app
 
     put_key(KEY)
-    capsys.readouterr()
-    caplog.clear()
-    _, template, event = case
+    capture_app_logs_here(capsys, caplog)
+    _, template, event = data.draw(malformed_events(door))
     check_event_answer(template, app(event, None))  # an exception out of the handler fails the test
     drain_queue(aws.queue_url)
     logged = capsys.readouterr()
@@ -452,7 +649,7 @@ def test_rest_event_with_undecodable_base64_body_is_the_doors_400(aws, put_key, 
     assert drain_queue(aws.queue_url) == []
 
 
-@pytest.mark.parametrize("shape", EVENT_FORMATS)
+@pytest.mark.parametrize("shape", GATEWAYS)
 def test_undecodable_base64_body_is_the_same_400_behind_every_gateway(aws, put_key, shape: str) -> None:
     from app import app
 
@@ -489,7 +686,7 @@ def test_v2_event_with_a_non_string_raw_query_string_is_a_400(aws, put_key, quer
     assert set(json.loads(response["body"])) == {"error", "message"}
 
 
-@pytest.mark.parametrize("shape", EVENT_FORMATS)
+@pytest.mark.parametrize("shape", GATEWAYS)
 def test_a_header_with_a_lone_surrogate_is_a_400_not_a_500(aws, put_key, shape: str) -> None:
     """Found by the event fuzz: `X-Api-Key: "\\ud800"` in the event JSON failed hashing the key."""
     from app import app
