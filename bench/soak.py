@@ -57,8 +57,8 @@ class SoakPlan:
 
     events: int = 400
     rate: float = 100.0  # events per second the clients send at most
-    # Clients pause while the queue is deeper than this: moto's ReceiveMessage scans the whole
-    # queue under one lock, so a deep queue slows every piece down until nothing moves.
+    # Clients pause while the queue is deeper than this: one local moto process serves every
+    # piece, so a backlog the pollers cannot work down only slows them all.
     max_backlog: int = 300
     clients: int = 3
     batch_size: int = 100  # messages per forwarder invocation (ForwarderBatchSize)
@@ -540,7 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--rate", type=float, default=60.0, help="events per second at most")
-    parser.add_argument("--max-backlog", type=int, default=120, help="clients pause while the queue is deeper")
+    # Deeper than a batch, so the pollers can gather batches of 100 (at 120, half-full batches).
+    parser.add_argument("--max-backlog", type=int, default=400, help="clients pause while the queue is deeper")
     parser.add_argument("--batch-size", type=int, default=100, help="messages per forwarder invocation")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--pollers", type=int, default=3)
