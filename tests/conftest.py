@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
@@ -20,7 +20,9 @@ from chalicelib.runtime.config import ENV_NAMES, settings
 from edgectl.iam_enforce import Enforcer, enforce_on_container_session
 from edgectl.moto_linear_sqs import install as install_linear_sqs
 from edgectl.resources import StackNames, create_resources
-from tests.fake_lookout import FakeLookout
+
+if TYPE_CHECKING:
+    from tests.fake_lookout import FakeLookout
 
 REGION = "us-east-1"
 
@@ -114,9 +116,21 @@ def iam(clean_environment: None) -> Iterator[Enforcer]:
 
 @cache
 def resource_session() -> boto3.Session:
-    """One boto3 session to create each test's tables and queues: a new one per test parsed its
-    configuration and built its clients again (moto serves any client, whenever it was made)."""
+    """One boto3 session for the tests' own AWS calls (each test's tables and queues, its keys and
+    drained messages): a new one per test parsed its configuration again."""
     return boto3.Session(region_name=REGION)
+
+
+def aws_client(service: str, region: str = REGION) -> Any:
+    """A boto3 client for the tests' own calls, made once per service, region and endpoint
+    (AWS_ENDPOINT_URL): moto serves any client whenever it was made, and a new client per call
+    (put_key, drain_queue in each of a fuzz test's examples) cost more CPU than the call."""
+    return _aws_client(service, region, os.environ.get("AWS_ENDPOINT_URL"))
+
+
+@cache
+def _aws_client(service: str, region: str, endpoint: str | None) -> Any:
+    return resource_session().client(service, region_name=region, endpoint_url=endpoint)
 
 
 @pytest.fixture
@@ -164,7 +178,7 @@ def put_key(aws: StackNames, monkeypatch: pytest.MonkeyPatch) -> Callable[..., d
         if attributes.get("rate_limit_per_minute"):
             start_the_edge_clock_in_a_new_window(monkeypatch)
         item = key_item(raw_key, **attributes)
-        boto3.client("dynamodb", region_name=REGION).put_item(TableName=aws.keys_table, Item=item)
+        aws_client("dynamodb").put_item(TableName=aws.keys_table, Item=item)
         return item
 
     return put
@@ -205,7 +219,7 @@ def start_the_edge_clock_in_a_new_window(monkeypatch: pytest.MonkeyPatch) -> Shi
 
 def drain_queue(queue_url: str, wait: int = 0, region: str = REGION) -> list[dict[str, Any]]:
     """Every message on a queue (body parsed), deleting as it reads."""
-    sqs = boto3.client("sqs", region_name=region)
+    sqs = aws_client("sqs", region)
     messages = []
     while True:
         got = sqs.receive_message(
@@ -508,6 +522,8 @@ EDGE_TOKEN = "edge-token-s3cr3t-value"
 @pytest.fixture
 def lookout(aws: StackNames, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLookout]:
     """The forwarder's world: moto, a real HTTP server as Lookout, the edge token, a new container."""
+    from tests.fake_lookout import FakeLookout
+
     fake = FakeLookout().start()
     monkeypatch.setenv("LOOKOUT_INGEST_EDGE_BACKEND_URL", fake.url)
     monkeypatch.setenv("LOOKOUT_INGEST_EDGE_TOKEN", EDGE_TOKEN)

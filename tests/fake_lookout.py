@@ -16,11 +16,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import boto3
-
 from chalicelib.contract.envelope import encode_message, new_ulid
-
-REGION = "us-east-1"
+from tests.conftest import REGION, aws_client
 
 
 @dataclass
@@ -125,7 +122,7 @@ def queue_message(payload: Any = None, signal: str = "error", **fields: Any) -> 
 
 def enqueue(queue_url: str, messages: list[dict[str, Any]]) -> list[str]:
     """Put messages on the queue as the edge does (encoded, with signal/project_id attributes)."""
-    sqs = boto3.client("sqs", region_name=REGION)
+    sqs = aws_client("sqs")
     bodies = []
     for message in messages:
         body = encode_message(message) if isinstance(message, dict) else message
@@ -143,7 +140,7 @@ def enqueue(queue_url: str, messages: list[dict[str, Any]]) -> list[str]:
 
 def sqs_event(queue_url: str, max_messages: int = 10, region: str = REGION) -> dict[str, Any]:
     """Receive a batch and shape it exactly like Lambda's SQS event."""
-    sqs = boto3.client("sqs", region_name=region)
+    sqs = aws_client("sqs", region)
     arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     received = sqs.receive_message(
         QueueUrl=queue_url, MaxNumberOfMessages=max_messages, AttributeNames=["All"], MessageAttributeNames=["All"]
@@ -176,7 +173,7 @@ def sqs_event(queue_url: str, max_messages: int = 10, region: str = REGION) -> d
 
 def queue_counts(queue_url: str) -> tuple[int, int]:
     """(visible, in flight) as moto reports them (exact)."""
-    attributes = boto3.client("sqs", region_name=REGION).get_queue_attributes(
+    attributes = aws_client("sqs").get_queue_attributes(
         QueueUrl=queue_url,
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
@@ -185,7 +182,7 @@ def queue_counts(queue_url: str) -> tuple[int, int]:
 
 def release(queue_url: str, event: dict[str, Any]) -> None:
     """Stand in for time passing: make the event's messages visible again."""
-    sqs = boto3.client("sqs", region_name=REGION)
+    sqs = aws_client("sqs")
     for record in event["Records"]:
         with contextlib.suppress(sqs.exceptions.ReceiptHandleIsInvalid):  # deleted: nothing to release
             sqs.change_message_visibility(
@@ -199,5 +196,5 @@ def forward_like_lambda(event: dict[str, Any], region: str = REGION) -> Any:
     from edgectl.lambda_shim import delete_returned_batch
 
     result = forward_events(event, None)
-    delete_returned_batch(boto3.client("sqs", region_name=region), None, event["Records"], result)
+    delete_returned_batch(aws_client("sqs", region), None, event["Records"], result)
     return result
