@@ -66,13 +66,14 @@ lint: $(DEV_STAMP)
 	$(VENV)/bin/cfn-lint  # the templates .cfnlintrc lists (the packaged stack: tests/integration/test_deploy.py)
 
 # The edit-test loop (docs/testing.md): tests/unit and tests/functional, everything that runs in
-# this process (moto, the app, loopback fakes); no lint, no real servers, no package. Under a minute.
-# Bytecode is kept (in the venv, whatever PYTHONDONTWRITEBYTECODE says): compiling the ~800 modules
-# a run imports took 5 s of CPU a process.
+# this process (moto, the app, loopback fakes); no lint, no real servers, no package. Under a minute:
+# one pytest-xdist worker per core (FAST_WORKERS=0 for one process). Bytecode is kept (in the venv,
+# whatever PYTHONDONTWRITEBYTECODE says): compiling the ~800 modules a worker imports took 5 s of CPU.
+FAST_WORKERS ?= auto
 test-fast: export PYTHONDONTWRITEBYTECODE :=
 test-fast: export PYTHONPYCACHEPREFIX := $(abspath $(VENV))/pycache
 test-fast: $(DEV_STAMP)
-	$(PY) -m pytest tests/unit tests/functional
+	$(PY) -m pytest -n $(FAST_WORKERS) tests/unit tests/functional
 
 # Everything, what CI runs: lint, then tests/unit, tests/functional and tests/integration.
 # tests/integration/test_lambda_arm64.py runs the real artifact on an emulated arm64 python3.13 (its root is

@@ -87,6 +87,20 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 JUDGED: Counter[tuple[str, str]] = Counter()
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A pytest-xdist worker (`make test-fast`) hands its counts to the controller, which prints them."""
+    handed = getattr(session.config, "workeroutput", None)
+    if handed is not None:
+        handed["iam_judged"] = [[function, action, n] for (function, action), n in JUDGED.items()]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """pytest-xdist's controller: add up what a finished worker judged."""
+    for function, action, n in getattr(node, "workeroutput", {}).get("iam_judged", []):
+        JUDGED[(function, action)] += n
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """One line per function: which of its calls the tests judged against its policy."""
     functions = sorted({function for function, _ in JUDGED})
