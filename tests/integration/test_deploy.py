@@ -305,7 +305,7 @@ def dashboard_metrics(stack: dict[str, Any]) -> dict[str, set[str]]:
 def test_both_stacks_have_a_dashboard_operators_look_at_first(which: str, template: dict[str, Any]) -> None:
     stack = stack_of(which, template)
     metrics = dashboard_metrics(stack)
-    assert {"accepted", "NumberOfMessagesSent", "keys_table_unavailable"} <= metrics["Edge: accepted events"]
+    assert {"accepted", "NumberOfMessagesSent", "keys_table_unavailable", "spilled"} <= metrics["Edge: accepted events"]
     assert {f"rejected_{status}" for status in (400, 401, 403, 413, 429, 503)} <= metrics["Edge: refused, by status"]
     assert {"ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage"} <= metrics[
         "Queue: depth and oldest event"
