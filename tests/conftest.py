@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections import Counter
@@ -38,8 +39,18 @@ class Clock:
 
 
 def reset_container_state() -> None:
-    """What a new Lambda container would start from."""
+    """What a new Lambda container would start from: no per-container values, and the functions'
+    `logging` loggers unconfigured. Powertools configures a service's logger once per process, with
+    a handler on the sys.stdout of that moment: a test's captured stream, closed after that test,
+    so a later test's log line failed with a traceback on stderr (test_fuzz.py run alone)."""
     container.reset()
+    for name, log in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("lookout-edge-") and isinstance(log, logging.Logger):
+            for handler in list(log.handlers):
+                log.removeHandler(handler)
+            for mark in [attribute for attribute in vars(log) if attribute.startswith("powertools_")]:
+                delattr(log, mark)  # Powertools' handler and buffer, kept on the logger
+            log.__dict__.pop("init", None)  # Powertools' "configured" mark (LOGGER_ATTRIBUTE_PRECONFIGURED)
 
 
 @pytest.fixture(scope="session", autouse=True)
