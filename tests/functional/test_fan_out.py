@@ -80,6 +80,35 @@ def lookout_ids(lookout: FakeLookout) -> list[str]:
     return [e["event_id"] for r in lookout.requests for e in r.body["events"]]
 
 
+def test_every_sink_maps_its_share_before_any_destination_is_sent_a_request(
+    aws: StackNames, dest: Destinations, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads that encode side by side lengthen each other's network waits (docs/performance.md):
+    Loki's mapping is done before Lookout's or Loki's request starts."""
+    from chalicelib.forward.sinks import loki, lookout
+
+    steps: list[str] = []
+
+    def recorded(module: object, name: str, step: str) -> None:
+        original = getattr(module, name)
+
+        def call(*args: object, **kwargs: object) -> object:
+            steps.append(step)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, call)
+
+    recorded(loki, "lines", "map")
+    recorded(loki, "post", "request")
+    recorded(lookout, "post", "request")
+    enqueue(aws.queue_url, [log_message(1), log_message(2)])
+
+    assert forward_like_lambda(sqs_event(aws.queue_url)) == {"batchItemFailures": []}
+
+    assert steps == ["map", "map", "request", "request"]
+    assert len(dest.loki.lines()) == 4
+
+
 def wait_visible(queue_url: str, count: int) -> None:
     """Until `count` messages are visible again (a re-queued copy's delay is its backoff, ~1 s here)."""
     deadline = time.monotonic() + 10
@@ -257,15 +286,17 @@ def test_the_stacks_sink_alarms_read_what_a_failing_sink_emits(
     assert set(alarm_metrics(stack, slot, "loki")) == {"retried", "refused"}
 
 
+# `lines` fails while the sink prepares (before any destination's request), `push_body` while it sends.
+@pytest.mark.parametrize("broken", ["lines", "push_body"])
 def test_a_sink_that_crashes_parks_its_events_for_itself_alone(
-    aws: StackNames, dest: Destinations, monkeypatch: pytest.MonkeyPatch
+    aws: StackNames, dest: Destinations, monkeypatch: pytest.MonkeyPatch, broken: str
 ) -> None:
     from chalicelib.forward.sinks import loki
 
     def broken_mapping(envelopes):
         raise TypeError("unexpected payload shape")
 
-    monkeypatch.setattr(loki, "push_body", broken_mapping)
+    monkeypatch.setattr(loki, broken, broken_mapping)
     message = log_message(3)
     enqueue(aws.queue_url, [message])
 

@@ -8,11 +8,11 @@ in chalicelib.forward.settle, for every sink alike.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from functools import cache
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class Envelope(dict[str, Any]):
@@ -115,4 +115,19 @@ class Sink(Protocol):
 
     def deliver(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
         """One outcome per envelope, in order; never raises for the destination's failures."""
+        ...
+
+
+# What `PreparedSink.prepare` returns: the destination's requests, sent when called.
+Send = Callable[[], list[Outcome]]
+
+
+@runtime_checkable
+class PreparedSink(Sink, Protocol):
+    """A sink with CPU work to do before its requests (mapping, encoding). The forwarder runs every
+    destination's `prepare` one after the other, then their sends side by side: threads that take
+    turns at the interpreter lock to encode lengthen each other's network waits (docs/performance.md)."""
+
+    def prepare(self, envelopes: Sequence[Envelope]) -> Send:
+        """Everything but I/O; the returned call does `deliver`'s requests and returns its outcomes."""
         ...

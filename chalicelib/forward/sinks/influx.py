@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from chalicelib.contract.otlp import METRICS
-from chalicelib.forward.sinks.base import Envelope, Outcome
+from chalicelib.forward.sinks.base import Envelope, Outcome, Send
 from chalicelib.forward.sinks.batching import MIB, Limits, deliver_in_requests
 from chalicelib.forward.sinks.http_post import HttpAnswer, post, whole_request_outcome
 from chalicelib.forward.sinks.mapping import (
@@ -60,6 +60,9 @@ class InfluxSink:
         self.headers = headers
 
     def deliver(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
+        return self.prepare(envelopes)()
+
+    def prepare(self, envelopes: Sequence[Envelope]) -> Send:
         mapped = [_text(e) for e in envelopes]  # once: sizes, then bodies
 
         def send(batch: Sequence[int]) -> tuple[HttpAnswer, list[Outcome]]:
@@ -70,7 +73,8 @@ class InfluxSink:
                 answer, _ = post(self.write_url, body, self.headers)
             return answer, [whole_request_outcome(answer)] * len(batch)
 
-        return deliver_in_requests(self.name, LIMITS, [len(text) for text in mapped], send)
+        sizes = [len(text) for text in mapped]
+        return lambda: deliver_in_requests(self.name, LIMITS, sizes, send)
 
 
 def build(spec: SinkSpec) -> InfluxSink:
@@ -132,8 +136,13 @@ def entry_lines(envelope: Envelope) -> list[str]:
     received = received_ns(envelope)
     found = []
     named, measurement = None, DEFAULT_MEASUREMENT  # the last entry's name: a batch repeats a few
+    named_by = None  # the string in the entry's first name key that gave `named`, when one did
+    shape_of, shape = None, _shape(())
     for index, entry in enumerate(entries(envelope)):
-        names, fields, tagged, timed = _shape(tuple(entry))
+        keys = tuple(entry)
+        if keys != shape_of:  # entries of a batch share their keys: one cache look-up per change
+            shape_of, shape = keys, _shape(keys)
+        names, fields, tagged, timed = shape
         tag_text = base_text
         if tagged:
             own_tags = entry["tags"]
@@ -175,9 +184,12 @@ def entry_lines(envelope: Envelope) -> list[str]:
             timestamp = seconds * 1_000_000_000
         else:
             timestamp = record_time_ns(entry, received + index)
-        name = _name(entry, names)
-        if name != named:
-            named, measurement = name, _measurement(name)
+        first = entry[names[0]] if names else None
+        if first is None or type(first) is not str or first != named_by:  # else: the same name again
+            name = _name(entry, names)
+            if name != named:
+                named, measurement = name, _measurement(name)
+            named_by = first if name is first else None
         found.append(f"{measurement}{tag_text} {field_text} {timestamp}")
     return found
 

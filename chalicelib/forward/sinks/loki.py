@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from chalicelib.contract.otlp import LOGS
-from chalicelib.forward.sinks.base import Envelope, Outcome
+from chalicelib.forward.sinks.base import Envelope, Outcome, Send
 from chalicelib.forward.sinks.batching import MIB, Limits, deliver_in_requests
 from chalicelib.forward.sinks.http_post import HttpAnswer, post, whole_request_outcome
 from chalicelib.forward.sinks.mapping import (
@@ -60,6 +60,9 @@ class LokiSink:
         self.headers = headers
 
     def deliver(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
+        return self.prepare(envelopes)()
+
+    def prepare(self, envelopes: Sequence[Envelope]) -> Send:
         mapped = [list(lines(e)) for e in envelopes]  # mapped once: the sizes, then the bodies
 
         def send(batch: Sequence[int]) -> tuple[HttpAnswer, list[Outcome]]:
@@ -71,7 +74,7 @@ class LokiSink:
             return answer, [whole_request_outcome(answer)] * len(batch)
 
         sizes = [sum(len(text) + LINE_OVERHEAD for _, _, text in event) for event in mapped]
-        return deliver_in_requests(self.name, LIMITS, sizes, send)
+        return lambda: deliver_in_requests(self.name, LIMITS, sizes, send)
 
 
 def build(spec: SinkSpec) -> LokiSink:
@@ -147,5 +150,9 @@ def _labels(base: dict[str, str], level: Any, service: str | None) -> dict[str, 
     return labels
 
 
+# One encoder for every line (json.dumps builds one per call when given options).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def _json(record: Any) -> str:
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _ENCODER.encode(record)
