@@ -13,9 +13,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import logging
 import os
-import sys
 import zlib
 from typing import Any
 
@@ -353,19 +351,6 @@ def call(
     return response["statusCode"], text, response["headers"]
 
 
-def capture_app_logs_here(capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture) -> None:
-    """Start an example's capture afresh. The app's JSON loggers (powertools) keep the stream that
-    was stdout when the first one was made, maybe an earlier test's capture, since closed (then
-    every log line is a "Logging error" traceback): point them at this test's."""
-    capsys.readouterr()
-    caplog.clear()
-    for name, known in logging.Logger.manager.loggerDict.items():
-        if name.startswith("lookout-edge") and isinstance(known, logging.Logger):
-            for handler in known.handlers:
-                if type(handler) is logging.StreamHandler:
-                    handler.stream = sys.stdout  # not setStream: it flushes the closed one
-
-
 def check_answer(status: int, text: str) -> dict[str, Any]:
     """The contract's shapes: 202 with ids, or exactly {"error", "message"}; never a 5xx or a traceback."""
     assert status < 500, (status, text[:500])
@@ -420,7 +405,8 @@ def test_any_request_gets_the_doors_answer_and_queues_exactly_what_it_accepted(
     aws, put_key, door: str, data: st.DataObject, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
 ) -> None:
     put_key(KEY)
-    capture_app_logs_here(capsys, caplog)  # what an earlier (failing) example left behind is not this one's
+    capsys.readouterr()  # what an earlier (failing) example left behind is not this one's
+    caplog.clear()
     gateway, path, headers, body, source_ip = data.draw(requests(door))
     status, text, answer_headers = call(path, headers, body, source_ip, gateway)
     queued = drain_queue(aws.queue_url)
@@ -624,7 +610,8 @@ def test_any_malformed_lambda_event_gets_a_4xx_json_answer_never_a_5xx(
     from app import app
 
     put_key(KEY)
-    capture_app_logs_here(capsys, caplog)
+    capsys.readouterr()
+    caplog.clear()
     _, template, event = data.draw(malformed_events(door))
     check_event_answer(template, app(event, None))  # an exception out of the handler fails the test
     drain_queue(aws.queue_url)
