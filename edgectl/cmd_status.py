@@ -68,20 +68,39 @@ def queue_name(queue_url: str) -> str:
     return urlsplit(queue_url).path.rstrip("/").rsplit("/", 1)[-1]
 
 
-def oldest_message_age(queue_url: str, now: datetime, region: str | None = None) -> float | None:
-    """CloudWatch's latest ApproximateAgeOfOldestMessage; None where there is no such data (local stacks)."""
+def datapoints(
+    namespace: str,
+    metric: str,
+    dimension: tuple[str, str],
+    now: datetime,
+    lookback: timedelta,
+    period: int,
+    statistics: list[str],
+    region: str | None = None,
+) -> list[dict[str, Any]] | None:
+    """One metric's CloudWatch datapoints over `lookback` before `now`; None when CloudWatch cannot be read."""
     try:
-        points = client("cloudwatch", region).get_metric_statistics(
-            Namespace="AWS/SQS",
-            MetricName="ApproximateAgeOfOldestMessage",
-            Dimensions=[{"Name": "QueueName", "Value": queue_name(queue_url)}],
-            StartTime=now - timedelta(minutes=15),
-            EndTime=now,
-            Period=60,
-            Statistics=["Maximum"],
-        )["Datapoints"]
+        return list(
+            client("cloudwatch", region).get_metric_statistics(
+                Namespace=namespace,
+                MetricName=metric,
+                Dimensions=[{"Name": dimension[0], "Value": dimension[1]}],
+                StartTime=now - lookback,
+                EndTime=now,
+                Period=period,
+                Statistics=statistics,
+            )["Datapoints"]
+        )
     except Exception:
         return None
+
+
+def oldest_message_age(queue_url: str, now: datetime, region: str | None = None) -> float | None:
+    """CloudWatch's latest ApproximateAgeOfOldestMessage; None where there is no such data (local stacks)."""
+    dimension = ("QueueName", queue_name(queue_url))
+    points = datapoints(
+        "AWS/SQS", "ApproximateAgeOfOldestMessage", dimension, now, timedelta(minutes=15), 60, ["Maximum"], region
+    )
     if not points:
         return None
     return float(max(points, key=lambda point: point["Timestamp"])["Maximum"])
@@ -95,17 +114,12 @@ def sync_history(now: datetime, region: str | None = None) -> tuple[float | None
     sync's `sync_failed` metric: each run writes 0 (succeeded) or 1, so a minute whose Minimum
     is 0 held a success. A sync that changes nothing writes no key, so the table cannot say
     this. (None, None) when CloudWatch cannot be read."""
-    try:
-        points = client("cloudwatch", region).get_metric_statistics(
-            Namespace="LookoutEdge",
-            MetricName="sync_failed",
-            Dimensions=[{"Name": "service", "Value": "lookout-edge-sync"}],
-            StartTime=now - SYNC_LOOKBACK,
-            EndTime=now,
-            Period=60,  # 1,440 points: GetMetricStatistics' most per call
-            Statistics=["Minimum", "SampleCount"],
-        )["Datapoints"]
-    except Exception:
+    # 1,440 points of 60 s: GetMetricStatistics' most per call.
+    dimension = ("service", "lookout-edge-sync")
+    points = datapoints(
+        "LookoutEdge", "sync_failed", dimension, now, SYNC_LOOKBACK, 60, ["Minimum", "SampleCount"], region
+    )
+    if points is None:
         return None, None
     runs = int(sum(point["SampleCount"] for point in points))
     successes = [point["Timestamp"] for point in points if point["Minimum"] == 0]
@@ -118,17 +132,11 @@ SPILL_LOOKBACK = timedelta(hours=1)
 def spilled_events(now: datetime, region: str | None = None) -> int | None:
     """Events the edge spilled to its fallback queue in the last hour (docs/reliability.md): the
     sum of its `spilled` metric; 0 when it has no data; None when CloudWatch cannot be read."""
-    try:
-        points = client("cloudwatch", region).get_metric_statistics(
-            Namespace="LookoutEdge",
-            MetricName="spilled",
-            Dimensions=[{"Name": "service", "Value": "lookout-edge-api"}],
-            StartTime=now - SPILL_LOOKBACK,
-            EndTime=now,
-            Period=int(SPILL_LOOKBACK.total_seconds()),
-            Statistics=["Sum"],
-        )["Datapoints"]
-    except Exception:
+    period = int(SPILL_LOOKBACK.total_seconds())
+    points = datapoints(
+        "LookoutEdge", "spilled", ("service", "lookout-edge-api"), now, SPILL_LOOKBACK, period, ["Sum"], region
+    )
+    if points is None:
         return None
     return int(sum(point["Sum"] for point in points))
 
