@@ -97,8 +97,9 @@ bench: $(DEV_STAMP)
 	$(PY) -m bench
 
 # Full-size reliability run (docs/reliability.md): 50,000 events (NDJSON batches, idempotent retries)
-# through a faulty network, then the fuzz at 10,000 events per door. Loopback only; stops by itself (the soak
-# gives up after 45 minutes).
+# through a faulty network; the regional outage run (bench/outages.py: the edge region's SQS, keys and
+# idempotency tables failing, then stalling, 60 s each); then the fuzz at 10,000 events per door.
+# Loopback only; stops by itself (the soak gives up after 45 minutes).
 soak: $(DEV_STAMP)
 	$(PY) -m bench.soak --events 50000
 	$(PY) -m bench.outages --phase-seconds 60
