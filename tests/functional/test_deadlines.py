@@ -25,6 +25,7 @@ from chalicelib.runtime import deadline, http_pool
 from chalicelib.runtime.deadline import MARGIN_SECONDS, REQUEST_BUDGET_SECONDS, TIMEOUT_STEPS, Deadline
 from chalicelib.runtime.ttl_cache import TtlCache
 from tests.conftest import Clock, Respond, StalledServer, drain_queue, key_item, never_answer
+from tests.firehose_producer import delivery
 
 
 def test_the_home_lookup_is_one_attempt_against_a_region_that_never_answers(silent_aws, monkeypatch) -> None:
@@ -325,3 +326,49 @@ def test_a_slow_lookout_is_waited_for_up_to_the_call_timeout(http, lookout_confi
     lookout_config.respond = lambda _request: (delay, 200, CONFIG)
     assert get_config(http).status_code == status
     assert len(lookout_config.received) == 1
+
+
+# --- every door: the same bounds, each door's own refusal ---------------------------------------
+
+
+def door_request(door: str) -> tuple[str, bytes, dict[str, str]]:
+    """(path, body, headers) of one small request through `door`, under KEY."""
+    if door == "sdk":
+        return "/api/ingest", b'{"message": "m"}', {"content-type": "application/json", "x-api-key": KEY}
+    if door == "otlp":
+        body = json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [{"body": {"stringValue": "m"}}]}]}]})
+        return "/v1/logs", body.encode(), {"content-type": "application/json", "x-api-key": KEY}
+    headers, body = delivery([{"message": "m"}], KEY).request()
+    return "/api/firehose/event", body, headers
+
+
+def assert_refused_by_the_door(door: str, response: Any) -> None:
+    """A 503 in the door's own terms: the contract's JSON error, OTLP's Status, Firehose's error shape."""
+    assert response.status_code == 503, response.body
+    body = json.loads(response.body)
+    if door == "firehose":
+        assert set(body) == {"requestId", "timestamp", "errorMessage"}
+    elif door == "otlp":
+        assert body["code"] == 14 and "unavailable" in body["message"]  # google.rpc.Code UNAVAILABLE
+    else:
+        assert body["error"] == "service_unavailable"
+    assert int(response.headers["Retry-After"]) > 0
+
+
+@pytest.mark.parametrize("door", ["sdk", "otlp", "firehose"])
+@pytest.mark.parametrize("stalled", ["dynamodb", "sqs"])
+def test_every_door_answers_a_stalled_dependency_within_the_budget(http, put_key, stall_service, door, stalled) -> None:
+    """A stalled keys table (a key never seen) or a stalled queue (no fallback queue: a single-region
+    edge) is the door's 503 within REQUEST_BUDGET_SECONDS: one GetItem (a timeout is not retried),
+    or the sends that fit the budget, each one bounded by what is left of it."""
+    if stalled == "sqs":
+        put_key(KEY)  # the key is found; only the queue stalls
+    server = stall_service(stalled)
+    path, body, headers = door_request(door)
+    response = answered_in_budget(lambda: http.post(path, body=body, headers=headers))
+    assert_refused_by_the_door(door, response)
+    time.sleep(0.2)  # let the stalled server record what reached it
+    if stalled == "dynamodb":
+        assert server.calls("GetItem") == 1
+    else:
+        assert server.calls("SendMessageBatch") >= 1
