@@ -17,6 +17,9 @@ things, so the handler is safe with the setting on or off.
 
 Destinations are called concurrently, so a batch costs about the slowest one's round trip;
 each one's share goes in requests within its limits, one after the other (sinks/batching.py).
+Their CPU work (mapping, encoding) is done first, in this thread, one sink after the other:
+threads encoding side by side take turns at the interpreter lock and stretch each other's
+network waits (docs/performance.md, fan-out).
 """
 
 from __future__ import annotations
