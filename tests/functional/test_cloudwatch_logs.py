@@ -45,7 +45,7 @@ CONTROL = {
 
 
 def packed(message: Any) -> bytes:
-    return gzip.compress(json.dumps(message).encode())
+    return gzip.compress(json.dumps(message).encode(), mtime=0)
 
 
 def test_data_message_becomes_one_log_payload_with_group_and_stream():
@@ -111,9 +111,9 @@ def test_empty_data_message_becomes_nothing():
     ("data", "status"),
     [
         (b"\x1f\x8bnot gzip at all", 400),
-        (gzip.compress(b'{"messageType": "DATA_MESSAGE"')[:-8], 400),  # truncated
+        (gzip.compress(b'{"messageType": "DATA_MESSAGE"', mtime=0)[:-8], 400),  # truncated
         (packed(CONTROL) + b"junk", 400),
-        (gzip.compress(b"not json"), 400),
+        (gzip.compress(b"not json", mtime=0), 400),
         (packed(["a list"]), 400),
         (packed({"messageType": "OTHER"}), 400),
         (packed({**data_message(["a"]), "logEvents": "nope"}), 400),
