@@ -21,6 +21,7 @@ from chalicelib.edge.doors.sdk import SdkDoor
 from chalicelib.edge.remote_config import answer_request as config_answer
 from chalicelib.edge.serve import json_response, serve
 from chalicelib.runtime import deadline
+from chalicelib.runtime.config import settings
 
 edge = Blueprint(__name__)
 
@@ -75,7 +76,9 @@ def health() -> Response:
 def remote_config() -> Response:
     """The SDK's remote config, proxied to Lookout and cached (a stale copy beats an error)."""
     headers = edge.current_request.headers
-    with deadline.request_budget():  # the key lookup and Lookout's answer, within the budget
+    with deadline.request_budget(
+        settings().request_budget_seconds
+    ):  # the key lookup and Lookout's answer, within the budget
         status, body, extra = config_answer(headers)
     answer_headers = {**extra, **cors.response_headers(headers.get("origin"))}
     return json_response(status, body.decode("utf-8", "replace"), answer_headers)

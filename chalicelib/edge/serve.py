@@ -17,6 +17,7 @@ from chalice import Response
 from chalicelib.contract.errors import EdgeError, bad_request
 from chalicelib.edge import cors, pipeline
 from chalicelib.runtime import deadline
+from chalicelib.runtime.config import settings
 from chalicelib.runtime.observability import count, logger, traced
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ def serve(door: Door) -> Response:
     if request.method == "OPTIONS":
         return preflight(request.headers)
     try:
-        with deadline.request_budget(), traced(door.segment):
+        with deadline.request_budget(settings().request_budget_seconds), traced(door.segment):
             try:
                 if request.unreadable:
                     raise bad_request(request.unreadable)

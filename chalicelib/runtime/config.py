@@ -63,6 +63,11 @@ class Settings:
     # "Spilling"): a queue in another region. Unset in a multi-region edge outside the home region:
     # the home region's queue of the same name.
     fallback_queue_url: str | None = None
+    # Seconds from the handler's start within which the edge answers (runtime/deadline.py); 0 (unset):
+    # REQUEST_BUDGET_SECONDS, 3.5 s, under the PHP SDK's 5 s. Raise it only for clients that wait
+    # longer (OTLP exporters wait 10 s), or where the function runs slower than Lambda (the tests'
+    # emulated arm64 run).
+    request_budget_seconds: float = 0.0
 
     def require(self, name: str) -> str:
         """Return a required setting or raise naming its environment variable."""
@@ -102,6 +107,7 @@ ENV_NAMES = {
     "token_cache_seconds": "LOOKOUT_EDGE_TOKEN_CACHE_SECONDS",
     "home_region": "LOOKOUT_EDGE_HOME_REGION",
     "fallback_queue_url": "LOOKOUT_EDGE_FALLBACK_QUEUE_URL",
+    "request_budget_seconds": "LOOKOUT_EDGE_REQUEST_BUDGET_SECONDS",
     "log_accepted_share": "LOOKOUT_EDGE_LOG_ACCEPTED_SHARE",
     "metrics_interval_seconds": "LOOKOUT_EDGE_METRICS_INTERVAL_SECONDS",
 }

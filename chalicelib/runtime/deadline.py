@@ -110,8 +110,9 @@ def of_request() -> Deadline:
 
 @contextmanager
 def request_budget(seconds: float | None = None) -> Iterator[Deadline]:
-    """Serve a request within `seconds` (REQUEST_BUDGET_SECONDS) from now: `current()` inside."""
-    token = _current.set(Deadline.after(REQUEST_BUDGET_SECONDS if seconds is None else seconds))
+    """Serve a request within `seconds` (None or 0: REQUEST_BUDGET_SECONDS) from now: `current()` inside.
+    The edge passes LOOKOUT_EDGE_REQUEST_BUDGET_SECONDS (`Settings.request_budget_seconds`)."""
+    token = _current.set(Deadline.after(seconds or REQUEST_BUDGET_SECONDS))
     try:
         yield _current.get()
     finally:

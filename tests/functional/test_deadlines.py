@@ -372,3 +372,17 @@ def test_every_door_answers_a_stalled_dependency_within_the_budget(http, put_key
         assert server.calls("GetItem") == 1
     else:
         assert server.calls("SendMessageBatch") >= 1
+
+
+def test_the_request_budget_comes_from_the_environment(http, put_key, monkeypatch) -> None:
+    """LOOKOUT_EDGE_REQUEST_BUDGET_SECONDS replaces REQUEST_BUDGET_SECONDS: a budget too short for
+    any call is the 503 without a call; unset, the same request is accepted."""
+    from chalicelib.runtime.config import settings
+
+    put_key(KEY)
+    monkeypatch.setenv("LOOKOUT_EDGE_REQUEST_BUDGET_SECONDS", "0.2")  # less than two 0.1 s waits and the margin
+    settings.cache_clear()
+    assert_unavailable(ingest(http))
+    monkeypatch.delenv("LOOKOUT_EDGE_REQUEST_BUDGET_SECONDS")
+    settings.cache_clear()
+    assert ingest(http).status_code == 202

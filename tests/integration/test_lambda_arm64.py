@@ -26,6 +26,7 @@ import boto3
 import pytest
 
 from chalicelib.contract.keys_item import hash_key
+from chalicelib.runtime.deadline import REQUEST_BUDGET_SECONDS
 from edgectl.cmd_render_policies import ROOT
 from edgectl.devstack import free_port
 from edgectl.lambda_shim import function_url_event
@@ -188,6 +189,8 @@ def deployed(
                 # protobuf would fall back to pure Python without a word if its aarch64 upb module did not load.
                 "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "upb",
                 "PYTHONWARNINGS": "error::UserWarning:google.protobuf.internal.api_implementation",
+                # The request budget as slow as the emulation: a cold request imports inside it.
+                "LOOKOUT_EDGE_REQUEST_BUDGET_SECONDS": str(REQUEST_BUDGET_SECONDS * EMULATION_SLOWDOWN),
             },
             "forward_events": {
                 "LOOKOUT_INGEST_EDGE_BACKEND_URL": backends.lookout.url,
