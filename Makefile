@@ -66,7 +66,7 @@ lint: $(DEV_STAMP)
 	$(VENV)/bin/cfn-lint  # the templates .cfnlintrc lists (the packaged stack: tests/integration/test_deploy.py)
 
 # The edit-test loop (docs/testing.md): tests/unit and tests/functional, everything that runs in
-# this process (moto, the app, loopback fakes); no lint, no real servers, no package. Under a minute:
+# this process (moto, the app, loopback fakes); no lint, no real servers, no package. About 2 minutes:
 # one pytest-xdist worker per core (FAST_WORKERS=0 for one process). Bytecode is kept (in the venv,
 # whatever PYTHONDONTWRITEBYTECODE says): compiling the ~800 modules a worker imports took 5 s of CPU.
 FAST_WORKERS ?= auto
