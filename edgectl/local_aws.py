@@ -3,10 +3,12 @@
 moto keeps everything in memory, so a stopped `make dev` used to drop every accepted
 event still waiting for the receiver. Here moto's backends are pickled to a state file
 (`--state`) every few seconds after a change and when the process is told to stop
-(SIGTERM), and loaded again at start. A snapshot is taken while no request is in
-flight (`RequestGate`), so it never holds half of a BatchWriteItem or a message that
-was both sent and not yet stored. A crash loses at most the last `--snapshot-every`
-seconds; a clean stop loses nothing.
+(SIGTERM), and loaded again at start. A snapshot is taken while no request runs inside
+moto (under `MOTO_LOCK`), so it never holds half of a BatchWriteItem or a message that
+was both sent and not yet stored; the file is written after the lock is let go, and a
+long poll waiting for a message does not hold it (the edge's calls are bounded at 0.5 s:
+a snapshot that waited for the forwarder's 5 s long poll to end made them time out). A
+crash loses at most the last `--snapshot-every` seconds; a clean stop loses nothing.
 
 Its access log names the action and error code of a failed call, and leaves out the
 errors the edge expects in normal operation (a conditional write that finds its item
@@ -126,9 +128,9 @@ def serialize_moto() -> None:
 
 class RequestGate:
     """WSGI middleware that runs one request at a time (MOTO_LOCK), can hold new requests and
-    wait for the running ones to end.
+    wait for the running ones to end (`quiet`, at the last snapshot).
 
-    Also notes whether a request may have changed anything since the last `quiet()`.
+    Also notes whether a request may have changed anything since the last `take_snapshot()`.
     """
 
     def __init__(self, app: Callable[..., Iterable[bytes]]):
@@ -145,8 +147,7 @@ class RequestGate:
             while self._paused:
                 self._condition.wait()
             self._running += 1
-            if not action.startswith(_READ_ONLY_PREFIXES):
-                self.dirty = True
+        changes = not action.startswith(_READ_ONLY_PREFIXES)
         status: list[str] = []
 
         def noting_start_response(code: str, headers: Any, *rest: Any) -> Any:
@@ -156,6 +157,9 @@ class RequestGate:
         try:
             with MOTO_LOCK:
                 body = b"".join(self._app(environ, noting_start_response))
+                # Noted under the lock, after the change: a snapshot taken before it sees it
+                # dirty again, one taken after it holds the change.
+                self.dirty = self.dirty or changes
             if status and status[-1][:1] in "45":
                 environ[ERROR_KEY] = (action or environ.get("PATH_INFO", ""), error_code(body))
             return [body]
@@ -164,6 +168,13 @@ class RequestGate:
                 self._running -= 1
                 self._condition.notify_all()
 
+    def take_snapshot(self) -> bytes:
+        """A `snapshot` between two requests' moto calls. Requests wait only while it pickles:
+        a long poll lets go of MOTO_LOCK while it waits, and receiving changes nothing kept."""
+        with MOTO_LOCK:
+            self.dirty = False
+            return snapshot()
+
     @contextlib.contextmanager
     def quiet(self) -> Iterator[None]:
         """No request runs inside this block (new ones wait; long polls are let finish)."""
@@ -171,7 +182,6 @@ class RequestGate:
             self._paused = True
             while self._running:
                 self._condition.wait()
-            self.dirty = False
         try:
             yield
         finally:
@@ -227,8 +237,7 @@ def serve(host: str, port: int, state: Path | None, snapshot_every: float) -> in
     print(f"moto server on http://{host}:{port}" + (f", state in {state}" if state else ""), flush=True)
     while not stopping.wait(snapshot_every):
         if state is not None and gate.dirty:
-            with gate.quiet():
-                save(state, snapshot())
+            save(state, gate.take_snapshot())
     with gate.quiet():  # and stays quiet: nothing may change after the last snapshot
         if state is not None:
             save(state, snapshot())

@@ -6,7 +6,9 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
@@ -125,6 +127,35 @@ def test_the_state_file_is_private_from_the_start_and_an_old_world_readable_one_
     assert "state saved" in ended["output"]
     assert state.stat().st_mode & 0o777 == 0o600
     assert b"a queued payload" in state.read_bytes()
+
+
+def test_snapshots_do_not_hold_requests_while_a_long_poll_waits(tmp_path):
+    """The forwarder long-polls for 5 s; a snapshot that waited for it to end held every other
+    call that long, and the edge's keys lookup (one 0.5 s call) answered 503 meanwhile."""
+    from botocore.config import Config
+
+    state = tmp_path / "aws-state.pickle"
+    with serve_aws("--state", str(state), "--snapshot-every", "0.1") as (url, ended):
+        sqs = boto3.client("sqs", region_name=REGION, endpoint_url=url)
+        queue = sqs.create_queue(QueueName="idle")["QueueUrl"]
+        # As the edge bounds its calls: one try, a 0.5 s read timeout.
+        bounded = Config(read_timeout=0.5, connect_timeout=0.5, retries={"total_max_attempts": 1})
+        dynamodb = boto3.client("dynamodb", region_name=REGION, endpoint_url=url, config=bounded)
+        dynamodb.create_table(
+            TableName="keys",
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        with ThreadPoolExecutor(1) as poller:
+            long_poll = poller.submit(sqs.receive_message, QueueUrl=queue, WaitTimeSeconds=3)
+            for number in range(20):  # each write makes the next snapshot due
+                dynamodb.put_item(TableName="keys", Item={"id": {"S": f"k{number}"}})
+                time.sleep(0.05)
+            assert not long_poll.done(), "the writes ended after the long poll: they proved nothing"
+            assert long_poll.result().get("Messages") is None
+    assert ended["returncode"] == 0, ended["output"]
+    assert b"k19" in state.read_bytes()
 
 
 def snapshot_of_nothing() -> bytes:
