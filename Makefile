@@ -66,10 +66,11 @@ lint: $(DEV_STAMP)
 	$(VENV)/bin/cfn-lint  # the templates .cfnlintrc lists (the packaged stack: tests/integration/test_deploy.py)
 
 # The edit-test loop (docs/testing.md): tests/unit and tests/functional, everything that runs in
-# this process (moto, the app, loopback fakes); no lint, no real servers, no package. About 2 minutes:
-# one pytest-xdist worker per core (FAST_WORKERS=0 for one process). Bytecode is kept (in the venv,
-# whatever PYTHONDONTWRITEBYTECODE says): compiling the ~800 modules a worker imports took 5 s of CPU.
-FAST_WORKERS ?= auto
+# this process (moto, the app, loopback fakes); no lint, no real servers, no package. About 40 s on
+# 2 cores: two pytest-xdist workers per core, as a worker waits on sockets and timers a third of its
+# time (FAST_WORKERS=0 for one process). Bytecode is kept (in the venv, whatever
+# PYTHONDONTWRITEBYTECODE says): compiling the ~800 modules a worker imports took 5 s of CPU.
+FAST_WORKERS ?= $(shell echo $$(( 2 * $$(nproc 2>/dev/null || echo 1) )))
 test-fast: export PYTHONDONTWRITEBYTECODE :=
 test-fast: export PYTHONPYCACHEPREFIX := $(abspath $(VENV))/pycache
 test-fast: $(DEV_STAMP)

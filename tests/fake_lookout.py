@@ -91,10 +91,13 @@ class FakeLookout:
 
 
 def serve(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
-    """`handler` on a free 127.0.0.1 port, served from a daemon thread (stop: shutdown + server_close)."""
+    """`handler` on a free 127.0.0.1 port, served from a daemon thread (stop: shutdown + server_close).
+
+    It looks for `shutdown` every 50 ms: at serve_forever's default 0.5 s, stopping a test's
+    two or three fakes was a second of every such test's teardown."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     return server
 
 

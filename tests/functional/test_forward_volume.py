@@ -73,7 +73,7 @@ def all_event_ids(requests: list[Seen]) -> list[str]:
 def test_the_event_source_shim_gathers_a_batch_of_100_from_receives_of_10(aws: StackNames) -> None:
     fill(aws.queue_url, 130)
     assert len(batch_event(aws.queue_url)["Records"]) == 100
-    assert len(batch_event(aws.queue_url, window=4)["Records"]) == 30  # the window closed on an empty queue
+    assert len(batch_event(aws.queue_url, window=1.5)["Records"]) == 30  # the window closed on an empty queue
 
 
 def test_a_batch_of_100_is_one_request_and_every_message_settles(aws: StackNames, lookout: FakeLookout) -> None:

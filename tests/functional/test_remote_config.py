@@ -1,11 +1,11 @@
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from chalicelib.edge.remote_config import OVERRIDES_PER_KEY, STALE_SECONDS, BackendConfig, ConfigCache
 from tests.conftest import Clock, reset_container_state
+from tests.fake_lookout import serve
 
 KEY = "lk_config_key"
 
@@ -134,8 +134,7 @@ class ConfigServer:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve(Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def close(self):

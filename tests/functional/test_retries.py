@@ -177,6 +177,19 @@ def edge_url(aws: Any) -> Iterator[str]:
     server.server.server_close()
 
 
+class WaitsNoted(threading.Event):
+    """The exporter's backoff without the wait: notes the seconds it would have waited (the
+    edge's Retry-After, 5 s of an otherwise 3 s test)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.seconds.append(timeout or 0.0)
+        return False
+
+
 def test_otel_exporter_retry_after_a_partial_enqueue_queues_each_span_under_one_id(
     aws, edge_url, flaky_sqs, monkeypatch
 ):
@@ -195,8 +208,11 @@ def test_otel_exporter_retry_after_a_partial_enqueue_queues_each_span_under_one_
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", edge_url)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"x-api-key={KEY}")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
-    assert OTLPSpanExporter().export(spans) == SpanExportResult.SUCCESS
+    exporter = OTLPSpanExporter()
+    exporter._client._shutdown_event = waits = WaitsNoted()  # pinned SDK: where its backoff waits
+    assert exporter.export(spans) == SpanExportResult.SUCCESS
     assert not sqs.armed  # the first attempt was answered 503, the exporter retried
+    assert waits.seconds == [5.0]  # after the edge's Retry-After
     messages = drain_queue(aws.queue_url)
 
     def span_ids(payload: dict) -> list[str]:
