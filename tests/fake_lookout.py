@@ -39,18 +39,29 @@ def accept_all(request: Seen) -> Answer:
 
 
 @dataclass
-class FakeLookout:
-    """`answer(request) -> (status, headers, json body or bytes)`; `delay` seconds before answering."""
+class LoopbackFake:
+    """A fake destination on a 127.0.0.1 port (`serve`): its `url` once started, `stop()` to end it."""
 
-    answer: Callable[[Seen], Answer] = accept_all
-    delay: float = 0.0
-    requests: list[Seen] = field(default_factory=list)
-    server: ThreadingHTTPServer | None = None
+    server: ThreadingHTTPServer | None = field(default=None, kw_only=True)
 
     @property
     def url(self) -> str:
         assert self.server is not None
         return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+@dataclass
+class FakeLookout(LoopbackFake):
+    """`answer(request) -> (status, headers, json body or bytes)`; `delay` seconds before answering."""
+
+    answer: Callable[[Seen], Answer] = accept_all
+    delay: float = 0.0
+    requests: list[Seen] = field(default_factory=list)
 
     def start(self) -> FakeLookout:
         fake = self
@@ -83,11 +94,6 @@ class FakeLookout:
 
         self.server = serve(Handler)
         return self
-
-    def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
 
 
 def serve(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:

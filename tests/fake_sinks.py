@@ -13,10 +13,10 @@ import gzip
 import json
 import re
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.fake_lookout import serve
+from tests.fake_lookout import LoopbackFake, serve
 
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 HEX = {"traceId": 32, "spanId": 16, "parentSpanId": 16}
@@ -28,19 +28,13 @@ class Refused(Exception):
 
 
 @dataclass
-class StrictServer:
+class StrictServer(LoopbackFake):
     """A keep-alive HTTP server; subclasses check a request in `check` and return its answer body."""
 
     down: int | None = None  # answer this status to everything (an outage)
     refusals: int = 0  # requests answered with `down`
     requests: list[dict[str, Any]] = field(default_factory=list)  # the accepted bodies, decoded
     headers: list[dict[str, str]] = field(default_factory=list)
-    server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def check(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, bytes]:
         raise NotImplementedError
@@ -73,11 +67,6 @@ class StrictServer:
 
         self.server = serve(Handler)
         return self
-
-    def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
 
 
 def _json_body(headers: dict[str, str], raw: bytes, gzipped: bool) -> Any:
