@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from chalicelib.edge.ratelimit import SETTLE_EVENTS
+from chalicelib.edge.spill import BACKOFF_LONGEST_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent
 PRICES = Path(__file__).resolve().parent / "prices.json"
@@ -458,7 +459,9 @@ def format_multi_region(inputs: RegionsInputs, extra: MultiRegionExtra) -> str:
 # Spilling (chalicelib/edge/spill.py, docs/reliability.md): what the edge waits per request more
 # than usual. A SendMessageBatch across regions takes 70-250 ms as a client sees it (this much
 # instead of the in-region call's AWS_SQS_SEND_MS); a stalled regional try waits its read timeout,
-# 0.5 s at the default budget (runtime/deadline's step for half of ~3.3 s).
+# 0.5 s at the default budget (runtime/deadline's step for half of ~3.3 s). Only a container's
+# probes try the region while it is down: one per BACKOFF_LONGEST_SECONDS once its back-off is
+# at its longest (a few more in the first 15 s of an outage).
 CROSS_REGION_SEND_MS = 150.0
 STALLED_TRY_MS = 500.0
 
@@ -474,30 +477,32 @@ class SpillInputs:
 
 def spill_hour(inputs: SpillInputs, prices: dict[str, Any]) -> dict[str, float]:
     """Dollars one hour of spilling costs beyond the same hour without it: the bytes sent across
-    regions, the regional try's SendMessageBatch (counted as billed: conservative), and the edge's
-    extra wait per request, while the regional SQS answers errors (fast) or stalls (its read
-    timeout). The fallback region's forwarder delivers the events instead of this region's: no extra."""
+    regions, the probes' SendMessageBatch calls to the regional queue (counted as billed:
+    conservative), and the edge's extra wait: every request's cross-region call, and while the
+    regional SQS stalls each probe's read timeout. Probes: one per container every
+    BACKOFF_LONGEST_SECONDS, with at least as many containers as the spilling load keeps busy
+    (requests/s x the cross-region call). The fallback region's forwarder delivers the events
+    instead of this region's: no extra."""
     events = inputs.events_per_second * 3600
     requests = events / inputs.events_per_request
     message_bytes = inputs.event_bytes + ENVELOPE_BYTES
     per_batch = min(inputs.events_per_request, 10)
     chunks = math.ceil(per_batch * message_bytes / prices["sqs"]["billing_chunk_bytes"])
-    batches = requests * math.ceil(inputs.events_per_request / 10)
+    containers = max(1, math.ceil(requests / 3600 * CROSS_REGION_SEND_MS / 1000))
+    probes = containers * 3600 / BACKOFF_LONGEST_SECONDS
     gb_second = prices["lambda"][f"per_gb_second_{inputs.architecture}"] * inputs.edge_memory_mb / 1024
-
-    def waiting(milliseconds: float) -> float:
-        return requests * milliseconds / 1000 * gb_second
-
+    cross_region_waits = requests * (CROSS_REGION_SEND_MS - AWS_SQS_SEND_MS)
+    probe_calls = probes * math.ceil(inputs.events_per_request / 10) * chunks
     return {
         "cross-region transfer": events * message_bytes / 1e9 * prices["multi_region"]["cross_region_transfer_per_gb"],
-        "the regional try's SendMessage": batches * chunks * prices["sqs"]["standard_per_million_requests"] / MILLION,
-        "edge waiting, SQS answering errors": waiting(CROSS_REGION_SEND_MS - AWS_SQS_SEND_MS),
-        "edge waiting, SQS stalled": waiting(STALLED_TRY_MS + CROSS_REGION_SEND_MS - AWS_SQS_SEND_MS),
+        "the probes' SendMessage": probe_calls * prices["sqs"]["standard_per_million_requests"] / MILLION,
+        "edge waiting, SQS answering errors": cross_region_waits / 1000 * gb_second,
+        "edge waiting, SQS stalled": (cross_region_waits + probes * STALLED_TRY_MS) / 1000 * gb_second,
     }
 
 
 def format_spill(inputs: SpillInputs, hour: dict[str, float]) -> str:
-    common = hour["cross-region transfer"] + hour["the regional try's SendMessage"]
+    common = hour["cross-region transfer"] + hour["the probes' SendMessage"]
     lines = [
         "",
         f"an hour of spilling to the fallback queue at {inputs.events_per_second:g} events/s ({inputs.event_bytes} B "

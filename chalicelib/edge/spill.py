@@ -5,7 +5,11 @@ region, within the same request deadline, so an SQS outage in one region costs n
     (REGIONAL_SHARE of the time left)                                     (the rest of the time)
 
 The regional queue gets one try per message, and a second only for what it throttled while it
-took the rest; a queue that took nothing (errors, no answer) is spilled from at once.
+took the rest; a queue that took nothing (errors, no answer) is spilled from at once, and the
+container stops asking it for a while (`regional_backoff`: 1 s, doubling to 10 s while it keeps
+failing, one request at a time probing it). Meanwhile requests go to the fallback first and to
+the regional queue only with what the fallback did not take: during a stall only the probes wait
+out the regional call's timeout, and a fallback that fails while the region is back still finds it.
 
 The client gets its 202 only once every event is in one of the two queues, else the honest 503
 (`pipeline._queue_down`). Both queues get the same message bodies, so the same event ids: an event
@@ -27,7 +31,9 @@ from urllib.parse import urlsplit
 
 from chalicelib.runtime import sqs_batch
 from chalicelib.runtime.aws import client
+from chalicelib.runtime.backoff import BackingOff, Backoff
 from chalicelib.runtime.config import Settings
+from chalicelib.runtime.container import per_container
 from chalicelib.runtime.deadline import Deadline
 from chalicelib.runtime.observability import count, logger
 from chalicelib.runtime.sqs_batch import Outgoing, SendReport
@@ -38,6 +44,10 @@ from chalicelib.runtime.sqs_batch import Outgoing, SendReport
 # ~1.6 s with 1 s timeouts (a call across regions takes 70-250 ms; a container's first one opens
 # a TLS connection, 3 round trips more). docs/reliability.md, "Spilling to a fallback queue".
 REGIONAL_SHARE = 0.5
+# How long a container sends straight to the fallback after the regional queue took none of a
+# request's messages: 1 s, doubling while the probes fail, at most 10 s (as the keys table's).
+BACKOFF_FIRST_SECONDS = 1.0
+BACKOFF_LONGEST_SECONDS = 10.0
 # The AWS forms of a queue URL name the region in the host (sqs.REGION.amazonaws.com, or the
 # legacy REGION.queue.amazonaws.com); a local endpoint (moto) serves every region on one host.
 _AWS_HOST = re.compile(r"^(?:sqs\.(?P<new>[a-z0-9-]+)|(?P<legacy>[a-z0-9-]+)\.queue)\.amazonaws\.com(?:\.cn)?$")
@@ -99,28 +109,86 @@ def send_or_spill(
 ) -> SendReport[int]:
     """Every message in the regional queue or the fallback by `limit`; the report's `sent` is
     what is in either (an idempotency claim records it, so a retry sends only the rest)."""
-    regional_limit = Deadline.after(REGIONAL_SHARE * max(0.0, limit.left()))
-    regional = sqs_batch.send_messages(queue_url, messages, regional_limit, skip, max_rounds=1)
-    if regional.failed and regional.sent - skip:  # it works and throttled a part: that part once more
-        again = sqs_batch.send_messages(queue_url, messages, regional_limit, frozenset(regional.sent), max_rounds=1)
-        regional = _then(regional, again)
+    if all(key in skip for key in messages):
+        return SendReport(sent=set(skip))
+    try:
+        regional = _regional_try(queue_url, messages, _share(limit), skip)
+    except BackingOff:
+        return _fallback_first(queue_url, fallback, messages, limit, skip)
     if not regional.failed:
         return regional
     spilled = sqs_batch.send_messages(fallback.url, messages, limit, frozenset(regional.sent), region=fallback.region)
-    moved = spilled.sent - regional.sent
+    _note_spill(fallback, spilled.sent - regional.sent, regional.reason, spilled)
+    return _then(regional, spilled)
+
+
+class _TookNothing(Exception):
+    """The regional queue took none of a request's messages: what opens its back-off."""
+
+
+@per_container
+def regional_backoff() -> Backoff:
+    """The container's back-off for its region's queue (`send_or_spill`)."""
+    return Backoff("regional queue", BACKOFF_FIRST_SECONDS, BACKOFF_LONGEST_SECONDS)
+
+
+def _share(limit: Deadline) -> Deadline:
+    """The first queue's part of the time left: REGIONAL_SHARE of it; the second keeps the rest."""
+    return Deadline.after(REGIONAL_SHARE * max(0.0, limit.left()))
+
+
+def _regional_try(
+    queue_url: str, messages: dict[int, Outgoing], regional_limit: Deadline, skip: frozenset[int]
+) -> SendReport[int]:
+    """One try per message at the regional queue by `regional_limit` (a second for what it
+    throttled while it took the rest), through its back-off: BackingOff, without a call, while
+    it holds off; a try that took nothing opens it, one that took anything closes it."""
+    report: SendReport[int] = SendReport(sent=set(skip))
+    try:
+        with regional_backoff().attempt((_TookNothing,)):
+            report = sqs_batch.send_messages(queue_url, messages, regional_limit, skip, max_rounds=1)
+            if report.failed and report.sent - skip:  # it works and throttled a part: that part once more
+                again = sqs_batch.send_messages(
+                    queue_url, messages, regional_limit, frozenset(report.sent), max_rounds=1
+                )
+                report = _then(report, again)
+            if report.failed and not report.sent - skip:
+                raise _TookNothing(report.reason)
+    except _TookNothing:
+        pass
+    return report
+
+
+def _fallback_first(
+    queue_url: str,
+    fallback: FallbackQueue,
+    messages: dict[int, Outgoing],
+    limit: Deadline,
+    skip: frozenset[int],
+) -> SendReport[int]:
+    """While the regional queue's back-off holds: the fallback gets the first share and one try,
+    the regional queue what the fallback did not take, in the time left."""
+    spilled = sqs_batch.send_messages(fallback.url, messages, _share(limit), skip, max_rounds=1, region=fallback.region)
+    _note_spill(fallback, spilled.sent - skip, "BackingOff", spilled)
+    if not spilled.failed:
+        return spilled
+    return _then(spilled, sqs_batch.send_messages(queue_url, messages, limit, frozenset(spilled.sent)))
+
+
+def _note_spill(fallback: FallbackQueue, moved: set[int], reason: str, spilled: SendReport[int]) -> None:
+    """The `spilled` count and one warning per spilling request (bench/outages.py reads it)."""
     if moved:
         count("spilled", len(moved))
     logger().warning(
         "regional queue failed; spilled to the fallback queue",
         extra={
-            "reason": regional.reason,
+            "reason": reason,
             "fallback_region": fallback.region,
             "spilled": len(moved),
             "not_spilled": len(spilled.failed),
             "fallback_reason": spilled.reason,
         },
     )
-    return _then(regional, spilled)
 
 
 def _then(first: SendReport[int], then: SendReport[int]) -> SendReport[int]:

@@ -20,12 +20,13 @@ import boto3
 import pytest
 
 from chalicelib.edge import spill
+from chalicelib.edge.spill import BACKOFF_FIRST_SECONDS
 from chalicelib.runtime import sqs_batch
 from chalicelib.runtime.config import Settings
 from chalicelib.runtime.deadline import REQUEST_BUDGET_SECONDS
 from edgectl.iam_enforce import DEFAULT_ACCOUNT
 from edgectl.resources import StackNames, create_resources
-from tests.conftest import StalledServer, drain_queue, reset_container_state
+from tests.conftest import Clock, StalledServer, drain_queue, reset_container_state
 
 KEY = "lk_spill_key"
 FAR = "eu-west-1"
@@ -41,6 +42,7 @@ class BrokenSqs:
     modes: dict[str | None, str | None] = field(default_factory=dict)  # region (None: the edge's own) -> mode
     throttled: Callable[[dict[str, Any]], bool] = lambda payload: payload.get("n", 0) % 3 == 0
     sent: Counter[tuple[str | None, int]] = field(default_factory=Counter)  # (region, payload n) -> sends
+    attempts: Counter[str | None] = field(default_factory=Counter)  # region -> SendMessageBatch calls
 
     def hook(self, made: Any, region: str | None) -> None:
         """Break `made` (a client of the edge's) as `modes[region]` says, once per client."""
@@ -63,6 +65,7 @@ class BrokenSqs:
 
     def _before(self, region: str | None) -> Callable[..., Any]:
         def answer(context: dict[str, Any], **_: Any) -> Any:
+            self.attempts[region] += 1
             mode = self.modes.get(region)
             if mode == "errors" or (mode == "throttle" and not context["entries"]):
                 from botocore.awsrequest import AWSResponse
@@ -184,6 +187,49 @@ def test_a_stalled_sqs_spills_after_one_attempt_within_the_deadline(http, aws, f
     assert queued(far, FAR) == {0: response.json_body["event_id"]}
     assert queued(aws, OWN) == {}
     assert len(broken.stall_requests) == 1  # type: ignore[attr-defined]  # one attempt, no botocore retry
+
+
+def test_after_a_stall_the_container_spills_without_waiting_then_probes_the_region(http, aws, far, broken) -> None:
+    """One request waits out the stalled regional call; while the back-off holds the next ones go
+    straight to the fallback (no regional call); once it is over one request probes the region,
+    which answers again: its events stay in the region and the back-off closes."""
+    backoff = spill.regional_backoff()
+    backoff.clock = clock = Clock()
+    broken.modes[None] = "stall"
+    single = {**NDJSON, "content-type": "application/json"}
+
+    def post(n: int) -> str:
+        response = http.post("/api/ingest", body=json.dumps({"message": "m", "n": n}), headers=single)
+        assert response.status_code == 202, response.body
+        event_id: str = response.json_body["event_id"]
+        return event_id
+
+    first = post(0)
+    assert len(broken.stall_requests) == 1 and backoff.failures == 1  # type: ignore[attr-defined]
+    during = [post(n) for n in (1, 2, 3)]
+    assert len(broken.stall_requests) == 1  # type: ignore[attr-defined]  # none of them asked the region
+    assert queued(far, FAR) == dict(zip((0, 1, 2, 3), [first, *during], strict=True))
+
+    broken.modes[None] = None  # the region answers again
+    clock.now += BACKOFF_FIRST_SECONDS
+    probe = post(4)
+    assert queued(aws, OWN) == {4: probe} and queued(far, FAR) == {}
+    assert backoff.failures == 0 and not backoff.holding_off()
+
+
+def test_while_backing_off_what_the_fallback_refuses_goes_to_the_region(http, aws, far, broken) -> None:
+    """The back-off is a guess that the region is down: a fallback that fails meanwhile does not
+    turn into a 503 when the region would have taken the events."""
+    backoff = spill.regional_backoff()
+    backoff.clock = Clock()
+    broken.modes[None] = "errors"
+    assert http.post("/api/ingest/event", body=lines(3), headers=NDJSON).status_code == 202
+    assert backoff.holding_off() and len(queued(far, FAR)) == 3
+    broken.modes.update({None: None, FAR: "errors"})
+    response = http.post("/api/ingest/event", body=lines(5), headers=NDJSON)
+    assert response.status_code == 202, response.body
+    assert list(queued(aws, OWN).values()) == response.json_body["event_ids"]
+    assert broken.attempts[FAR] == 2  # one try each: the first request's spill, this one's
 
 
 def fallback_retried_until_the_real_deadline(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -311,23 +311,24 @@ def test_every_price_has_its_source_and_date():
 
 def test_an_hour_of_spilling_by_hand(capsys):
     """100 events/s of 1 KiB, one per request, for an hour: 360,000 messages of 1,424 B across regions at
-    $0.02/GB, the regional try's 360,000 SendMessageBatch requests at $0.40 per million, and the edge's
-    extra wait at 512 MB arm64: 142 ms per request while SQS errors (a cross-region call instead of an
-    in-region one), 642 ms while it stalls (its 0.5 s read timeout first)."""
+    $0.02/GB; 15 containers (100 requests/s x a 150 ms cross-region call) probing the region every 10 s,
+    5,400 SendMessageBatch requests at $0.40 per million; the edge's extra wait at 512 MB arm64: 142 ms
+    per request (a cross-region call instead of an in-region one), and while SQS stalls each probe's
+    0.5 s read timeout."""
     hour = spill_hour(SpillInputs(100, 1024, 1), PRICES_NOW)
     gb_ms = 0.5 * 0.0000133334 / 1000
     assert hour == pytest.approx(
         {
             "cross-region transfer": 360_000 * 1424 / 1e9 * 0.02,
-            "the regional try's SendMessage": 360_000 * 0.40 / 1e6,
+            "the probes' SendMessage": 5_400 * 0.40 / 1e6,
             "edge waiting, SQS answering errors": 360_000 * 142 * gb_ms,
-            "edge waiting, SQS stalled": 360_000 * 642 * gb_ms,
+            "edge waiting, SQS stalled": (360_000 * 142 + 5_400 * 500) * gb_ms,
         }
     )
-    # NDJSON batches of 20 send two SendMessageBatch calls per request, on 20 times fewer requests.
+    # NDJSON batches of 20: 20 times fewer requests, one container probing with two SendMessageBatch calls.
     batched = spill_hour(SpillInputs(100, 1024, 20), PRICES_NOW)
-    assert batched["the regional try's SendMessage"] == pytest.approx(18_000 * 2 * 0.40 / 1e6)
-    assert batched["edge waiting, SQS stalled"] == pytest.approx(hour["edge waiting, SQS stalled"] / 20)
+    assert batched["the probes' SendMessage"] == pytest.approx(360 * 2 * 0.40 / 1e6)
+    assert batched["edge waiting, SQS stalled"] == pytest.approx((18_000 * 142 + 360 * 500) * gb_ms)
     assert main(["cost", "--front-door", "url", "--spill", "100"]) == 0
     out = capsys.readouterr().out
     assert "an hour of spilling to the fallback queue at 100 events/s" in out and "total while SQS stalls" in out
