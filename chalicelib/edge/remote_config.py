@@ -3,7 +3,9 @@
 The SDK caches whatever JSON it gets as its config for minutes, so a stale good
 answer always beats an error: fresh answers live 60 s per (key, overrides)
 (LOOKOUT_EDGE_CONFIG_FRESH_SECONDS, for tests), and
-while Lookout fails the last good one is served for up to 24 h. The ingest path
+while Lookout fails the last good one is served for up to 24 h. After Lookout failed (no answer,
+or a 5xx) the container stops asking it for a while (`ConfigCache.upstream`, runtime/backoff.py):
+the last good copy, or the 503, is answered at once instead of after a stalled call. The ingest path
 only reads `cached_version()`; it never fetches. Each key's share of the cache is bounded
 (see OVERRIDES_PER_KEY), so no key's overrides can push out another key's copy.
 """
@@ -21,6 +23,7 @@ from typing import Any
 from chalicelib.contract.errors import EdgeError
 from chalicelib.contract.keys_item import hash_key
 from chalicelib.edge import auth
+from chalicelib.runtime.backoff import BackingOff, Backoff
 from chalicelib.runtime.container import per_container
 from chalicelib.runtime.ttl_cache import Lru, TtlCache
 
@@ -37,6 +40,10 @@ CONFIG_PATH = "/api/config"
 # Connect and read timeout (each) of the one GET to Lookout, less when the request's deadline is
 # nearer (runtime/deadline.py); a stalled Lookout costs the request at most twice this.
 UPSTREAM_TIMEOUT_SECONDS = 1.0
+# After a failed call, Lookout's config is not asked again for 1 s, doubling while the probes fail,
+# at most 30 s (the SDK's retry of a 503 waits its Retry-After: 30 s).
+BACKOFF_FIRST_SECONDS = 1.0
+BACKOFF_LONGEST_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,14 @@ class _NotCached(Exception):
 
     def __init__(self, answer: BackendConfig | None):
         super().__init__("no good config answer")
+        self.answer = answer
+
+
+class _LookoutDown(Exception):
+    """Lookout gave no answer or a 5xx: what opens the upstream back-off."""
+
+    def __init__(self, answer: BackendConfig):
+        super().__init__("Lookout did not answer with a config")
         self.answer = answer
 
 
@@ -99,6 +114,7 @@ class ConfigCache:
         self._max_entries = max_entries
         self._keys: Lru[str, _KeyConfigs] = Lru(max_entries)
         self._lock = threading.Lock()
+        self.upstream = Backoff("Lookout's remote config", BACKOFF_FIRST_SECONDS, BACKOFF_LONGEST_SECONDS, clock)
 
     def get(self, key_hash: str, raw_key: str, overrides: str | None) -> ConfigAnswer:
         """The config for this key and overrides: cached, fetched, or the last good one."""
@@ -111,7 +127,7 @@ class ConfigCache:
                     allowed = configs.may_fetch_new_value(self._clock(), self._fresh_seconds)
                 if not allowed:
                     raise _NotCached(None)
-            answer = self._fetch(raw_key, overrides)
+            answer = self._ask_lookout(raw_key, overrides)
             document = _config_document(answer)
             if document is None:
                 raise _NotCached(answer)
@@ -120,7 +136,9 @@ class ConfigCache:
             return answer.body
 
         try:
-            found = configs.answers.get(slot, fetch)
+            found = configs.answers.get(slot, fetch, self._upstream_down)
+        except BackingOff:
+            return ConfigAnswer(503, _unavailable())
         except _NotCached as failed:
             answer = failed.answer
             if answer is not None and answer.status is not None and 400 <= answer.status < 500:
@@ -128,6 +146,22 @@ class ConfigCache:
             return ConfigAnswer(503, _unavailable())
         self._bound_entries()
         return ConfigAnswer(200, found.value, stale=found.stale)
+
+    def _ask_lookout(self, raw_key: str, overrides: str | None) -> BackendConfig:
+        """One fetch through the back-off: BackingOff, without a call, while it holds off."""
+        try:
+            with self.upstream.attempt((_LookoutDown,)):
+                answer = self._fetch(raw_key, overrides)
+                if answer.status is None or answer.status >= 500:
+                    raise _LookoutDown(answer)
+        except _LookoutDown as down:
+            return down.answer
+        return answer
+
+    def _upstream_down(self) -> None:
+        """BackingOff while the back-off holds off: the last good copy is served at once."""
+        if self.upstream.holding_off():
+            raise BackingOff(f"{self.upstream.name}: backing off")
 
     def cached_version(self, key_hash: str) -> str | None:
         """The `version` of the newest config held for this key, if any (no I/O)."""

@@ -3,7 +3,13 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from chalicelib.edge.remote_config import OVERRIDES_PER_KEY, STALE_SECONDS, BackendConfig, ConfigCache
+from chalicelib.edge.remote_config import (
+    BACKOFF_FIRST_SECONDS,
+    OVERRIDES_PER_KEY,
+    STALE_SECONDS,
+    BackendConfig,
+    ConfigCache,
+)
 from tests.conftest import Clock, reset_container_state
 from tests.fake_lookout import serve
 
@@ -48,6 +54,45 @@ def test_backend_failure_serves_last_good_then_503_after_a_day():
     clock.now += STALE_SECONDS
     answer = cache.get("h", KEY, None)
     assert answer.status == 503 and json.loads(answer.body)["error"] == "config_unavailable"
+
+
+def test_after_lookout_fails_the_last_good_copy_is_served_without_asking_until_the_probe():
+    """A stalled Lookout costs one request its call timeout, not every request: while the back-off
+    holds, the stale copy (or the 503) is answered without a call; once it is over, one probe."""
+    clock, lookout = Clock(), Lookout()
+    cache = ConfigCache(lookout, clock)
+    cache.get("h", KEY, None)
+    cache.get("h2", KEY, None)
+    lookout.failing = True
+    clock.now += 61
+    assert cache.get("h", KEY, None).stale and len(lookout.calls) == 3  # the failed fetch
+    during = [cache.get(key_hash, KEY, None) for key_hash in ("h", "h2", "h", "never-seen")]
+    assert [(a.status, a.stale) for a in during] == [(200, True), (200, True), (200, True), (503, False)]
+    assert len(lookout.calls) == 3  # none of them asked Lookout
+    clock.now += BACKOFF_FIRST_SECONDS
+    assert cache.get("h", KEY, None).stale and len(lookout.calls) == 4  # the probe, failing: 2 s now
+    clock.now += BACKOFF_FIRST_SECONDS
+    assert cache.get("h2", KEY, None).stale and len(lookout.calls) == 4
+    lookout.failing, lookout.version = False, 2
+    clock.now += BACKOFF_FIRST_SECONDS
+    answer = cache.get("h2", KEY, None)  # the probe, answered: closed
+    assert (answer.status, answer.stale, len(lookout.calls)) == (200, False, 5)
+    assert json.loads(cache.get("h", KEY, None).body)["version"] == "v2" and len(lookout.calls) == 6
+
+
+def test_a_lookout_refusing_a_key_is_not_a_lookout_down():
+    """Lookout's 4xx is its word on one key: other keys are still asked."""
+    clock = Clock()
+    answers = {"bad": BackendConfig(401, b'{"error":"unauthorized"}')}
+    calls = []
+
+    def lookout(raw_key, overrides):
+        calls.append(raw_key)
+        return answers.get(raw_key) or BackendConfig(200, b'{"version":"v1"}')
+
+    cache = ConfigCache(lookout, clock)
+    assert cache.get("b", "bad", None).status == 401
+    assert cache.get("g", "good", None).status == 200 and calls == ["bad", "good"]
 
 
 @pytest.mark.parametrize(
