@@ -156,9 +156,7 @@ def table_backoff(region: str | None) -> Backoff:
 
 def _local_table_down() -> None:
     """BackingOff while the local table's back-off holds off: cached keys answer at once."""
-    backoff = table_backoff(None)
-    if backoff.holding_off():
-        raise BackingOff(f"{backoff.name}: backing off")
+    table_backoff(None).refuse_while_holding_off()
 
 
 def _count_store_down(_exc: Exception) -> None:

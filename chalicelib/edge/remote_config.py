@@ -136,7 +136,7 @@ class ConfigCache:
             return answer.body
 
         try:
-            found = configs.answers.get(slot, fetch, self._upstream_down)
+            found = configs.answers.get(slot, fetch, self.upstream.refuse_while_holding_off)
         except BackingOff:
             return ConfigAnswer(503, _unavailable())
         except _NotCached as failed:
@@ -157,11 +157,6 @@ class ConfigCache:
         except _LookoutDown as down:
             return down.answer
         return answer
-
-    def _upstream_down(self) -> None:
-        """BackingOff while the back-off holds off: the last good copy is served at once."""
-        if self.upstream.holding_off():
-            raise BackingOff(f"{self.upstream.name}: backing off")
 
     def cached_version(self, key_hash: str) -> str | None:
         """The `version` of the newest config held for this key, if any (no I/O)."""

@@ -46,6 +46,12 @@ class Backoff:
         with self._lock:
             return self.failures > 0 and (self._probing or self.clock() < self._reopens_at)
 
+    def refuse_while_holding_off(self) -> None:
+        """BackingOff while a caller would be refused (`holding_off`): for a cache's `store_down`,
+        which then answers its stale entry at once instead of waiting on a call in flight."""
+        if self.holding_off():
+            raise BackingOff(f"{self.name}: backing off")
+
     @contextmanager
     def attempt(self, failures: tuple[type[BaseException], ...]) -> Iterator[None]:
         """Make one call inside, or raise BackingOff without making it. Once the period is over
